@@ -1,0 +1,53 @@
+//! Control side: the configuration file as written (`File*` types), before validation.
+//!
+//! These types mirror the TOML one to one. Every table denies unknown keys, and every value
+//! that validation can reject is `Spanned` so that the error can name its line.
+//! Nothing here binds a socket or touches the system.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub runtime: Option<FileRuntime>,
+    pub admin: Option<FileAdmin>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<FileRoute>>,
+}
+
+/// `[runtime]`: how the data plane runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuntime {
+    pub workers: Option<Spanned<i64>>,
+    pub pin: Option<bool>,
+    pub splice: Option<bool>,
+    pub driver: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+    pub buffer_size: Option<Spanned<String>>,
+    pub pipe_size: Option<Spanned<String>>,
+}
+
+/// `[admin]`: the admin HTTP API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Option<Spanned<String>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub backends: Vec<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub connect_retries: Option<Spanned<i64>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+}

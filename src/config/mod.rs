@@ -1,0 +1,199 @@
+//! Control side: configuration.
+//!
+//! `config.toml` → [`file::FileConfig`] (serde, unknown keys denied) → [`Config`] (validated,
+//! every default filled in). Validation reports every problem at once with the file, the line,
+//! the key and how to fix it ([`ConfigError`]). Parsing never binds a socket: whether a port
+//! is free is a question for start-up (`control::ports`), not for `ringway check`.
+
+mod duration;
+mod error;
+mod file;
+mod size;
+mod validate;
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, Problem};
+pub use size::{format_size, parse_size};
+
+/// The embedded default configuration, printed by `ringway config default`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Name used in errors for the embedded default.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// A validated configuration: what the control thread applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub admin: AdminConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Which io driver the workers' monoio runtimes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring (the default). Start-up fails with a clear message where it is unavailable.
+    IoUring,
+    /// epoll, chosen explicitly by the operator; never a silent fallback.
+    Epoll,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Worker threads; `None` means one per core the process may run on.
+    pub workers: Option<NonZeroUsize>,
+    /// Pin worker i to the i-th core of the allowed set.
+    pub pin: bool,
+    /// Move bytes with splice(2) through pooled pipes; `false` = buffered copy.
+    pub splice: bool,
+    pub driver: Driver,
+    /// On SIGTERM/SIGINT: how long open sessions may finish before they are closed.
+    pub shutdown_grace: Duration,
+    /// Buffered path: bytes per direction buffer.
+    pub buffer_size: usize,
+    /// Splice path: pipe capacity requested with F_SETPIPE_SZ.
+    pub pipe_size: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub backends: Vec<SocketAddr>,
+    /// Budget for the whole connect phase (all attempts together).
+    pub connect_timeout: Duration,
+    /// Extra attempts after the first; `None` = try each backend once.
+    pub connect_retries: Option<u32>,
+    /// Close both sides after this long without a byte either way.
+    pub idle_timeout: Option<Duration>,
+    /// Sessions this route may hold open; new ones beyond it are reset.
+    pub max_connections: Option<NonZeroU32>,
+}
+
+impl RouteConfig {
+    /// Connect attempts per session: `connect_retries + 1`, or one per backend.
+    pub fn connect_attempts(&self) -> usize {
+        match self.connect_retries {
+            Some(r) => r as usize + 1,
+            None => self.backends.len().max(1),
+        }
+    }
+}
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
+pub const DEFAULT_PIPE_SIZE: usize = 1024 * 1024;
+/// splice is the default relay path (measured: bench/results/).
+pub const DEFAULT_SPLICE: bool = true;
+
+impl Config {
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        validate::parse(text, file)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read the file: {e}"),
+                fix: "check the path given with -c and that ringway may read it".into(),
+            }],
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        match Config::parse(DEFAULT_TOML, EMBEDDED_NAME) {
+            Ok(c) => c,
+            // The default is checked by a unit test; reaching this is a build defect.
+            Err(e) => panic!("embedded default configuration is invalid: {e}"),
+        }
+    }
+
+    /// The configuration with every default written out, as `ringway check` prints it.
+    pub fn to_toml(&self) -> String {
+        let rt = &self.runtime;
+        let mut out = String::new();
+        out.push_str("[runtime]\n");
+        out.push_str(&format!(
+            "workers = {}\n",
+            rt.workers.map(NonZeroUsize::get).unwrap_or(0)
+        ));
+        out.push_str(&format!("pin = {}\n", rt.pin));
+        out.push_str(&format!("splice = {}\n", rt.splice));
+        out.push_str(&format!("driver = \"{}\"\n", rt.driver.as_str()));
+        out.push_str(&format!(
+            "shutdown_grace = \"{}\"\n",
+            format_duration(rt.shutdown_grace)
+        ));
+        out.push_str(&format!(
+            "buffer_size = \"{}\"\n",
+            format_size(rt.buffer_size)
+        ));
+        out.push_str(&format!("pipe_size = \"{}\"\n", format_size(rt.pipe_size)));
+        out.push_str("\n[admin]\n");
+        out.push_str(&format!("listen = \"{}\"\n", self.admin.listen));
+        for r in &self.routes {
+            out.push_str("\n[[route]]\n");
+            out.push_str(&format!("name = {}\n", toml_string(&r.name)));
+            out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
+            out.push_str(&format!("backends = {}\n", addr_list(&r.backends)));
+            out.push_str(&format!(
+                "connect_timeout = \"{}\"\n",
+                format_duration(r.connect_timeout)
+            ));
+            match r.connect_retries {
+                Some(n) => out.push_str(&format!("connect_retries = {n}\n")),
+                None => out.push_str("# connect_retries: not set, each backend is tried once\n"),
+            }
+            match r.idle_timeout {
+                Some(d) => out.push_str(&format!("idle_timeout = \"{}\"\n", format_duration(d))),
+                None => out.push_str("# idle_timeout: not set, idle sessions stay open\n"),
+            }
+            match r.max_connections {
+                Some(n) => out.push_str(&format!("max_connections = {n}\n")),
+                None => out.push_str("# max_connections: not set, no limit\n"),
+            }
+        }
+        out
+    }
+}
+
+fn addr_list(addrs: &[SocketAddr]) -> String {
+    let items: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}

@@ -1,0 +1,403 @@
+//! Control side: `FileConfig` → `Config`, collecting every problem.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Problems};
+use super::file::{FileConfig, FileRoute, FileRuntime};
+use super::{
+    AdminConfig, Config, DEFAULT_ADMIN_LISTEN, DEFAULT_BUFFER_SIZE, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PIPE_SIZE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_SPLICE, Driver, RouteConfig, RuntimeConfig,
+    parse_duration, parse_size,
+};
+
+const ADDR_FIX: &str = "write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\" (host names are not resolved)";
+
+pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let mut problems = Problems::new(text);
+    let raw: FileConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (key, fix) = syntax_hint(e.message());
+            problems.add(
+                e.span().map(|s| s.start),
+                key,
+                e.message().trim().to_string(),
+                fix,
+            );
+            return Err(problems.into_error(file));
+        }
+    };
+
+    let runtime = runtime(raw.runtime.unwrap_or_default(), &mut problems);
+    let admin_listen = match raw.admin.and_then(|a| a.listen) {
+        Some(s) => addr(&s, "admin.listen", &mut problems),
+        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+    };
+
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+    for (i, spanned) in raw.routes.iter().enumerate() {
+        let at = spanned.span().start;
+        if let Some(r) = route(i, at, spanned.get_ref(), &mut problems) {
+            if let Some(first) = names.insert(r.name.clone(), i) {
+                problems.add(
+                    Some(at),
+                    format!("route[{i}].name"),
+                    format!(
+                        "route name \"{}\" is already used by route[{first}]",
+                        r.name
+                    ),
+                    "give every [[route]] its own name",
+                );
+            }
+            for l in &r.listen {
+                if let Some(other) = listens.insert(*l, r.name.clone()) {
+                    problems.add(
+                        Some(at),
+                        format!("route[{i}].listen"),
+                        format!("{l} is already the listen address of route \"{other}\""),
+                        "give each route its own listen address (sharing a port between routes is not supported yet)",
+                    );
+                }
+            }
+            routes.push(r);
+        }
+    }
+    if let Some(route) = admin_listen.and_then(|a| listens.get(&a)) {
+        problems.add(
+            None,
+            "admin.listen",
+            format!("the admin address is also a listen address of route \"{route}\""),
+            "move the admin API or the route to another port",
+        );
+    }
+
+    match (runtime, admin_listen) {
+        (Some(runtime), Some(listen)) if problems.is_empty() => Ok(Config {
+            runtime,
+            admin: AdminConfig { listen },
+            routes,
+        }),
+        _ => Err(problems.into_error(file)),
+    }
+}
+
+/// Hint for the most common TOML-level errors (syntax, unknown or mistyped keys).
+fn syntax_hint(message: &str) -> (String, String) {
+    if let Some(rest) = message.split("unknown field `").nth(1) {
+        let key = rest.split('`').next().unwrap_or("?").to_string();
+        let expected = message
+            .split("expected")
+            .nth(1)
+            .map(|s| format!("remove or rename it; valid keys here:{}", s.trim_end()))
+            .unwrap_or_else(|| "remove or rename it".to_string());
+        return (key, expected);
+    }
+    if message.contains("invalid type") {
+        return (
+            "(value)".into(),
+            "use the type shown in `ringway config default` (strings are quoted; durations are strings like \"1s\")".into(),
+        );
+    }
+    (
+        "(syntax)".into(),
+        "fix the TOML syntax at that line (see `ringway config default` for a valid file)".into(),
+    )
+}
+
+fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
+    let ok_before = p.is_empty();
+    let workers = match &rt.workers {
+        None => None,
+        Some(w) => match *w.get_ref() {
+            0 => None,
+            n if (1..=4096).contains(&n) => NonZeroUsize::new(n as usize),
+            n => {
+                p.add(
+                    Some(w.span().start),
+                    "runtime.workers",
+                    format!("{n} is not a valid worker count"),
+                    "use 0 (one per allowed core) or a count from 1 to 4096",
+                );
+                None
+            }
+        },
+    };
+    let driver = match rt
+        .driver
+        .as_ref()
+        .map(|d| (d.get_ref().as_str(), d.span().start))
+    {
+        None | Some(("io_uring", _)) => Driver::IoUring,
+        Some(("epoll", _)) => Driver::Epoll,
+        Some((other, at)) => {
+            p.add(
+                Some(at),
+                "runtime.driver",
+                format!("unknown driver \"{other}\""),
+                "use \"io_uring\" (default) or \"epoll\"",
+            );
+            Driver::IoUring
+        }
+    };
+    let shutdown_grace = duration(
+        rt.shutdown_grace.as_ref(),
+        "runtime.shutdown_grace",
+        DEFAULT_SHUTDOWN_GRACE,
+        p,
+    );
+    let buffer_size = size(
+        rt.buffer_size.as_ref(),
+        "runtime.buffer_size",
+        DEFAULT_BUFFER_SIZE,
+        (4096, 16 << 20),
+        p,
+    );
+    let pipe_size = size(
+        rt.pipe_size.as_ref(),
+        "runtime.pipe_size",
+        DEFAULT_PIPE_SIZE,
+        (4096, 64 << 20),
+        p,
+    );
+    if !ok_before || !p.is_empty() {
+        return None;
+    }
+    Some(RuntimeConfig {
+        workers,
+        pin: rt.pin.unwrap_or(true),
+        splice: rt.splice.unwrap_or(DEFAULT_SPLICE),
+        driver,
+        shutdown_grace,
+        buffer_size,
+        pipe_size,
+    })
+}
+
+fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<RouteConfig> {
+    let before = p.len();
+    let name = match &r.name {
+        None => {
+            p.add(
+                Some(at),
+                format!("route[{i}].name"),
+                "the route has no name",
+                "add name = \"...\" (letters, digits, '-', '_', '.'; used in the admin API and metrics)",
+            );
+            String::new()
+        }
+        Some(n) => {
+            let s = n.get_ref();
+            let valid = !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                p.add(
+                    Some(n.span().start),
+                    format!("route[{i}].name"),
+                    format!("\"{s}\" is not a valid route name"),
+                    "use 1 to 64 letters, digits, '-', '_' or '.'",
+                );
+            }
+            s.clone()
+        }
+    };
+    let label = if name.is_empty() {
+        format!("route[{i}]")
+    } else {
+        format!("route[{i}] (\"{name}\")")
+    };
+    if r.listen.is_empty() {
+        p.add(
+            Some(at),
+            format!("{label}.listen"),
+            "the route listens nowhere",
+            "add listen = [\"127.0.0.1:3000\"]",
+        );
+    }
+    if r.backends.is_empty() {
+        p.add(
+            Some(at),
+            format!("{label}.backends"),
+            "the route has no backends",
+            "add backends = [\"127.0.0.1:8080\"] (at least one)",
+        );
+    }
+    let listen = addrs(&r.listen, &format!("{label}.listen"), p);
+    let backends = addrs(&r.backends, &format!("{label}.backends"), p);
+    for (j, b) in backends.iter().enumerate() {
+        if backends[..j].contains(b) {
+            p.add(
+                Some(r.backends[j].span().start),
+                format!("{label}.backends[{j}]"),
+                format!("{b} is listed twice"),
+                "list each backend once",
+            );
+        }
+        if b.port() == 0 || b.ip().is_unspecified() {
+            p.add(
+                Some(r.backends[j].span().start),
+                format!("{label}.backends[{j}]"),
+                format!("{b} cannot be connected to"),
+                "use a concrete address and a non-zero port",
+            );
+        }
+    }
+    for (j, l) in listen.iter().enumerate() {
+        if l.port() == 0 {
+            p.add(
+                Some(r.listen[j].span().start),
+                format!("{label}.listen[{j}]"),
+                "port 0 would pick a random port",
+                "choose a fixed port for the route to listen on",
+            );
+        }
+    }
+    let connect_timeout = duration(
+        r.connect_timeout.as_ref(),
+        &format!("{label}.connect_timeout"),
+        DEFAULT_CONNECT_TIMEOUT,
+        p,
+    );
+    if connect_timeout.is_zero() {
+        p.add(
+            r.connect_timeout.as_ref().map(|s| s.span().start),
+            format!("{label}.connect_timeout"),
+            "a zero connect timeout never connects",
+            "use a duration such as \"1s\"",
+        );
+    }
+    let connect_retries = r.connect_retries.as_ref().and_then(|v| {
+        let n = *v.get_ref();
+        if (0..=100).contains(&n) {
+            Some(n as u32)
+        } else {
+            p.add(
+                Some(v.span().start),
+                format!("{label}.connect_retries"),
+                format!("{n} is out of range"),
+                "use 0 to 100 (extra attempts after the first), or leave it out to try each backend once",
+            );
+            None
+        }
+    });
+    let idle_timeout = r.idle_timeout.as_ref().map(|s| {
+        let d = duration(Some(s), &format!("{label}.idle_timeout"), Duration::ZERO, p);
+        if d.is_zero() {
+            p.add(
+                Some(s.span().start),
+                format!("{label}.idle_timeout"),
+                "a zero idle timeout would close every session at once",
+                "use a duration such as \"5m\", or leave the key out for no idle timeout",
+            );
+        }
+        d
+    });
+    let max_connections = r.max_connections.as_ref().and_then(|v| {
+        let n = *v.get_ref();
+        match u32::try_from(n).ok().and_then(NonZeroU32::new) {
+            Some(n) => Some(n),
+            None => {
+                p.add(
+                    Some(v.span().start),
+                    format!("{label}.max_connections"),
+                    format!("{n} is not a valid limit"),
+                    "use a count from 1 to 4294967295, or leave the key out for no limit",
+                );
+                None
+            }
+        }
+    });
+    if p.len() != before {
+        return None;
+    }
+    Some(RouteConfig {
+        name,
+        listen,
+        backends,
+        connect_timeout,
+        connect_retries,
+        idle_timeout,
+        max_connections,
+    })
+}
+
+fn addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<SocketAddr> {
+    match s.get_ref().trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                Some(s.span().start),
+                key,
+                format!("\"{}\" is not an address with a port", s.get_ref()),
+                ADDR_FIX,
+            );
+            None
+        }
+    }
+}
+
+fn addrs(list: &[Spanned<String>], key: &str, p: &mut Problems<'_>) -> Vec<SocketAddr> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(j, s)| addr(s, &format!("{key}[{j}]"), p))
+        .collect()
+}
+
+fn duration(
+    s: Option<&Spanned<String>>,
+    key: &str,
+    default: Duration,
+    p: &mut Problems<'_>,
+) -> Duration {
+    match s {
+        None => default,
+        Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|why| {
+            p.add(
+                Some(s.span().start),
+                key,
+                why,
+                "write a duration with a unit: \"250ms\", \"30s\", \"5m\"",
+            );
+            default
+        }),
+    }
+}
+
+fn size(
+    s: Option<&Spanned<String>>,
+    key: &str,
+    default: usize,
+    (min, max): (usize, usize),
+    p: &mut Problems<'_>,
+) -> usize {
+    let Some(s) = s else { return default };
+    match parse_size(s.get_ref()) {
+        Ok(n) if (min..=max).contains(&n) => n,
+        Ok(n) => {
+            p.add(
+                Some(s.span().start),
+                key,
+                format!("{n} bytes is out of range"),
+                format!("use a size from {min} bytes to {} MiB", max >> 20),
+            );
+            default
+        }
+        Err(why) => {
+            p.add(
+                Some(s.span().start),
+                key,
+                why,
+                "write a size such as \"64KiB\" or \"1MiB\"",
+            );
+            default
+        }
+    }
+}

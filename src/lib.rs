@@ -1,0 +1,28 @@
+//! ringway: a TCP (L4) proxy engine for Linux edge boxes — io_uring, thread-per-core,
+//! zero-copy splice.
+//!
+//! ```text
+//!  admin HTTP API ──▶ control thread (control/) ──▶ per worker: crossbeam + wake-up byte
+//!                     owns Config, binds listeners   ApplyRoutes{generation}, Shutdown
+//!                     (net/listener), merges metrics ◀── per-worker snapshots (metrics/)
+//!                            │
+//!        ┌───────────────────┼────────────────────┐
+//!   worker 0 (core 0)   worker 1 (core 1)   …  worker N-1          (worker/)
+//!   monoio io_uring runtime, own SO_REUSEPORT listener per address
+//!   accept → route lookup → connect (retries) → relay: splice | buffered   (proxy/)
+//! ```
+//!
+//! Hot side (workers, no locks, no shared atomics, no blocking): `worker`, `proxy`,
+//! `net::sys`, `metrics::local`. Control side (plain and simple): `config`, `control`,
+//! `admin`, `net::listener`, `metrics::{snapshot, render}`.
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod net;
+pub mod proxy;
+pub mod worker;

@@ -1,0 +1,275 @@
+//! Hot side: a worker's own metrics. Plain `Cell` counters and fixed-bound HdrHistograms,
+//! touched only by the worker thread; the control thread gets copies ([`super::snapshot`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use hdrhistogram::Histogram;
+
+use super::snapshot::{BackendCounters, RouteCounters, RouteSnapshot, WorkerSnapshot};
+
+/// Histogram bounds, in microseconds: 1 µs .. 1 day, 2 significant digits.
+pub const HIST_LOW_US: u64 = 1;
+pub const HIST_HIGH_US: u64 = 86_400_000_000;
+pub const HIST_SIGFIG: u8 = 2;
+
+/// A new histogram with ringway's fixed bounds.
+pub fn new_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(HIST_LOW_US, HIST_HIGH_US, HIST_SIGFIG) {
+        Ok(h) => h,
+        // The bounds are constants validated by a unit test.
+        Err(e) => panic!("histogram bounds are invalid: {e}"),
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both directions reached EOF.
+    Clean,
+    /// The client reset, or a write to it failed.
+    ClientReset,
+    /// The backend reset, or a write to it failed.
+    BackendReset,
+    /// `idle_timeout` passed without a byte.
+    IdleTimeout,
+    /// Closed by ringway at the end of the shutdown grace period.
+    Shutdown,
+    /// No backend could be connected; the client was reset.
+    ConnectFailed,
+    /// A local resource failed (no pipe, no memory).
+    LocalError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Clean,
+        Outcome::ClientReset,
+        Outcome::BackendReset,
+        Outcome::IdleTimeout,
+        Outcome::Shutdown,
+        Outcome::ConnectFailed,
+        Outcome::LocalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Clean => "clean",
+            Outcome::ClientReset => "client_reset",
+            Outcome::BackendReset => "backend_reset",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::Shutdown => "shutdown",
+            Outcome::ConnectFailed => "connect_failed",
+            Outcome::LocalError => "local_error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a connect attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    Refused,
+    Timeout,
+    Other,
+}
+
+/// Per-backend counters of one route on one worker.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    pub addr: SocketAddr,
+    pub connections: Cell<u64>,
+    pub active: Cell<u64>,
+    pub refused: Cell<u64>,
+    pub timeouts: Cell<u64>,
+    pub other_errors: Cell<u64>,
+}
+
+impl BackendMetrics {
+    fn new(addr: SocketAddr) -> Self {
+        BackendMetrics {
+            addr,
+            connections: Cell::new(0),
+            active: Cell::new(0),
+            refused: Cell::new(0),
+            timeouts: Cell::new(0),
+            other_errors: Cell::new(0),
+        }
+    }
+
+    pub fn connect_error(&self, kind: ConnectErrorKind) {
+        let c = match kind {
+            ConnectErrorKind::Refused => &self.refused,
+            ConnectErrorKind::Timeout => &self.timeouts,
+            ConnectErrorKind::Other => &self.other_errors,
+        };
+        bump(c, 1);
+    }
+}
+
+/// One route's metrics on one worker. Kept by route name, so they survive route-table
+/// generations.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub accepted: Cell<u64>,
+    pub active: Cell<u64>,
+    pub rejected: Cell<u64>,
+    pub bytes_to_backend: Cell<u64>,
+    pub bytes_to_client: Cell<u64>,
+    ended: [Cell<u64>; 7],
+    connect_us: RefCell<Histogram<u64>>,
+    session_us: RefCell<Histogram<u64>>,
+    backends: RefCell<Vec<Rc<BackendMetrics>>>,
+}
+
+impl RouteMetrics {
+    fn new() -> Self {
+        RouteMetrics {
+            accepted: Cell::new(0),
+            active: Cell::new(0),
+            rejected: Cell::new(0),
+            bytes_to_backend: Cell::new(0),
+            bytes_to_client: Cell::new(0),
+            ended: Default::default(),
+            connect_us: RefCell::new(new_histogram()),
+            session_us: RefCell::new(new_histogram()),
+            backends: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The counters of `addr` under this route, created on first use (at table build time,
+    /// not per connection).
+    pub fn backend(&self, addr: SocketAddr) -> Rc<BackendMetrics> {
+        let mut list = self.backends.borrow_mut();
+        if let Some(b) = list.iter().find(|b| b.addr == addr) {
+            return b.clone();
+        }
+        let b = Rc::new(BackendMetrics::new(addr));
+        list.push(b.clone());
+        b
+    }
+
+    pub fn record_connect_us(&self, us: u64) {
+        self.connect_us.borrow_mut().saturating_record(us.max(1));
+    }
+
+    pub fn record_end(&self, outcome: Outcome, duration_us: u64) {
+        bump(&self.ended[outcome.index()], 1);
+        self.session_us
+            .borrow_mut()
+            .saturating_record(duration_us.max(1));
+    }
+
+    fn snapshot(&self, name: &str) -> RouteSnapshot {
+        let take = |h: &RefCell<Histogram<u64>>| {
+            let mut h = h.borrow_mut();
+            let copy = h.clone();
+            h.reset();
+            copy
+        };
+        RouteSnapshot {
+            name: name.to_string(),
+            counters: RouteCounters {
+                accepted: self.accepted.get(),
+                active: self.active.get(),
+                rejected: self.rejected.get(),
+                bytes_to_backend: self.bytes_to_backend.get(),
+                bytes_to_client: self.bytes_to_client.get(),
+                ended: std::array::from_fn(|i| self.ended[i].get()),
+            },
+            connect_us: take(&self.connect_us),
+            session_us: take(&self.session_us),
+            backends: self
+                .backends
+                .borrow()
+                .iter()
+                .map(|b| BackendCounters {
+                    addr: b.addr,
+                    connections: b.connections.get(),
+                    active: b.active.get(),
+                    refused: b.refused.get(),
+                    timeouts: b.timeouts.get(),
+                    other_errors: b.other_errors.get(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// All metrics of one worker.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    routes: RefCell<HashMap<String, Rc<RouteMetrics>>>,
+    pub active: Cell<u64>,
+}
+
+impl WorkerMetrics {
+    /// The metrics of route `name`, created on first use (at table build time).
+    pub fn route(&self, name: &str) -> Rc<RouteMetrics> {
+        self.routes
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_insert_with(|| Rc::new(RouteMetrics::new()))
+            .clone()
+    }
+
+    /// Copies counters and takes (moves out) the histograms recorded since the last call.
+    pub fn snapshot(&self, worker: usize) -> WorkerSnapshot {
+        WorkerSnapshot {
+            worker,
+            active: self.active.get(),
+            routes: self
+                .routes
+                .borrow()
+                .iter()
+                .map(|(name, m)| m.snapshot(name))
+                .collect(),
+        }
+    }
+}
+
+/// `+= n` on a Cell counter, wrapping (a u64 of bytes wraps after 16 EiB).
+#[inline]
+pub fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get().wrapping_add(n));
+}
+
+/// `-= 1` on a gauge, never below zero.
+#[inline]
+pub fn drop_one(c: &Cell<u64>) {
+    c.set(c.get().saturating_sub(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bounds_are_valid_and_saturate() {
+        let mut h = new_histogram();
+        h.saturating_record(u64::MAX);
+        h.saturating_record(0);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn snapshot_moves_histograms_and_keeps_counters() {
+        let w = WorkerMetrics::default();
+        let r = w.route("web");
+        bump(&r.accepted, 3);
+        r.record_connect_us(120);
+        r.record_end(Outcome::Clean, 5000);
+        let s1 = w.snapshot(0);
+        assert_eq!(s1.routes[0].counters.accepted, 3);
+        assert_eq!(s1.routes[0].connect_us.len(), 1);
+        assert_eq!(s1.routes[0].counters.ended[0], 1);
+        let s2 = w.snapshot(0);
+        assert_eq!(s2.routes[0].counters.accepted, 3);
+        assert_eq!(s2.routes[0].connect_us.len(), 0);
+    }
+}

@@ -1,0 +1,15 @@
+//! Metric names, in one place (contract 3.4 of shared/design.md, plus ringway's additions).
+
+pub const CONNECTIONS_TOTAL: &str = "ringway_connections_total";
+pub const CONNECTIONS_ACTIVE: &str = "ringway_connections_active";
+pub const BYTES_TOTAL: &str = "ringway_bytes_total";
+pub const CONNECT_ERRORS_TOTAL: &str = "ringway_connect_errors_total";
+pub const CONNECT_DURATION: &str = "ringway_connect_duration_seconds";
+pub const SESSION_DURATION: &str = "ringway_session_duration_seconds";
+pub const WORKER_CONNECTIONS_ACTIVE: &str = "ringway_worker_connections_active";
+/// ringway addition: sessions ended, by outcome (clean, client_reset, backend_reset, ...).
+pub const SESSIONS_ENDED_TOTAL: &str = "ringway_sessions_ended_total";
+/// ringway addition: connections refused before a backend was tried (max_connections).
+pub const CONNECTIONS_REJECTED_TOTAL: &str = "ringway_connections_rejected_total";
+/// ringway addition: sessions open per backend.
+pub const BACKEND_CONNECTIONS_ACTIVE: &str = "ringway_backend_connections_active";

@@ -1,0 +1,295 @@
+//! Control side: rendering merged metrics as Prometheus text and as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::local::Outcome;
+use super::names::*;
+use super::snapshot::RouteTotals;
+
+/// Bucket bounds (seconds) of the connect-duration histogram.
+const CONNECT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+/// Bucket bounds (seconds) of the session-duration histogram.
+const SESSION_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+];
+
+/// Prometheus text exposition format 0.0.4.
+pub fn prometheus(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64]) -> String {
+    let mut out = String::with_capacity(4096);
+    // Written family by family so every sample of a family is contiguous.
+    header(
+        &mut out,
+        CONNECTIONS_TOTAL,
+        "counter",
+        "Connections accepted, per route.",
+    );
+    for (r, t) in routes {
+        sample(
+            &mut out,
+            CONNECTIONS_TOTAL,
+            &[("route", r)],
+            t.counters.accepted,
+        );
+    }
+    header(
+        &mut out,
+        CONNECTIONS_ACTIVE,
+        "gauge",
+        "Sessions open now, per route.",
+    );
+    for (r, t) in routes {
+        sample(
+            &mut out,
+            CONNECTIONS_ACTIVE,
+            &[("route", r)],
+            t.counters.active,
+        );
+    }
+    header(
+        &mut out,
+        BYTES_TOTAL,
+        "counter",
+        "Bytes relayed, per route and direction.",
+    );
+    for (r, t) in routes {
+        let c = &t.counters;
+        sample(
+            &mut out,
+            BYTES_TOTAL,
+            &[("route", r), ("direction", "to_backend")],
+            c.bytes_to_backend,
+        );
+        sample(
+            &mut out,
+            BYTES_TOTAL,
+            &[("route", r), ("direction", "to_client")],
+            c.bytes_to_client,
+        );
+    }
+    header(
+        &mut out,
+        CONNECT_ERRORS_TOTAL,
+        "counter",
+        "Failed connect attempts, per route, backend and kind (refused, timeout, other).",
+    );
+    for (r, t) in routes {
+        for (addr, b) in &t.backends {
+            let a = addr.to_string();
+            for (kind, n) in [
+                ("refused", b.refused),
+                ("timeout", b.timeouts),
+                ("other", b.other_errors),
+            ] {
+                sample(
+                    &mut out,
+                    CONNECT_ERRORS_TOTAL,
+                    &[("route", r), ("backend", &a), ("kind", kind)],
+                    n,
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
+        BACKEND_CONNECTIONS_ACTIVE,
+        "gauge",
+        "Sessions open now, per route and backend.",
+    );
+    for (r, t) in routes {
+        for (addr, b) in &t.backends {
+            sample(
+                &mut out,
+                BACKEND_CONNECTIONS_ACTIVE,
+                &[("route", r), ("backend", &addr.to_string())],
+                b.active,
+            );
+        }
+    }
+    header(
+        &mut out,
+        CONNECTIONS_REJECTED_TOTAL,
+        "counter",
+        "Connections reset at accept because the route was at max_connections.",
+    );
+    for (r, t) in routes {
+        sample(
+            &mut out,
+            CONNECTIONS_REJECTED_TOTAL,
+            &[("route", r), ("reason", "max_connections")],
+            t.counters.rejected,
+        );
+    }
+    header(
+        &mut out,
+        SESSIONS_ENDED_TOTAL,
+        "counter",
+        "Sessions ended, per route and outcome.",
+    );
+    for (r, t) in routes {
+        for o in Outcome::ALL {
+            sample(
+                &mut out,
+                SESSIONS_ENDED_TOTAL,
+                &[("route", r), ("outcome", o.as_str())],
+                t.counters.ended[o as usize],
+            );
+        }
+    }
+    header(
+        &mut out,
+        CONNECT_DURATION,
+        "histogram",
+        "Time to connect to a backend, per route.",
+    );
+    for (r, t) in routes {
+        histogram(
+            &mut out,
+            CONNECT_DURATION,
+            r,
+            &t.connect_us,
+            &CONNECT_BUCKETS,
+        );
+    }
+    header(
+        &mut out,
+        SESSION_DURATION,
+        "histogram",
+        "Session duration from accept to close, per route.",
+    );
+    for (r, t) in routes {
+        histogram(
+            &mut out,
+            SESSION_DURATION,
+            r,
+            &t.session_us,
+            &SESSION_BUCKETS,
+        );
+    }
+    header(
+        &mut out,
+        WORKER_CONNECTIONS_ACTIVE,
+        "gauge",
+        "Sessions open now, per worker.",
+    );
+    for (w, n) in worker_active.iter().enumerate() {
+        sample(
+            &mut out,
+            WORKER_CONNECTIONS_ACTIVE,
+            &[("worker", &w.to_string())],
+            *n,
+        );
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn labels(out: &mut String, labels: &[(&str, &str)]) {
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn sample(out: &mut String, name: &str, l: &[(&str, &str)], value: u64) {
+    out.push_str(name);
+    labels(out, l);
+    let _ = writeln!(out, " {value}");
+}
+
+fn histogram(out: &mut String, name: &str, route: &str, h: &Histogram<u64>, bounds: &[f64]) {
+    let bucket = format!("{name}_bucket");
+    for b in bounds {
+        let us = (b * 1e6) as u64;
+        let count = h.count_between(0, us);
+        let le = format!("{b}");
+        bucket_line(out, &bucket, route, &le, count);
+    }
+    bucket_line(out, &bucket, route, "+Inf", h.len());
+    let sum_s = h.mean() * h.len() as f64 / 1e6;
+    out.push_str(name);
+    out.push_str("_sum");
+    labels(out, &[("route", route)]);
+    let _ = writeln!(out, " {sum_s}");
+    sample(out, &format!("{name}_count"), &[("route", route)], h.len());
+}
+
+fn bucket_line(out: &mut String, bucket: &str, route: &str, le: &str, count: u64) {
+    out.push_str(bucket);
+    labels(out, &[("route", route), ("le", le)]);
+    let _ = writeln!(out, " {count}");
+}
+
+/// Quantiles of a µs histogram, in seconds, for JSON.
+pub fn quantiles(h: &Histogram<u64>) -> Value {
+    let s = |us: u64| us as f64 / 1e6;
+    json!({
+        "count": h.len(),
+        "p50": s(h.value_at_quantile(0.5)),
+        "p90": s(h.value_at_quantile(0.9)),
+        "p99": s(h.value_at_quantile(0.99)),
+        "max": s(h.max()),
+    })
+}
+
+/// The same metrics as JSON (`GET /metrics?format=json`).
+pub fn json(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64]) -> Value {
+    let routes: serde_json::Map<String, Value> = routes
+        .iter()
+        .map(|(name, t)| {
+            let c = &t.counters;
+            let ended: serde_json::Map<String, Value> = Outcome::ALL
+                .iter()
+                .map(|o| (o.as_str().to_string(), json!(c.ended[*o as usize])))
+                .collect();
+            let backends: Vec<Value> = t
+                .backends
+                .values()
+                .map(|b| {
+                    json!({
+                        "addr": b.addr.to_string(),
+                        "connections": b.connections,
+                        "active": b.active,
+                        "connect_errors": {"refused": b.refused, "timeout": b.timeouts, "other": b.other_errors},
+                    })
+                })
+                .collect();
+            (
+                name.clone(),
+                json!({
+                    "connections_total": c.accepted,
+                    "connections_active": c.active,
+                    "connections_rejected": c.rejected,
+                    "bytes_to_backend": c.bytes_to_backend,
+                    "bytes_to_client": c.bytes_to_client,
+                    "sessions_ended": ended,
+                    "connect_duration_seconds": quantiles(&t.connect_us),
+                    "session_duration_seconds": quantiles(&t.session_us),
+                    "backends": backends,
+                }),
+            )
+        })
+        .collect();
+    json!({ "routes": routes, "workers": worker_active.iter().enumerate().map(|(i, a)| json!({"worker": i, "connections_active": a})).collect::<Vec<_>>() })
+}

@@ -1,0 +1,175 @@
+//! Hot side: per-worker pools of relay buffers and splice pipes.
+//!
+//! Each worker owns its pools (no locks). A pool hands out an object and takes it back when
+//! the relay is done with it; it keeps at most `max_idle` spares so a burst does not pin
+//! memory or file descriptors forever.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::net::sys;
+
+/// Reusable relay buffers of one fixed capacity.
+#[derive(Debug)]
+pub struct BufferPool {
+    size: usize,
+    max_idle: usize,
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    pub fn new(size: usize, max_idle: usize) -> Self {
+        BufferPool {
+            size,
+            max_idle,
+            free: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// An empty buffer with `size` bytes of capacity.
+    pub fn take(&self) -> Vec<u8> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    /// Returns a buffer; kept if the pool has room and the buffer is the pool's size.
+    pub fn put(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < self.max_idle && buf.capacity() == self.size {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
+/// A non-blocking pipe used as the in-kernel buffer of one splice direction.
+#[derive(Debug)]
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+    /// Bytes spliced in and not yet spliced out.
+    pending: usize,
+}
+
+impl Pipe {
+    fn new(size: usize) -> io::Result<Pipe> {
+        let (read, write) = sys::pipe()?;
+        let capacity = sys::set_pipe_size(&write, size);
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+            pending: 0,
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Splices up to the pipe's free space from socket `from` into the pipe.
+    #[inline]
+    pub fn fill_from(&mut self, from: RawFd) -> io::Result<usize> {
+        let n = sys::splice(from, self.write.as_raw_fd(), self.capacity - self.pending)?;
+        self.pending += n;
+        Ok(n)
+    }
+
+    /// Splices pending bytes from the pipe into socket `to`.
+    #[inline]
+    pub fn drain_to(&mut self, to: RawFd) -> io::Result<usize> {
+        let n = sys::splice(self.read.as_raw_fd(), to, self.pending)?;
+        self.pending -= n.min(self.pending);
+        Ok(n)
+    }
+}
+
+/// Pipes, created on demand and kept for reuse while empty.
+#[derive(Debug)]
+pub struct PipePool {
+    size: usize,
+    max_idle: usize,
+    free: RefCell<Vec<Pipe>>,
+    created: Cell<u64>,
+}
+
+impl PipePool {
+    pub fn new(size: usize, max_idle: usize) -> Self {
+        PipePool {
+            size,
+            max_idle,
+            free: RefCell::new(Vec::new()),
+            created: Cell::new(0),
+        }
+    }
+
+    /// An empty pipe.
+    pub fn take(&self) -> io::Result<Pipe> {
+        if let Some(p) = self.free.borrow_mut().pop() {
+            return Ok(p);
+        }
+        self.created.set(self.created.get() + 1);
+        Pipe::new(self.size)
+    }
+
+    /// Returns a pipe. A pipe that still holds bytes is closed, never reused: its bytes
+    /// belong to a connection that is gone.
+    pub fn put(&self, pipe: Pipe) {
+        let mut free = self.free.borrow_mut();
+        if pipe.pending == 0 && free.len() < self.max_idle {
+            free.push(pipe);
+        }
+    }
+
+    /// Pipes created since start (for tests and diagnostics).
+    pub fn created(&self) -> u64 {
+        self.created.get()
+    }
+
+    /// Spare pipes held now.
+    pub fn idle(&self) -> usize {
+        self.free.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_and_bounded() {
+        let pool = BufferPool::new(1024, 1);
+        let mut a = pool.take();
+        a.extend_from_slice(b"abc");
+        let b = pool.take();
+        let a_ptr = a.as_ptr();
+        pool.put(a);
+        pool.put(b);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), a_ptr);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), 1024);
+    }
+
+    #[test]
+    fn pipes_with_pending_bytes_are_not_reused() {
+        let pool = PipePool::new(65536, 4);
+        let p = pool.take().unwrap();
+        assert!(p.capacity() >= 4096);
+        pool.put(p);
+        assert_eq!(pool.idle(), 1);
+        let mut p = pool.take().unwrap();
+        assert_eq!(pool.created(), 1);
+        p.pending = 10;
+        pool.put(p);
+        assert_eq!(pool.idle(), 0);
+    }
+}

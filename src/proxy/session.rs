@@ -1,0 +1,92 @@
+//! Hot side: one client session, from accept to close.
+//!
+//! accept → limit check → connect (retries, budget) → relay (splice or buffered) → metrics.
+//! The session holds the `Rc<Route>` of the generation it started in, so later route
+//! changes never move it.
+
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use super::connect::connect;
+use super::relay::{self, Fail, RelayEnd, Side, Tally};
+use super::splice;
+use super::table::Route;
+use crate::metrics::local::{Outcome, bump, drop_one};
+use crate::net::sys;
+use crate::worker::Worker;
+
+/// Runs one session to its end. Never panics on anything the network does.
+pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
+    let started = Instant::now();
+    let m = &route.metrics;
+    bump(&m.accepted, 1);
+    if route.at_limit() {
+        bump(&m.rejected, 1);
+        reset(client);
+        return;
+    }
+    bump(&m.active, 1);
+    bump(&worker.metrics.active, 1);
+    let key = worker.sessions.open(client.as_raw_fd());
+
+    let outcome = match connect(&route).await {
+        None => {
+            reset(client);
+            Outcome::ConnectFailed
+        }
+        Some((backend, b)) => {
+            bump(&b.connections, 1);
+            bump(&b.active, 1);
+            worker.sessions.set_backend(key, backend.as_raw_fd());
+            let end = relay(&worker, &route, client, backend).await;
+            drop_one(&b.active);
+            match end {
+                RelayEnd::Clean => Outcome::Clean,
+                RelayEnd::Idle => Outcome::IdleTimeout,
+                RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
+                RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
+                RelayEnd::Failed(Fail::Local) => Outcome::LocalError,
+            }
+        }
+    };
+    let outcome = if worker.sessions.close(key) {
+        Outcome::Shutdown
+    } else {
+        outcome
+    };
+    drop_one(&m.active);
+    drop_one(&worker.metrics.active);
+    m.record_end(outcome, started.elapsed().as_micros() as u64);
+    tracing::debug!(route = %route.cfg.name, outcome = outcome.as_str(), "session ended");
+}
+
+async fn relay(worker: &Worker, route: &Route, client: TcpStream, backend: TcpStream) -> RelayEnd {
+    let (cfd, bfd) = (client.as_raw_fd(), backend.as_raw_fd());
+    let _ = sys::set_nodelay(cfd);
+    let _ = sys::set_nodelay(bfd);
+    let activity = Cell::new(Instant::now());
+    let idle = route.cfg.idle_timeout;
+    let tally = Tally {
+        to_backend: &route.metrics.bytes_to_backend,
+        to_client: &route.metrics.bytes_to_client,
+        activity: idle.map(|_| &activity),
+    };
+    if worker.splice
+        && sys::set_nonblocking(cfd, true).is_ok()
+        && sys::set_nonblocking(bfd, true).is_ok()
+    {
+        splice::spliced(client, backend, &worker.pipes, &tally, idle, &activity).await
+    } else {
+        relay::buffered(client, backend, &worker.buffers, &tally, idle, &activity).await
+    }
+}
+
+/// Closes a client with a reset (SO_LINGER 0).
+fn reset(client: TcpStream) {
+    let _ = sys::set_linger_zero(client.as_raw_fd());
+    drop(client);
+}

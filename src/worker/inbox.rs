@@ -1,0 +1,136 @@
+//! Hot side (with a control-side handle): how the control thread reaches a worker.
+//!
+//! Messages go over a crossbeam channel; after each send the control thread writes one byte
+//! to a unix socket pair. The worker waits for that byte through its ring (no thread, no
+//! timer polling), then drains the channel with `try_recv`.
+
+use std::io::{ErrorKind, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use monoio::io::AsyncReadRent;
+use monoio::net::{TcpListener, UnixStream};
+
+use super::{Worker, accept};
+use crate::config::RouteConfig;
+use crate::control::messages::{FromWorker, ToWorker};
+use crate::proxy::table::RouteTable;
+
+/// The control thread's handle on one worker's inbox.
+#[derive(Debug)]
+pub struct Waker {
+    tx: Sender<ToWorker>,
+    wake: StdUnixStream,
+}
+
+impl Waker {
+    /// A channel and wake-up pair: the control keeps the `Waker`, the worker gets the rest.
+    pub fn pair() -> std::io::Result<(Waker, Receiver<ToWorker>, StdUnixStream)> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (ours, theirs) = StdUnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        Ok((Waker { tx, wake: ours }, rx, theirs))
+    }
+
+    /// Sends a message and wakes the worker. False when the worker is gone.
+    pub fn send(&self, msg: ToWorker) -> bool {
+        if self.tx.send(msg).is_err() {
+            return false;
+        }
+        // A full socket buffer means wake-ups are already pending: nothing is lost.
+        match (&self.wake).write_all(&[1]) {
+            Ok(()) => true,
+            Err(e) => e.kind() == ErrorKind::WouldBlock,
+        }
+    }
+}
+
+pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake: UnixStream) {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        loop {
+            match inbox.try_recv() {
+                Ok(ToWorker::Apply {
+                    generation,
+                    routes,
+                    add,
+                    remove,
+                }) => apply(&worker, generation, &routes, add, &remove),
+                Ok(ToWorker::Shutdown { grace }) => return shutdown(&worker, grace).await,
+                Err(TryRecvError::Empty) => break,
+                // The control thread is gone: stop without waiting.
+                Err(TryRecvError::Disconnected) => return shutdown(&worker, Duration::ZERO).await,
+            }
+        }
+        buf.clear();
+        let (res, b) = wake.read(buf).await;
+        buf = b;
+        if matches!(res, Ok(0) | Err(_)) {
+            return shutdown(&worker, Duration::ZERO).await;
+        }
+    }
+}
+
+fn apply(
+    worker: &Rc<Worker>,
+    generation: u64,
+    routes: &Arc<Vec<RouteConfig>>,
+    add: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+    remove: &[std::net::SocketAddr],
+) {
+    let table = RouteTable::build(generation, routes, &worker.metrics, worker.workers);
+    *worker.table.borrow_mut() = Rc::new(table);
+    for addr in remove {
+        if let Some(c) = worker.listeners.borrow_mut().remove(addr) {
+            c.cancel();
+        }
+    }
+    let mut error = None;
+    for (addr, std_listener) in add {
+        match TcpListener::from_std(std_listener) {
+            Ok(listener) => {
+                let canceller = monoio::io::Canceller::new();
+                monoio::spawn(accept::run(
+                    worker.clone(),
+                    listener,
+                    addr,
+                    canceller.handle(),
+                ));
+                worker.listeners.borrow_mut().insert(addr, canceller);
+            }
+            Err(e) => error = Some(format!("cannot adopt the listener for {addr}: {e}")),
+        }
+    }
+    let _ = worker.to_control.send(FromWorker::Applied {
+        worker: worker.id,
+        generation,
+        error,
+    });
+}
+
+/// Stops accepting, waits for sessions up to `grace`, closes the rest, reports `Stopped`.
+async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
+    worker.stopping.set(true);
+    for (_, c) in worker.listeners.borrow_mut().drain() {
+        c.cancel();
+    }
+    let deadline = Instant::now() + grace;
+    while !worker.sessions.is_empty() && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        monoio::time::sleep(left.min(Duration::from_millis(20))).await;
+    }
+    let forced = worker.sessions.close_all();
+    // Closed sessions unwind within a few loop turns; bound the wait anyway.
+    let unwind = Instant::now() + Duration::from_secs(1);
+    while !worker.sessions.is_empty() && Instant::now() < unwind {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.send_snapshot();
+    let _ = worker.to_control.send(FromWorker::Stopped {
+        worker: worker.id,
+        forced,
+    });
+}

@@ -1,0 +1,156 @@
+//! Hot side: a worker — one thread, pinned to one core, running its own monoio runtime.
+//!
+//! A worker owns everything it touches: its listeners (one SO_REUSEPORT socket per listen
+//! address, handed over by the control thread), its route table, its pools, its metrics and
+//! its session registry. It hears from the control thread through [`inbox`] and reports back
+//! over a crossbeam channel; it never blocks and never takes a lock.
+
+mod accept;
+mod inbox;
+mod sessions;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use monoio::io::Canceller;
+
+pub use inbox::Waker;
+pub use sessions::Sessions;
+
+use crate::config::{Driver, RuntimeConfig};
+use crate::control::messages::{FromWorker, ToWorker};
+use crate::metrics::local::WorkerMetrics;
+use crate::proxy::pool::{BufferPool, PipePool};
+use crate::proxy::table::RouteTable;
+
+/// io_uring submission queue size per worker (the completion queue is twice as large).
+const RING_ENTRIES: u32 = 2048;
+/// Spare relay buffers / pipes a worker keeps for reuse.
+const POOL_MAX_IDLE: usize = 256;
+/// How often a worker sends its metrics to the control thread.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// A worker's state, shared by its tasks through `Rc`.
+pub struct Worker {
+    pub id: usize,
+    pub workers: usize,
+    pub splice: bool,
+    pub buffers: BufferPool,
+    pub pipes: PipePool,
+    pub table: RefCell<Rc<RouteTable>>,
+    pub metrics: WorkerMetrics,
+    pub sessions: Sessions,
+    /// Accept loops by listen address; cancelling one stops it and closes its listener.
+    listeners: RefCell<HashMap<SocketAddr, Canceller>>,
+    stopping: Cell<bool>,
+    to_control: Sender<FromWorker>,
+}
+
+/// What a worker thread is started with.
+pub struct WorkerSpec {
+    pub id: usize,
+    pub workers: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub runtime: RuntimeConfig,
+    pub inbox: Receiver<ToWorker>,
+    pub wake: StdUnixStream,
+    pub to_control: Sender<FromWorker>,
+}
+
+/// Starts worker thread `spec.id`. It reports `Started` or `StartFailed` first.
+pub fn spawn(spec: WorkerSpec) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("ringway-w{}", spec.id))
+        .spawn(move || run_thread(spec))
+}
+
+fn run_thread(spec: WorkerSpec) {
+    let pinned = spec
+        .core
+        .filter(|c| core_affinity::set_for_current(*c))
+        .map(|c| c.id);
+    if spec.core.is_some() && pinned.is_none() {
+        tracing::warn!(
+            worker = spec.id,
+            "could not pin worker to its core; running unpinned"
+        );
+    }
+    let (id, to_control) = (spec.id, spec.to_control.clone());
+    let result = match spec.runtime.driver {
+        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+            .map_err(|e| {
+                format!(
+                    "io_uring is unavailable ({e}): the kernel refused io_uring_setup \
+                     (kernel.io_uring_disabled, a seccomp filter such as a container's default \
+                     profile, or a kernel older than 5.6). Allow io_uring, or set \
+                     runtime.driver = \"epoll\" in the configuration to run on epoll"
+                )
+            })
+            .map(|mut rt| rt.block_on(main(spec, pinned))),
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(|e| format!("cannot start the epoll runtime: {e}"))
+            .map(|mut rt| rt.block_on(main(spec, pinned))),
+    };
+    if let Err(error) = result {
+        let _ = to_control.send(FromWorker::StartFailed { worker: id, error });
+    }
+}
+
+async fn main(spec: WorkerSpec, core: Option<usize>) {
+    let worker = Rc::new(Worker {
+        id: spec.id,
+        workers: spec.workers,
+        splice: spec.runtime.splice,
+        buffers: BufferPool::new(spec.runtime.buffer_size, POOL_MAX_IDLE),
+        pipes: PipePool::new(spec.runtime.pipe_size, POOL_MAX_IDLE),
+        table: RefCell::new(Rc::new(RouteTable::default())),
+        metrics: WorkerMetrics::default(),
+        sessions: Sessions::default(),
+        listeners: RefCell::new(HashMap::new()),
+        stopping: Cell::new(false),
+        to_control: spec.to_control,
+    });
+    let wake = match monoio::net::UnixStream::from_std(spec.wake) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = worker.to_control.send(FromWorker::StartFailed {
+                worker: worker.id,
+                error: format!("cannot adopt the wake-up socket: {e}"),
+            });
+            return;
+        }
+    };
+    let _ = worker.to_control.send(FromWorker::Started {
+        worker: worker.id,
+        core,
+    });
+    monoio::spawn(snapshots(worker.clone()));
+    inbox::run(worker, spec.inbox, wake).await;
+}
+
+/// Sends metrics to the control thread every [`SNAPSHOT_EVERY`].
+async fn snapshots(worker: Rc<Worker>) {
+    while !worker.stopping.get() {
+        monoio::time::sleep(SNAPSHOT_EVERY).await;
+        worker.send_snapshot();
+    }
+}
+
+impl Worker {
+    fn send_snapshot(&self) {
+        let _ = self
+            .to_control
+            .send(FromWorker::Snapshot(self.metrics.snapshot(self.id)));
+    }
+}
