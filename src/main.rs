@@ -1,6 +1,7 @@
 //! The `ringway` binary: parse the command line, start logging, dispatch, map errors to exit
 //! codes (0 ok, 1 runtime failure, 64 bad usage or invalid configuration).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Config {

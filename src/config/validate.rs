@@ -45,6 +45,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     for (i, spanned) in raw.routes.iter().enumerate() {
         let at = spanned.span().start;
         if let Some(r) = route(i, at, spanned.get_ref(), &mut problems) {
+            let label = format!("route[{i}] (\"{}\")", r.name);
             if let Some(first) = names.insert(r.name.clone(), i) {
                 problems.add(
                     Some(at),
@@ -60,7 +61,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 if let Some(other) = listens.insert(*l, r.name.clone()) {
                     problems.add(
                         Some(at),
-                        format!("route[{i}].listen"),
+                        format!("{label}.listen"),
                         format!("{l} is already the listen address of route \"{other}\""),
                         "give each route its own listen address (sharing a port between routes is not supported yet)",
                     );

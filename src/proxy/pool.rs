@@ -16,6 +16,8 @@ pub struct BufferPool {
     size: usize,
     max_idle: usize,
     free: RefCell<Vec<Vec<u8>>>,
+    /// Fewest spares held since the last trim: that many were not needed.
+    low_water: Cell<usize>,
 }
 
 impl BufferPool {
@@ -24,15 +26,25 @@ impl BufferPool {
             size,
             max_idle,
             free: RefCell::new(Vec::new()),
+            low_water: Cell::new(0),
         }
     }
 
     /// An empty buffer with `size` bytes of capacity.
     pub fn take(&self) -> Vec<u8> {
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.size))
+        let mut free = self.free.borrow_mut();
+        let buf = free.pop();
+        self.low_water.set(self.low_water.get().min(free.len()));
+        buf.unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    /// Frees the spares that went unused since the last call (called about once a second),
+    /// so memory returns to the baseline when load goes away.
+    pub fn trim(&self) {
+        let mut free = self.free.borrow_mut();
+        let keep = free.len() - self.low_water.get().min(free.len());
+        free.truncate(keep);
+        self.low_water.set(free.len());
     }
 
     /// Returns a buffer; kept if the pool has room and the buffer is the pool's size.
@@ -99,6 +111,8 @@ pub struct PipePool {
     max_idle: usize,
     free: RefCell<Vec<Pipe>>,
     created: Cell<u64>,
+    /// Fewest spares held since the last trim: that many were not needed.
+    low_water: Cell<usize>,
 }
 
 impl PipePool {
@@ -108,16 +122,29 @@ impl PipePool {
             max_idle,
             free: RefCell::new(Vec::new()),
             created: Cell::new(0),
+            low_water: Cell::new(0),
         }
     }
 
     /// An empty pipe.
     pub fn take(&self) -> io::Result<Pipe> {
-        if let Some(p) = self.free.borrow_mut().pop() {
+        let mut free = self.free.borrow_mut();
+        let pipe = free.pop();
+        self.low_water.set(self.low_water.get().min(free.len()));
+        if let Some(p) = pipe {
             return Ok(p);
         }
         self.created.set(self.created.get() + 1);
         Pipe::new(self.size)
+    }
+
+    /// Closes the spares that went unused since the last call (called about once a second),
+    /// so pipes (2 fds and up to `size` of kernel memory each) do not outlive a burst.
+    pub fn trim(&self) {
+        let mut free = self.free.borrow_mut();
+        let keep = free.len() - self.low_water.get().min(free.len());
+        free.truncate(keep);
+        self.low_water.set(free.len());
     }
 
     /// Returns a pipe. A pipe that still holds bytes is closed, never reused: its bytes
@@ -170,6 +197,22 @@ mod tests {
         assert_eq!(pool.created(), 1);
         p.pending = 10;
         pool.put(p);
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[test]
+    fn trim_releases_spares_unused_since_the_last_trim() {
+        let pool = PipePool::new(65536, 8);
+        let (a, b) = (pool.take().unwrap(), pool.take().unwrap());
+        pool.put(a);
+        pool.put(b);
+        pool.trim(); // low water was 0 before the puts: nothing was idle all along
+        assert_eq!(pool.idle(), 2);
+        let c = pool.take().unwrap(); // one spare used, one idle the whole interval
+        pool.put(c);
+        pool.trim();
+        assert_eq!(pool.idle(), 1);
+        pool.trim(); // a full interval without use
         assert_eq!(pool.idle(), 0);
     }
 }

@@ -4,6 +4,8 @@
 //! pending splice (2 per idle connection). Instead each direction waits for readiness
 //! through the ring (a poll op, no thread), then splices without blocking. A pipe is taken
 //! from the worker's pool only while bytes are in flight, so idle connections hold none.
+//! Readiness is asked with `relaxed = false`, which the epoll driver needs for I/O done
+//! outside monoio (on io_uring it is always a poll op).
 //! Semantics (half-close, resets) are those of [`super::relay`].
 
 use std::cell::Cell;
@@ -65,7 +67,7 @@ async fn direction(
     let mut ready = true;
     loop {
         if !ready {
-            from.readable(true)
+            from.readable(false)
                 .await
                 .map_err(|_| Fail::Peer(from_side))?;
         }
@@ -95,7 +97,7 @@ async fn direction(
                 Ok(0) => return Err(Fail::Peer(to_side)),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    to.writable(true).await.map_err(|_| Fail::Peer(to_side))?;
+                    to.writable(false).await.map_err(|_| Fail::Peer(to_side))?;
                 }
                 // The pipe still holds bytes: dropping it closes it (never reused).
                 Err(_) => return Err(Fail::Peer(to_side)),

@@ -31,10 +31,11 @@ pub(super) async fn run(
                     None => drop(stream),
                 }
             }
+            // Cancelled, or the listener was shut down (EINVAL): this loop is done.
             Err(_) if worker.stopping.get() || !worker.listeners.borrow().contains_key(&addr) => {
                 break;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => break,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINVAL)) => break,
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning; warn at most every 5s.
                 if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -45,5 +46,9 @@ pub(super) async fn run(
             }
         }
     }
+    drop(listener);
+    worker
+        .accepting
+        .set(worker.accepting.get().saturating_sub(1));
     tracing::debug!(worker = worker.id, %addr, "accept loop stopped");
 }

@@ -5,6 +5,7 @@
 //! timer polling), then drains the channel with `try_recv`.
 
 use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ impl Waker {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (ours, theirs) = StdUnixStream::pair()?;
         ours.set_nonblocking(true)?;
+        // The epoll driver does its syscalls directly: a blocking fd would stall the worker.
+        theirs.set_nonblocking(true)?;
         Ok((Waker { tx, wake: ours }, rx, theirs))
     }
 
@@ -84,22 +87,22 @@ fn apply(
     let table = RouteTable::build(generation, routes, &worker.metrics, worker.workers);
     *worker.table.borrow_mut() = Rc::new(table);
     for addr in remove {
-        if let Some(c) = worker.listeners.borrow_mut().remove(addr) {
-            c.cancel();
-        }
+        worker.stop_listening(addr);
     }
     let mut error = None;
     for (addr, std_listener) in add {
         match TcpListener::from_std(std_listener) {
             Ok(listener) => {
                 let canceller = monoio::io::Canceller::new();
+                let fd = listener.as_raw_fd();
+                worker.accepting.set(worker.accepting.get() + 1);
                 monoio::spawn(accept::run(
                     worker.clone(),
                     listener,
                     addr,
                     canceller.handle(),
                 ));
-                worker.listeners.borrow_mut().insert(addr, canceller);
+                worker.listeners.borrow_mut().insert(addr, (canceller, fd));
             }
             Err(e) => error = Some(format!("cannot adopt the listener for {addr}: {e}")),
         }
@@ -114,9 +117,17 @@ fn apply(
 /// Stops accepting, waits for sessions up to `grace`, closes the rest, reports `Stopped`.
 async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     worker.stopping.set(true);
-    for (_, c) in worker.listeners.borrow_mut().drain() {
-        c.cancel();
+    let addrs: Vec<_> = worker.listeners.borrow().keys().copied().collect();
+    for addr in &addrs {
+        worker.stop_listening(addr);
     }
+    // Let the accept loops end and their listeners' closes reach the kernel before this
+    // runtime can go away (an op still in flight at runtime drop would keep its fd open).
+    let until = Instant::now() + Duration::from_secs(1);
+    while worker.accepting.get() > 0 && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    monoio::time::sleep(Duration::from_millis(1)).await;
     let deadline = Instant::now() + grace;
     while !worker.sessions.is_empty() && Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());

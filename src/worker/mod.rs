@@ -12,6 +12,7 @@ mod sessions;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::thread::JoinHandle;
@@ -46,8 +47,10 @@ pub struct Worker {
     pub table: RefCell<Rc<RouteTable>>,
     pub metrics: WorkerMetrics,
     pub sessions: Sessions,
-    /// Accept loops by listen address; cancelling one stops it and closes its listener.
-    listeners: RefCell<HashMap<SocketAddr, Canceller>>,
+    /// Accept loops by listen address: the canceller and the listener's fd.
+    listeners: RefCell<HashMap<SocketAddr, (Canceller, RawFd)>>,
+    /// Accept loops still running (their listeners are open until they end).
+    accepting: Cell<usize>,
     stopping: Cell<bool>,
     to_control: Sender<FromWorker>,
 }
@@ -118,6 +121,7 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         metrics: WorkerMetrics::default(),
         sessions: Sessions::default(),
         listeners: RefCell::new(HashMap::new()),
+        accepting: Cell::new(0),
         stopping: Cell::new(false),
         to_control: spec.to_control,
     });
@@ -144,10 +148,23 @@ async fn snapshots(worker: Rc<Worker>) {
     while !worker.stopping.get() {
         monoio::time::sleep(SNAPSHOT_EVERY).await;
         worker.send_snapshot();
+        worker.buffers.trim();
+        worker.pipes.trim();
     }
 }
 
 impl Worker {
+    /// Stops accepting on `addr`: the listener leaves the SO_REUSEPORT group at once
+    /// (`shutdown(SHUT_RD)` on a listening socket stops it listening; with
+    /// `net.ipv4.tcp_migrate_req=1` its queued connections move to the other workers), and
+    /// its accept loop ends and closes it.
+    fn stop_listening(&self, addr: &SocketAddr) {
+        if let Some((canceller, fd)) = self.listeners.borrow_mut().remove(addr) {
+            let _ = crate::net::sys::shutdown(fd, libc::SHUT_RD);
+            canceller.cancel();
+        }
+    }
+
     fn send_snapshot(&self) {
         let _ = self
             .to_control

@@ -1,0 +1,155 @@
+//! Process lifecycle: start-up failures, the embedded default, graceful shutdown, drivers.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// SIGTERM with open sessions: no new connections, open ones finish inside the grace period,
+/// then the process exits 0.
+#[test]
+fn sigterm_lets_open_sessions_finish_then_exits_0() {
+    let backend = Backend::start(|mut s| {
+        let got = read_to_end(&mut s).unwrap();
+        s.write_all(&got).unwrap();
+    });
+    let (b, addr) = ProxyBuilder::new(true).route(&[backend.addr], "");
+    let mut proxy = b.grace("5s").start();
+    let mut open = connect(addr);
+    open.write_all(b"first half, ").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    proxy.sigterm();
+    thread::sleep(Duration::from_millis(300));
+    // New connections are refused once the listeners are closed.
+    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+    // The open session still works end to end.
+    open.write_all(b"second half").unwrap();
+    open.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut open).unwrap(), b"first half, second half");
+    let status = proxy
+        .wait_exit(Duration::from_secs(4))
+        .expect("exits after the session ends");
+    assert_eq!(status.code(), Some(0), "{}", proxy.logs());
+}
+
+/// A session that outlives the grace period is closed at the deadline; exit code still 0.
+#[test]
+fn sigterm_closes_sessions_left_at_the_grace_deadline() {
+    let backend = Backend::start(|mut s| {
+        let _ = read_to_end(&mut s);
+    });
+    let (b, addr) = ProxyBuilder::new(false).route(&[backend.addr], "");
+    let mut proxy = b.grace("1s").start();
+    let mut stuck = connect(addr);
+    stuck.write_all(b"x").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    proxy.sigterm();
+    assert!(read_to_end(&mut stuck).is_ok(), "closed with EOF");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed before the deadline: {took:?}"
+    );
+    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        proxy.logs().contains("closed_at_deadline=1"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+/// A port held by another process is refused at start with exit 1, naming the address and
+/// the process.
+#[test]
+fn port_held_by_another_process_fails_start_with_exit_1() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"{}\"\n[[route]]\nname = \"x\"\nlisten = [\"{held}\"]\nbackends = [\"127.0.0.1:9\"]\n",
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = ringway(&["run", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&held.to_string()), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+}
+
+/// `ringway run` with no file serves the embedded default: 127.0.0.1:3000 → 127.0.0.1:8080,
+/// admin on 127.0.0.1:9901 (skipped when those fixed ports are taken on this machine).
+#[test]
+fn embedded_default_runs_and_relays() {
+    let ports = ["127.0.0.1:3000", "127.0.0.1:9901"];
+    if ports
+        .iter()
+        .any(|p| std::net::TcpStream::connect(p).is_ok())
+    {
+        eprintln!("skipped: a default port is in use");
+        return;
+    }
+    let Ok(backend) = std::net::TcpListener::bind("127.0.0.1:8080") else {
+        eprintln!("skipped: 127.0.0.1:8080 is in use");
+        return;
+    };
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = backend.accept() {
+            let _ = s.write_all(b"default!");
+        }
+    });
+    let mut child = Command::new(ringway_bin())
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        if let Ok(c) = std::net::TcpStream::connect("127.0.0.1:3000") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "default route never listened");
+        thread::sleep(Duration::from_millis(20));
+    };
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = [0u8; 8];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"default!");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// runtime.driver = "epoll" runs both relay paths on the epoll driver.
+#[test]
+fn epoll_driver_relays_on_both_paths() {
+    for splice in [true, false] {
+        let backend = Backend::echo();
+        let (mut b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+        b.driver = "epoll";
+        let proxy = b.start();
+        let mut c = connect(addr);
+        let w = c.try_clone().unwrap();
+        let sender = thread::spawn(move || {
+            let mut w = w;
+            send_pattern(&mut w, 7, 4 << 20).unwrap()
+        });
+        assert_eq!(check_pattern(&mut c, 7).unwrap(), 4 << 20);
+        sender.join().unwrap();
+        assert!(
+            proxy.logs().contains("driver=\"epoll\""),
+            "{}",
+            proxy.logs()
+        );
+    }
+}

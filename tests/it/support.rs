@@ -1,0 +1,443 @@
+//! Test harness: a real `ringway` process with a generated configuration, real backends on
+//! loopback (threads with std sockets), and helpers to inspect the process from /proc.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Every blocking socket op in tests is bounded by this.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn ringway_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ringway"))
+}
+
+/// A free loopback port (the kernel picks it; the listener is closed right away).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr")
+}
+
+/// A listener with a deep backlog (std's 128 drops SYNs under 1,000 simultaneous connects).
+pub fn listen_backlog(addr: SocketAddr, backlog: i32) -> TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&addr.into()).unwrap();
+    s.listen(backlog).unwrap();
+    s.into()
+}
+
+/// Connects with read/write timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to proxy");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Connects and reads to EOF; a reset during the handshake counts as a reset (the proxy may
+/// reset before the client's connect() returns).
+pub fn connect_and_read(addr: SocketAddr) -> Result<Vec<u8>, io::ErrorKind> {
+    match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
+        Ok(mut s) => {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            read_to_end(&mut s)
+        }
+        Err(e) => Err(e.kind()),
+    }
+}
+
+/// Reads until EOF; `Err` carries the error kind (e.g. ConnectionReset).
+pub fn read_to_end(s: &mut TcpStream) -> Result<Vec<u8>, io::ErrorKind> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}
+
+/// Closes a socket with a reset.
+pub fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a receiver can check every byte.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `total` pattern bytes, then shuts down writing.
+pub fn send_pattern(s: &mut TcpStream, seed: u64, total: usize) -> io::Result<()> {
+    let mut p = Pattern::new(seed);
+    let mut buf = vec![0u8; 65536];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        p.fill(&mut buf[..n]);
+        s.write_all(&buf[..n])?;
+        left -= n;
+    }
+    s.shutdown(Shutdown::Write)
+}
+
+/// Reads to EOF and checks every byte against the pattern; returns the byte count.
+pub fn check_pattern(s: &mut TcpStream, seed: u64) -> io::Result<usize> {
+    let mut p = Pattern::new(seed);
+    let mut buf = vec![0u8; 65536];
+    let mut expect = vec![0u8; 65536];
+    let mut total = 0;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        // The pattern is generated in 64 KiB blocks on the sender side: regenerate per block.
+        let mut done = 0;
+        while done < n {
+            let offset = total % 65536;
+            if offset == 0 {
+                p.fill(&mut expect);
+            }
+            let take = (n - done).min(65536 - offset);
+            if buf[done..done + take] != expect[offset..offset + take] {
+                return Err(io::Error::other(format!(
+                    "byte mismatch near offset {total}"
+                )));
+            }
+            done += take;
+            total += take;
+        }
+    }
+}
+
+/// A backend: accepts on its own thread and runs `handler` on a thread per connection.
+pub struct Backend {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start<F>(handler: F) -> Backend
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let listener = listen_backlog("127.0.0.1:0".parse().unwrap(), 4096);
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                let h = handler.clone();
+                thread::spawn(move || h(conn));
+            }
+        });
+        Backend {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Echoes every byte; on EOF shuts down writing.
+    pub fn echo() -> Backend {
+        Backend::start(|mut s| {
+            let mut buf = [0u8; 65536];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = s.shutdown(Shutdown::Write);
+        })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A listener that never accepts and whose queue is full, so new SYNs are dropped.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl BlackHole {
+    pub fn new() -> BlackHole {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(0).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        // Fill the accept queue (backlog 0 admits one); later SYNs are dropped.
+        let mut fillers = Vec::new();
+        for _ in 0..3 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(c) => fillers.push(c),
+                Err(_) => break,
+            }
+        }
+        BlackHole {
+            addr,
+            _listener: s,
+            _fillers: fillers,
+        }
+    }
+}
+
+/// Builds a configuration and starts `ringway run -c` on it.
+pub struct ProxyBuilder {
+    pub workers: usize,
+    pub splice: bool,
+    pub grace: &'static str,
+    pub routes: Vec<String>,
+    pub driver: &'static str,
+}
+
+impl ProxyBuilder {
+    pub fn new(splice: bool) -> Self {
+        ProxyBuilder {
+            workers: 2,
+            splice,
+            grace: "5s",
+            routes: Vec::new(),
+            driver: "io_uring",
+        }
+    }
+
+    /// Adds a route listening on a fresh port; returns the builder and that address.
+    pub fn route(mut self, backends: &[SocketAddr], extra: &str) -> (Self, SocketAddr) {
+        let listen = free_addr();
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        self.routes.push(format!(
+            "[[route]]\nname = \"r{}\"\nlisten = [\"{listen}\"]\nbackends = [{}]\n{extra}\n",
+            self.routes.len(),
+            list.join(", ")
+        ));
+        (self, listen)
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    pub fn grace(mut self, g: &'static str) -> Self {
+        self.grace = g;
+        self
+    }
+
+    pub fn toml(&self, admin: SocketAddr) -> String {
+        format!(
+            "[runtime]\nworkers = {}\npin = false\nsplice = {}\ndriver = \"{}\"\nshutdown_grace = \"{}\"\n\n[admin]\nlisten = \"{admin}\"\n\n{}",
+            self.workers,
+            self.splice,
+            self.driver,
+            self.grace,
+            self.routes.join("\n")
+        )
+    }
+
+    pub fn start(self) -> Proxy {
+        let admin = free_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ringway.toml");
+        std::fs::write(&config, self.toml(admin)).unwrap();
+        let log = dir.path().join("ringway.log");
+        let child = Command::new(ringway_bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ringway");
+        let mut p = Proxy {
+            child,
+            admin,
+            log,
+            _dir: dir,
+            workers: self.workers,
+        };
+        p.wait_ready();
+        p
+    }
+}
+
+/// A running ringway process (killed on drop if still running).
+pub struct Proxy {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    pub workers: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "ringway exited during start-up ({status}):\n{}",
+                    self.logs()
+                );
+            }
+            if TcpStream::connect_timeout(&self.admin, Duration::from_millis(100)).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ringway did not start:\n{}", self.logs());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Threads of the process (kernel io-wq threads included).
+    pub fn thread_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// `GET` on the admin API with curl; returns the body.
+    pub fn admin_get(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}{}", self.admin, path))
+            .output()
+            .expect("run curl (apt-get install curl)");
+        assert!(out.status.success(), "curl failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The value of one Prometheus sample line (exact name+labels), after a fresh snapshot.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.admin_get("/metrics").lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// Polls until `f` holds (up to `limit`).
+    pub fn eventually(&self, limit: Duration, mut f: impl FnMut(&Proxy) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if f(self) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for exit up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `ringway` with arguments; returns (exit code, stdout, stderr).
+pub fn ringway(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(ringway_bin())
+        .args(args)
+        .output()
+        .expect("run ringway");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
