@@ -20,7 +20,7 @@
 #                                                           CPU-s per 100k connections
 #       C  iperf3 -c ... -t ${DUR} -J (1 stream)             Gbit/s, CPU-s per GiB (bytes from
 #                                                           end.sum_received.bytes)
-#       L  wrk -t1 -c1 -d5s --latency                        one request in flight: p50/p99
+#       L  wrk -t1 -c1 -d${L_DUR}s --latency (L_DUR = 5)     one request in flight: p50/p99
 #       E  wrk -t1 -c10 -d${DUR}s .../1m.bin (not run unless SCENARIOS names it)
 #     wrk runs with a small Lua `done()` hook that prints its summary as JSON (exact counts and
 #     percentiles in µs); the hook adds no per-request Lua work.
@@ -30,8 +30,10 @@
 #     so this includes the kernel TCP work the proxy's sends cause: what a proxy really costs.
 #   * Shared machine: before each timed run a quiet gate waits (up to QUIET_MAX_WAIT s) until
 #     both test CPUs are under 10 % busy for 1.5 s; each run records noise % = busy time of the
-#     test CPUs (/proc/stat) not used by the proxy, origin, iperf3 server or load generator, as
-#     a share of their capacity. Runs above NOISE_MAX % are left out while 2 clean runs remain.
+#     test CPUs (wall time minus idle, iowait and steal from /proc/stat) not used by the proxy,
+#     origin, iperf3 server or load generator (cutime+cstime of this shell), as a share of their
+#     capacity. Runs above NOISE_MAX % are left out while 2 clean runs remain. It is an estimate
+#     (tick sampling makes it ±3 % or so): it flags disturbed runs, nothing more.
 #   * Each measurement is repeated REPS times (proxies interleaved within a rep); the report
 #     gives the median, spread = (max-min)/median, and ratio to direct = median/median
 #     (results.json also has the median of rep-paired ratios).
@@ -40,7 +42,8 @@
 #   env.txt: date, uname -a, CPU model, nproc, tool versions, settings, the exact commands run
 #   and the generated configurations.
 #
-# Usage: scripts/bench-proxy.sh [--quick]          (--quick: DUR=3 REPS=1)
+# Usage: scripts/bench-proxy.sh [--quick]   (--quick: DUR=3 REPS=1, about 2.5 min; the
+#   default DUR=10 REPS=3 takes about 12 min, more while the quiet gate waits)
 # Environment (defaults in brackets):
 #   DUR [10]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
 #   RINGWAY_BIN [target/release/ringway]  SKIP_RINGWAY [0]  (1: leave the ringway rows out)
@@ -129,6 +132,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # HAProxy asks for 2 fds per connection; raise the soft limit as far as we may.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
+[[ $NOFILE =~ ^[0-9]+$ ]] || NOFILE=1048576   # "unlimited"
 
 START_DATE=$(date -u +%Y-%m-%d)
 START_TIME=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -153,8 +157,12 @@ stop_pid() {        # SIGTERM one of our processes by PID, wait up to 5 s, then 
         fi
     fi
     wait "$pid" 2>/dev/null || true
+    drop_pid "$pid"
+}
+
+drop_pid() {        # forget a PID once reaped (PIDs get reused)
     local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
     PIDS=("${keep[@]}")
 }
 
@@ -187,6 +195,18 @@ start_bg() {        # start_bg LOGFILE CMD...: run CMD in the background, rememb
     "$@" >"$log" 2>&1 &
     BG_PID=$!
     PIDS+=("$BG_PID")
+}
+
+RC=0
+run_tracked() {     # run_tracked OUT ERR CMD...: run CMD to its end, sets RC. CMD runs in the
+    local out=$1 err=$2 pid      # background and is waited for, so that a signal reaches our
+    shift 2                      # trap at once and the cleanup stops CMD too
+    "$@" >"$out" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    RC=0
+    wait "$pid" || RC=$?
+    drop_pid "$pid"
 }
 
 free_ports() { "${STAT[@]}" freeport "$1"; }
@@ -233,13 +253,16 @@ children_ticks() {  # TICKS += cutime+cstime of this shell: the load tools it ha
     read -ra f <<<"${line##*) }"
     TICKS=$((TICKS + f[13] + f[14]))
 }
-BUSY=0
-cpu_busy() {        # BUSY = busy ticks (not idle, iowait or steal) of the test CPUs
-    local name user nice sys irq sirq rest
-    BUSY=0
-    while read -r name user nice sys _ _ irq sirq rest; do
+IDLE=0
+cpu_idle() {        # IDLE = idle + iowait + steal ticks of the test CPUs, from /proc/stat
+    # (busy time is taken as wall time minus this: on this VM the tick-sampled user/system
+    # fields miss up to a third of the busy time of a wakeup-heavy load such as L, while the
+    # idle time is measured exactly)
+    local name idle iow steal
+    IDLE=0
+    while read -r name _ _ _ idle iow _ _ steal _; do
         case $name in
-            "cpu$PROXY_CPU" | "cpu$LOAD_CPU") BUSY=$((BUSY + user + nice + sys + irq + sirq)) ;;
+            "cpu$PROXY_CPU" | "cpu$LOAD_CPU") IDLE=$((IDLE + idle + iow + steal)) ;;
         esac
     done </proc/stat
 }
@@ -326,7 +349,7 @@ EOF
             # (the benchmark never has more than 50 connections open).
             local maxconn=$(((NOFILE - 2 * 150 - 100) / 2))
             ((maxconn < 20000)) || maxconn=20000
-            local splice=""
+            local splice="    # no option splice-auto: recv/send copies only"
             [[ $name == haproxy ]] || splice="    option splice-auto"
             cat >"$TMP/$name.cfg" <<EOF
 global
@@ -371,7 +394,8 @@ EOF
     # unmeasured warm-up
     local wcmd=(timeout 30 taskset -c "$LOAD_CPU" wrk -t1 -c50 "-d${WARMUP}s" "http://127.0.0.1:$HTTP_PORT/")
     log_cmd "${wcmd[@]}"
-    "${wcmd[@]}" >"$TMP/warmup.out" 2>&1 || { cat "$TMP/warmup.out" >&2; die "$name: warm-up failed"; }
+    run_tracked "$TMP/warmup.out" "$TMP/warmup.err" "${wcmd[@]}"
+    ((RC == 0)) || { cat "$TMP/warmup.out" "$TMP/warmup.err" >&2; die "$name: warm-up failed"; }
 }
 
 # --------------------------------------------------------------------------- measuring
@@ -409,29 +433,32 @@ measure() {
 
     local qw=""
     if ((QUIET_MAX_WAIT > 0)); then
-        qw=$("${STAT[@]}" quiet --cpus "$PROXY_CPU,$LOAD_CPU" --max-wait "$QUIET_MAX_WAIT")
+        run_tracked "$TMP/quiet.out" /dev/null \
+            "${STAT[@]}" quiet --cpus "$PROXY_CPU,$LOAD_CPU" --max-wait "$QUIET_MAX_WAIT"
+        qw=$(<"$TMP/quiet.out")
     fi
 
-    local out=$TMP/run-$rep-$proxy-$scen.out rc=0
-    local p0=0 p1=0 k0 k1 b0 b1 t0 t1
+    local out=$TMP/run-$rep-$proxy-$scen.out rc
+    local p0=0 p1=0 k0 k1 i0 i1 t0 t1
     # --- sample before (builtins only: no process is forked inside the window)
     TICKS=0; [[ -z $PROXY_PID ]] || proc_ticks "$PROXY_PID"; p0=$TICKS
     proc_ticks "$NGINX_PID"; proc_ticks "$IPERF_PID"; children_ticks; k0=$TICKS
-    cpu_busy; b0=$BUSY
+    cpu_idle; i0=$IDLE
     t0=$EPOCHREALTIME
-    "${cmd[@]}" >"$out" 2>"$out.err" || rc=$?
+    run_tracked "$out" "$out.err" "${cmd[@]}"
     # --- sample after
     t1=$EPOCHREALTIME
-    cpu_busy; b1=$BUSY
+    cpu_idle; i1=$IDLE
     TICKS=0; [[ -z $PROXY_PID ]] || proc_ticks "$PROXY_PID"; p1=$TICKS
     proc_ticks "$NGINX_PID"; proc_ticks "$IPERF_PID"; children_ticks; k1=$TICKS
 
+    rc=$RC
     local proxy_ticks=""
     [[ -z $PROXY_PID ]] || proxy_ticks=$((p1 - p0))
     "${STAT[@]}" record --scenario "$scen" --proxy "$proxy" --rep "$rep" --tool "$tool" \
         --output "$out" --cmd "$(tail -n 1 "$TMP/commands.txt")" --rc "$rc" \
         --t0 "$t0" --t1 "$t1" --clk-tck "$CLK_TCK" --proxy-ticks "$proxy_ticks" \
-        --known-ticks "$((k1 - k0))" --busy-ticks "$((b1 - b0))" --ncpus "$NCPUS" \
+        --known-ticks "$((k1 - k0))" --idle-ticks "$((i1 - i0))" --ncpus "$NCPUS" \
         --quiet-wait "$qw" >>"$TMP/runs.jsonl"
     if ((rc != 0)) && [[ -s $out.err ]]; then sed 's/^/    /' "$out.err" | tail -n 5 >&2; fi
 }
@@ -467,7 +494,7 @@ write_env() {
             echo "ringway --version: $(timeout 5 "$RINGWAY_BIN" --version 2>&1 | head -n 1 || true)"
             echo "ringway sha256: $(sha256sum "$RINGWAY_BIN" | cut -d' ' -f1)"
         fi
-        echo "repo: $(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo 'no commit') $(git --no-optional-locks -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo '(working tree modified)')"
+        echo "repo: $(git -C "$REPO_ROOT" rev-parse -q --verify HEAD || echo 'no commit') $(git --no-optional-locks -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo '(working tree modified)')"
         echo
         echo "## commands run, in order (ports are picked fresh for each proxy start)"
         cat "$TMP/commands.txt"

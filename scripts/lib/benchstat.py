@@ -51,41 +51,33 @@ def cmd_freeport(args):
             s.close()
 
 
-def cpu_busy_idle(cpus):
-    """(busy, total) jiffies summed over the given CPUs, from /proc/stat."""
-    busy = total = 0
+def cpu_idle_ticks():
+    """{cpu: idle + iowait + steal ticks} from /proc/stat (idle is measured exactly, unlike
+    the tick-sampled user/system fields)."""
+    out = {}
     with open("/proc/stat") as f:
         for line in f:
             name, *vals = line.split()
-            if not name.startswith("cpu") or name == "cpu":
-                continue
-            if int(name[3:]) not in cpus:
-                continue
-            v = [int(x) for x in vals[:8]]
-            idle = v[3] + v[4]  # idle + iowait
-            steal = v[7]
-            busy += sum(v) - idle - steal
-            total += sum(v)
-    return busy, total
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in vals[:8]]
+                out[int(name[3:])] = v[3] + v[4] + v[7]
+    return out
 
 
 def cmd_quiet(args):
     """Wait until every test CPU is below --threshold % busy for --window seconds."""
-    cpus = [int(c) for c in args.cpus.split(",")]
+    cpus = {int(c) for c in args.cpus.split(",")}
+    tck = os.sysconf("SC_CLK_TCK")
     start = time.monotonic()
     while True:
-        samples = []
-        for c in cpus:
-            samples.append(cpu_busy_idle({c}))
+        i0, t0 = cpu_idle_ticks(), time.monotonic()
         time.sleep(args.window)
-        quiet = True
-        for c, (b0, t0) in zip(cpus, samples):
-            b1, t1 = cpu_busy_idle({c})
-            if t1 > t0 and 100.0 * (b1 - b0) / (t1 - t0) >= args.threshold:
-                quiet = False
+        i1, t1 = cpu_idle_ticks(), time.monotonic()
+        busiest = max(100.0 * (1 - (i1[c] - i0[c]) / tck / (t1 - t0)) for c in cpus)
         waited = time.monotonic() - start
-        if quiet or waited >= args.max_wait:
-            print(f"{waited:.1f} {'quiet' if quiet else 'busy'}")
+        if busiest < args.threshold or waited >= args.max_wait:
+            print(f"{waited:.1f}s {'quiet' if busiest < args.threshold else 'busy'}"
+                  f" ({busiest:.0f}% on the busiest test CPU)")
             return
 
 
@@ -150,7 +142,7 @@ def cmd_record(args):
         if work:
             run["proxy_cpu_per_unit"] = cpu_s / work * sc["scale"]
     known = int(args.known_ticks) / tck
-    busy = int(args.busy_ticks) / tck
+    busy = args.ncpus * wall - int(args.idle_ticks) / tck
     run["test_cpu_s"] = round(known, 3)
     run["noise_pct"] = round(100.0 * (busy - known) / (args.ncpus * wall), 1) \
         if wall > 0 else None
@@ -164,7 +156,7 @@ def progress_line(run):
     head = f"  rep {run['rep']} {run['scenario']} {run['proxy']:<16}"
     if "failed" in run:
         return f"{head} FAILED: {run['failed']}"
-    parts = [f"{fnum(run[sc['figure']])} {sc['unit']}"]
+    parts = [] if sc["figure"] == "p50_us" else [f"{fnum(run[sc['figure']])} {sc['unit']}"]
     if "p99_us" in run:
         parts.append(f"p50 {run['p50_us']:,} µs p99 {run['p99_us']:,} µs")
     if run.get("proxy_cpu_per_unit") is not None:
@@ -174,6 +166,8 @@ def progress_line(run):
     if errs:
         parts.append(f"{errs} socket errors")
     parts.append(f"noise {run['noise_pct']} %")
+    if "busy" in (run.get("quiet_wait") or ""):
+        parts.append(f"quiet gate gave up: {run['quiet_wait']}")
     return head + " " + ", ".join(parts)
 
 
@@ -183,7 +177,7 @@ def med(xs):
 
 def spread(xs):
     m = med(xs)
-    if not xs or not m:
+    if len(xs) < 2 or not m:
         return None
     return (max(xs) - min(xs)) / m
 
@@ -325,7 +319,7 @@ def main():
 
     s = sub.add_parser("record")
     for a in ("--scenario", "--proxy", "--tool", "--output", "--cmd", "--clk-tck",
-              "--proxy-ticks", "--known-ticks", "--busy-ticks"):
+              "--proxy-ticks", "--known-ticks", "--idle-ticks"):
         s.add_argument(a, required=True)
     s.add_argument("--rep", type=int, required=True)
     s.add_argument("--rc", type=int, required=True)

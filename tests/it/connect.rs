@@ -78,8 +78,7 @@ fn max_connections_resets_the_excess() {
     assert!(proxy.eventually(Duration::from_secs(3), |p| {
         p.metric("ringway_connections_active{route=\"r0\"}") == Some(3.0)
     }));
-    let mut extra = connect(addr);
-    assert_eq!(read_to_end(&mut extra), Err(ErrorKind::ConnectionReset));
+    assert_eq!(connect_and_read(addr), Err(ErrorKind::ConnectionReset));
     assert!(proxy.eventually(Duration::from_secs(3), |p| {
         p.metric("ringway_connections_rejected_total{route=\"r0\",reason=\"max_connections\"}")
             == Some(1.0)

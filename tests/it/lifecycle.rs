@@ -153,3 +153,99 @@ fn epoll_driver_relays_on_both_paths() {
         );
     }
 }
+
+/// Where io_uring is refused (here by a seccomp filter, as under a container's default
+/// profile), start-up fails with exit 1, says so, and names the explicit epoll choice; with
+/// `driver = "epoll"` the same process starts and relays.
+#[test]
+fn io_uring_refused_fails_start_and_names_the_epoll_choice() {
+    let backend = Backend::echo();
+    for (driver, expect_start) in [("io_uring", false), ("epoll", true)] {
+        let mut b = ProxyBuilder::new(true);
+        b.driver = driver;
+        let (b, addr) = b.route(&[backend.addr], "");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, b.toml(free_addr())).unwrap();
+        let mut cmd = Command::new(ringway_bin());
+        cmd.args(["run", "-c"]).arg(&path);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        seccomp::deny_io_uring(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        if expect_start {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut c = loop {
+                if let Ok(c) = std::net::TcpStream::connect(addr) {
+                    break c;
+                }
+                assert!(Instant::now() < deadline, "epoll driver did not start");
+                thread::sleep(Duration::from_millis(20));
+            };
+            c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            c.write_all(b"ok?").unwrap();
+            let mut got = [0u8; 3];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ok?");
+            let _ = child.kill();
+            let _ = child.wait();
+        } else {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("io_uring is unavailable"), "{err}");
+            assert!(err.contains("runtime.driver = \"epoll\""), "{err}");
+        }
+    }
+}
+
+/// A seccomp filter that makes `io_uring_setup` fail with EPERM in a child process.
+mod seccomp {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    pub fn deny_io_uring(cmd: &mut Command) {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let filter = [
+            // A = seccomp_data.nr (offset 0)
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+            // if A == io_uring_setup: next; else skip one
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_io_uring_setup as u32,
+            },
+            stmt(
+                libc::BPF_RET | libc::BPF_K,
+                libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            ),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        ];
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe; `filter` is moved into the closure and outlives both
+        // calls; the program pointer and length describe that array exactly.
+        unsafe {
+            cmd.pre_exec(move || {
+                let prog = libc::sock_fprog {
+                    len: filter.len() as u16,
+                    filter: filter.as_ptr() as *mut libc::sock_filter,
+                };
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || libc::prctl(
+                        libc::PR_SET_SECCOMP,
+                        libc::SECCOMP_MODE_FILTER,
+                        &prog as *const libc::sock_fprog,
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
