@@ -114,15 +114,7 @@ fn embedded_default_runs_and_relays() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        if let Ok(c) = std::net::TcpStream::connect("127.0.0.1:3000") {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "default route never listened");
-        thread::sleep(Duration::from_millis(20));
-    };
-    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut c = wait_connect("127.0.0.1:3000".parse().unwrap(), Duration::from_secs(10));
     let mut got = [0u8; 8];
     c.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"default!");
@@ -173,15 +165,7 @@ fn io_uring_refused_fails_start_and_names_the_epoll_choice() {
         seccomp::deny_io_uring(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         if expect_start {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut c = loop {
-                if let Ok(c) = std::net::TcpStream::connect(addr) {
-                    break c;
-                }
-                assert!(Instant::now() < deadline, "epoll driver did not start");
-                thread::sleep(Duration::from_millis(20));
-            };
-            c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut c = wait_connect(addr, Duration::from_secs(10));
             c.write_all(b"ok?").unwrap();
             let mut got = [0u8; 3];
             c.read_exact(&mut got).unwrap();

@@ -35,6 +35,19 @@ pub fn listen_backlog(addr: SocketAddr, backlog: i32) -> TcpListener {
     s.into()
 }
 
+/// Connects once `addr` accepts (a process just started), up to `limit`; timeouts set.
+pub fn wait_connect(addr: SocketAddr, limit: Duration) -> TcpStream {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{addr} never accepted");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Connects with read/write timeouts set.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to proxy");
