@@ -7,6 +7,7 @@
 
 mod accept;
 mod inbox;
+mod ring;
 mod sessions;
 
 use std::cell::{Cell, RefCell};
@@ -86,10 +87,7 @@ fn run_thread(spec: WorkerSpec) {
     }
     let (id, to_control) = (spec.id, spec.to_control.clone());
     let result = match spec.runtime.driver {
-        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .enable_timer()
-            .build()
+        Driver::IoUring => ring::build(RING_ENTRIES)
             .map_err(|e| {
                 format!(
                     "io_uring is unavailable ({e}): the kernel refused io_uring_setup \
@@ -98,7 +96,14 @@ fn run_thread(spec: WorkerSpec) {
                      runtime.driver = \"epoll\" in the configuration to run on epoll"
                 )
             })
-            .map(|mut rt| rt.block_on(main(spec, pinned))),
+            .map(|(mut rt, mode)| {
+                tracing::debug!(
+                    worker = id,
+                    task_run = mode.as_str(),
+                    "io_uring ring set up"
+                );
+                rt.block_on(main(spec, pinned))
+            }),
         Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
