@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs ringway's whole test suite on a fresh Debian machine: installs what the tests use
-# (curl for the admin API checks; build tools for the Rust toolchain's C deps), then
-# formatting, lints, unit and integration tests.
+# (curl for the admin API checks; build tools for the Rust toolchain's C deps; shellcheck),
+# then script lints, the host check, formatting, lints, unit and integration tests (ringway and
+# the bench/load tool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -20,9 +22,13 @@ command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https
 # proxy's two); raise the soft fd limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+echo "== shellcheck scripts"
+shellcheck scripts/*.sh .ci/run
+echo "== scripts/check-host.sh (read-only host check; warnings are fine, it must run and exit 0)"
+bash scripts/check-host.sh >/dev/null
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+cargo test --workspace --all-targets
