@@ -5,5 +5,7 @@ pub mod connect;
 pub mod pool;
 pub mod relay;
 pub mod session;
+#[cfg(feature = "perf-check-slowdown")]
+pub mod slowdown;
 pub mod splice;
 pub mod table;

@@ -14,10 +14,11 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{Either, select};
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, select, try_join};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
@@ -63,6 +64,8 @@ pub struct Tally<'a> {
 impl Tally<'_> {
     #[inline]
     pub fn moved(&self, counter: &Cell<u64>, n: usize) {
+        #[cfg(feature = "perf-check-slowdown")]
+        super::slowdown::burn();
         bump(counter, n as u64);
         if let Some(a) = self.activity {
             a.set(Instant::now());
@@ -71,21 +74,21 @@ impl Tally<'_> {
 }
 
 /// Runs both directions; the first failure ends both, a clean EOF waits for the other one.
-pub async fn both<A, B>(a: A, b: B) -> Result<(), Fail>
+///
+/// A combinator (`try_join`), not an `async fn`: an `async fn` would hold its arguments and a
+/// pinned copy of them, doubling the size of every session's future.
+pub fn both<A, B>(a: A, b: B) -> impl Future<Output = Result<(), Fail>>
 where
     A: Future<Output = Result<(), Fail>>,
     B: Future<Output = Result<(), Fail>>,
 {
-    match select(pin!(a), pin!(b)).await {
-        Either::Left((Ok(()), rest)) => rest.await,
-        Either::Right((Ok(()), rest)) => rest.await,
-        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
-    }
+    try_join(a, b).map_ok(|((), ())| ())
 }
 
-/// Races a relay against the idle watchdog (when the route has one).
+/// Races a relay against the idle watchdog (when the route has one). The relay is pinned by
+/// the caller, so it is stored once.
 pub async fn with_idle_timeout<F>(
-    relay: F,
+    relay: Pin<&mut F>,
     idle: Option<Duration>,
     activity: &Cell<Instant>,
 ) -> RelayEnd
@@ -94,7 +97,7 @@ where
 {
     let end = match idle {
         None => relay.await,
-        Some(idle) => match select(pin!(relay), pin!(watchdog(idle, activity))).await {
+        Some(idle) => match select(relay, pin!(watchdog(idle, activity))).await {
             Either::Left((end, _)) => end,
             Either::Right(((), _)) => return RelayEnd::Idle,
         },
@@ -135,27 +138,29 @@ pub async fn buffered(
     let (mut cr, mut cw) = client.into_split();
     let (mut br, mut bw) = backend.into_split();
     let end = {
-        let up = copy(
-            &mut cr,
-            &mut bw,
-            bfd,
-            buffers,
-            Side::Client,
-            Side::Backend,
-            tally.to_backend,
-            tally,
-        );
-        let down = copy(
-            &mut br,
-            &mut cw,
-            cfd,
-            buffers,
-            Side::Backend,
-            Side::Client,
-            tally.to_client,
-            tally,
-        );
-        with_idle_timeout(both(up, down), idle, activity).await
+        let relay = pin!(both(
+            copy(
+                &mut cr,
+                &mut bw,
+                bfd,
+                buffers,
+                Side::Client,
+                Side::Backend,
+                tally.to_backend,
+                tally
+            ),
+            copy(
+                &mut br,
+                &mut cw,
+                cfd,
+                buffers,
+                Side::Backend,
+                Side::Client,
+                tally.to_client,
+                tally
+            ),
+        ));
+        with_idle_timeout(relay, idle, activity).await
     };
     if matches!(end, RelayEnd::Failed(_)) {
         arm_reset(cfd, bfd);

@@ -33,7 +33,7 @@ pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
     bump(&worker.metrics.active, 1);
     let key = worker.sessions.open(client.as_raw_fd());
 
-    let outcome = match connect(&route).await {
+    let outcome = match Box::pin(connect(&route)).await {
         None => {
             reset(client);
             Outcome::ConnectFailed
@@ -79,9 +79,25 @@ async fn relay(worker: &Worker, route: &Route, client: TcpStream, backend: TcpSt
         && sys::set_nonblocking(cfd, true).is_ok()
         && sys::set_nonblocking(bfd, true).is_ok()
     {
-        splice::spliced(client, backend, &worker.pipes, &tally, idle, &activity).await
+        Box::pin(splice::spliced(
+            client,
+            backend,
+            &worker.pipes,
+            &tally,
+            idle,
+            &activity,
+        ))
+        .await
     } else {
-        relay::buffered(client, backend, &worker.buffers, &tally, idle, &activity).await
+        Box::pin(relay::buffered(
+            client,
+            backend,
+            &worker.buffers,
+            &tally,
+            idle,
+            &activity,
+        ))
+        .await
     }
 }
 

@@ -11,6 +11,7 @@
 use std::cell::Cell;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -28,25 +29,27 @@ pub async fn spliced(
     idle: Option<Duration>,
     activity: &Cell<Instant>,
 ) -> RelayEnd {
-    let up = direction(
-        &client,
-        &backend,
-        pipes,
-        Side::Client,
-        Side::Backend,
-        tally.to_backend,
-        tally,
-    );
-    let down = direction(
-        &backend,
-        &client,
-        pipes,
-        Side::Backend,
-        Side::Client,
-        tally.to_client,
-        tally,
-    );
-    let end = with_idle_timeout(both(up, down), idle, activity).await;
+    let relay = pin!(both(
+        direction(
+            &client,
+            &backend,
+            pipes,
+            Side::Client,
+            Side::Backend,
+            tally.to_backend,
+            tally,
+        ),
+        direction(
+            &backend,
+            &client,
+            pipes,
+            Side::Backend,
+            Side::Client,
+            tally.to_client,
+            tally,
+        ),
+    ));
+    let end = with_idle_timeout(relay, idle, activity).await;
     if matches!(end, RelayEnd::Failed(_)) {
         arm_reset(client.as_raw_fd(), backend.as_raw_fd());
     }
