@@ -1,145 +1,340 @@
 #!/usr/bin/env bash
-# bench-proxy.sh: ringway and HAProxy 2.6 (mode tcp) against a direct baseline, in one run,
-# on loopback (127.0.0.1) only.
+# bench.sh: ringway against HAProxy 2.6 (mode tcp), nginx (stream) and a direct baseline, in
+# one run, on loopback (127.0.0.1) only.
 #
 # Method (the one used for the peers in /work/shared/research/perf-peers.md, so that the
 # numbers can be compared):
-#   * Split layout: the proxy runs alone on PROXY_CPU (default 1, one worker/thread); the load
-#     generator and the origin share LOAD_CPU (default 0). Everything is pinned with taskset.
-#     So `direct` saturates LOAD_CPU alone, and a proxied/direct ratio near 1 does not mean the
-#     proxy is free: compare proxies by the CPU they spend per unit of work.
+#   * Split layout: the proxy runs alone on PROXY_CPU (default 1, one worker/thread/process);
+#     the load generator and the origin share LOAD_CPU (default 0). Everything is pinned with
+#     taskset. So `direct` saturates LOAD_CPU alone, and a proxied/direct ratio near 1 does not
+#     mean the proxy is free: compare proxies by the CPU they spend per unit of work.
+#     A1 is the exception: proxy, wrk and origin all on LOAD_CPU.
 #   * Origin: nginx, one process, access_log off, `return 200 "ok";` on / and a 1 MiB static
 #     file on /1m.bin; iperf3 -s for bulk. Both on free loopback ports.
-#   * Proxies: direct (no proxy), ringway splice=true, ringway splice=false, haproxy (mode tcp,
-#     nbthread 1, no logging), haproxy with `option splice-auto`. Each is started fresh in every
-#     rep, given a 2 s unmeasured wrk warm-up, measured, and stopped with SIGTERM by its PID.
-#   * Scenarios (every run bounded by `timeout`):
-#       A  wrk -t1 -c50 -d${DUR}s --latency                  keep-alive, 2-byte body: req/s,
-#                                                           p50/p99, CPU-s per 100k requests
-#       B  the same with -H 'Connection: close'             one connection per request: conn/s,
-#                                                           CPU-s per 100k connections
-#       C  iperf3 -c ... -t ${DUR} -J (1 stream)             Gbit/s, CPU-s per GiB (bytes from
-#                                                           end.sum_received.bytes)
-#       L  wrk -t1 -c1 -d${L_DUR}s --latency (L_DUR = 5)     one request in flight: p50/p99
-#       E  wrk -t1 -c10 -d${DUR}s .../1m.bin (not run unless SCENARIOS names it)
-#     wrk runs with a small Lua `done()` hook that prints its summary as JSON (exact counts and
-#     percentiles in µs); the hook adds no per-request Lua work.
+#   * Proxies (PROXIES), each on its own fresh loopback ports:
+#       direct            no proxy
+#       ringway-buffered  ringway, splice = false (1 worker)
+#       ringway-splice    ringway, splice = true (1 worker)
+#       haproxy           HAProxy mode tcp, nbthread 1, no logging
+#       haproxy-splice    the same with `option splice-auto`
+#       nginx-stream      nginx `stream {}` proxy_pass, one process (worker_processes 1,
+#                         master_process off, so that the process measured is the one working);
+#                         the stream module is loaded with load_module when not built in
+#     A proxy is started fresh for each group of scenarios in every rep, given a WARMUP s
+#     unmeasured wrk warm-up (not for D), measured, and stopped with SIGTERM by its PID.
+#   * Scenarios (SCENARIOS; every run bounded by `timeout`):
+#       A       wrk -t1 -c50 -d${DUR}s --latency         keep-alive, 2-byte body: req/s,
+#                                                       p50/p99, CPU-s per 100k requests
+#       A-ac    autocannon -c 50 -d ${DUR} -j             the same load from autocannon (node;
+#                                                       latency in whole ms); optional tool
+#       A1      as A, proxy + wrk + origin all on LOAD_CPU: req/s; the goal is
+#               ringway >= 0.6 x direct there
+#       B       as A with -H 'Connection: close'         one connection per request: conn/s,
+#                                                       CPU-s per 100k connections
+#       C       iperf3 -c ... -t ${DUR} -J (1 stream)    Gbit/s, CPU-s per GiB (bytes from
+#                                                       end.sum_received.bytes)
+#       C-http  wrk -t1 -c10 -d${DUR}s .../1m.bin        1 MiB HTTP responses: Gbit/s, CPU-s/GiB
+#       D       ringway-load --mode idle -c ${IDLE_CONNS} -d ${D_HOLD}s: N idle connections
+#               held through the proxy (fresh start, no warm-up). Figure: growth of the
+#               proxy's VmRSS (/proc/PID/status) from before the connections are opened to
+#               D_SETTLE s after ringway-load says `holding N connections`, per connection,
+#               in bytes; also the proxy's thread count while held and CPU-s per 100k
+#               connections. VmRSS is user-space memory only: kernel socket buffers (and for
+#               ringway the io_uring kernel state) are not in it. Not run for direct.
+#       L       wrk -t1 -c1 -d${L_DUR}s --latency         one request in flight: p50/p99
+#       S       switch under load: not possible yet, needs `ringway switch` (issue 4); listed
+#               as skipped in the output and in results.json, no numbers
+#     (E, the old name of C-http, is still accepted.) wrk runs with a small Lua `done()` hook
+#     that prints its summary as JSON (exact counts and percentiles in µs); the hook adds no
+#     per-request Lua work.
 #   * Proxy CPU = delta of utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks /
 #     `getconf CLK_TCK`) of the proxy process, which covers all of its threads, sampled right
-#     before and right after each timed run. Loopback receive work runs in the sender's context,
-#     so this includes the kernel TCP work the proxy's sends cause: what a proxy really costs.
-#   * Shared machine: before each timed run a quiet gate waits (up to QUIET_MAX_WAIT s) until
-#     both test CPUs are under 10 % busy for 1.5 s; each run records noise % = busy time of the
-#     test CPUs (wall time minus idle, iowait and steal from /proc/stat) not used by the proxy,
-#     origin, iperf3 server or load generator (cutime+cstime of this shell), as a share of their
-#     capacity. Runs above NOISE_MAX % are left out while 2 clean runs remain. It is an estimate
-#     (tick sampling makes it ±3 % or so): it flags disturbed runs, nothing more.
+#     before and right after each timed run, per 100k requests (A, A-ac, A1, L), per 100k
+#     connections (B, D) or per GiB (C, C-http). Loopback receive work runs in the sender's
+#     context, so this includes the kernel TCP work the proxy's sends cause: what a proxy
+#     really costs.
+#   * Shared machine: before each timed run a quiet gate waits (up to QUIET_MAX_WAIT s, and
+#     QUIET_BUDGET s over the whole run) until the test CPUs are under 10 % busy for
+#     QUIET_WINDOW s; each run records noise % = busy
+#     time of the test CPUs (wall time minus idle, iowait and steal from /proc/stat) not used
+#     by the proxy, origin, iperf3 server or load generator (cutime+cstime of this shell), as
+#     a share of their capacity (A1: LOAD_CPU only). Runs above NOISE_MAX % are left out while
+#     2 clean runs remain. It is an estimate (tick sampling makes it ±3 % or so): it flags
+#     disturbed runs, nothing more.
 #   * Each measurement is repeated REPS times (proxies interleaved within a rep); the report
 #     gives the median, spread = (max-min)/median, and ratio to direct = median/median
 #     (results.json also has the median of rep-paired ratios).
 #
-# Output: bench/results/<UTC date>-<hostname>/{results.json,table.md,env.txt}
-#   env.txt: date, uname -a, CPU model, nproc, tool versions, settings, the exact commands run
-#   and the generated configurations.
+# Output: bench/results/<UTC date>-<hostname>[.N]/ (under RESULTS_ROOT):
+#   results.json  meta, summary (one row per scenario and proxy: figure, ratio_to_direct,
+#                 proxy_cpu_per_unit, spread, noise, ...), runs (every timed run), skipped
+#   table.md      the table and how to read it (also printed on stdout)
+#   env.txt       date, uname -a, CPU model, nproc, tool versions, settings, the exact
+#                 commands run and the generated configurations
+#   plot-<scenario>.png  per scenario: proxy CPU per unit and ratio to direct (for D: bytes
+#                 per connection), ringway vs peers; needs matplotlib (skipped with a note)
 #
-# Usage: scripts/bench-proxy.sh [--quick]   (--quick: DUR=3 REPS=1, about 2.5 min; the
-#   default DUR=10 REPS=3 takes about 12 min, more while the quiet gate waits)
+# Usage: scripts/bench.sh [--quick] [--install | --install-only]
+#   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2, a 0.3 s quiet
+#                   window, gates waiting 3 s at most each and 20 s in all (QUIET_BUDGET).
+#                   Measured on the 2-vCPU VM (quiet): 2 min 22 s.
+#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM (estimated from the quick
+#                   run's per-run costs), more while the quiet gate waits
+#   --install       first install what is missing (apt-get update + install, with sudo when
+#                   not root; autocannon with npm into bench/.tools), then run
+#   --install-only  install, then exit
+#   Without --install it says what is missing and how to install it, then runs what it can:
+#   haproxy, nginx, wrk, iperf3 (and python3, taskset, timeout) are required; without
+#   autocannon A-ac is skipped, without matplotlib the plots, without the nginx stream module
+#   the nginx-stream proxy, without target/release/ringway-load scenario D.
 # Environment (defaults in brackets):
-#   DUR [10]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
-#   RINGWAY_BIN [target/release/ringway]  SKIP_RINGWAY [0]  (1: leave the ringway rows out)
-#   PROXIES ["direct ringway-splice ringway-buffered haproxy haproxy-splice"]
-#   SCENARIOS ["A B C L"]  QUIET_MAX_WAIT [60; 10 with --quick; 0 = no gate]  NOISE_MAX [5]
-#   RESULTS_ROOT [bench/results]  KEEP_TMP [0] (1: keep the temp dir with logs and configs)
-# Needs: haproxy nginx wrk iperf3 python3 taskset timeout
-#   (apt-get install -y haproxy nginx-light wrk iperf3)
+#   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
+#   PROXIES ["direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
+#   SCENARIOS ["A A-ac A1 B C C-http D L S"]
+#   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
+#   QUIET_MAX_WAIT [60; 0 = no gate]  QUIET_WINDOW [1]  NOISE_MAX [5]  PLOTS [1]
+#   QUIET_BUDGET [none; 20 with --quick] (s the gates may wait in all; past it they only
+#   sample the window, and noisy runs are still flagged by their noise %)
+#   RINGWAY_BIN [target/release/ringway]  RINGWAY_LOAD_BIN [target/release/ringway-load]
+#   SKIP_RINGWAY [0] (1: leave the ringway rows out)  AUTOCANNON [bench/.tools/.../autocannon]
+#   PYTHON [python3; for the plots the first of PYTHON, python3, /usr/bin/python3 that has
+#   matplotlib]  RESULTS_ROOT [bench/results]  KEEP_TMP [0] (1: keep the temp dir)
+#   Build first: cargo build --release --workspace (ringway and ringway-load).
+# Debian packages: wrk iperf3 haproxy nginx-light libnginx-mod-stream python3-matplotlib
+#   (nodejs npm for autocannon)
 
 set -euo pipefail
 export LC_ALL=C
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-STAT=(python3 "$SCRIPT_DIR/lib/benchstat.py")
+PYTHON=${PYTHON:-python3}
+STAT=("$PYTHON" "$SCRIPT_DIR/lib/benchstat.py")
+TOOLS_DIR=$REPO_ROOT/bench/.tools
+AUTOCANNON_PKG=autocannon@9
+SCRIPT_T0=$EPOCHREALTIME
 
-usage() { sed -n '/^# Usage:/,/^#   (apt-get/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
-note() { printf 'bench-proxy: %s\n' "$*" >&2; }
+usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
+note() { printf 'bench: %s\n' "$*" >&2; }
 die() { note "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------------------------- options
-QUICK=0
+QUICK=0 INSTALL=0 INSTALL_ONLY=0
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
+        --install) INSTALL=1 ;;
+        --install-only) INSTALL=1 INSTALL_ONLY=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 64 ;;
     esac
 done
 if [[ $QUICK == 1 ]]; then
-    DUR=${DUR:-3} REPS=${REPS:-1} QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-10}
+    DUR=${DUR:-2} REPS=${REPS:-1} WARMUP=${WARMUP:-1} IDLE_CONNS=${IDLE_CONNS:-500}
+    D_HOLD=${D_HOLD:-2} QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-3} QUIET_WINDOW=${QUIET_WINDOW:-0.3}
+    QUIET_BUDGET=${QUIET_BUDGET:-20}
 fi
-DUR=${DUR:-10}
+DUR=${DUR:-5}
 REPS=${REPS:-3}
 L_DUR=${L_DUR:-$((DUR < 5 ? DUR : 5))}
 WARMUP=${WARMUP:-2}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+D_HOLD=${D_HOLD:-4}
+D_SETTLE=${D_SETTLE:-0.5}
 RINGWAY_BIN=${RINGWAY_BIN:-$REPO_ROOT/target/release/ringway}
+RINGWAY_LOAD_BIN=${RINGWAY_LOAD_BIN:-$REPO_ROOT/target/release/ringway-load}
 SKIP_RINGWAY=${SKIP_RINGWAY:-0}
-PROXIES=${PROXIES:-direct ringway-splice ringway-buffered haproxy haproxy-splice}
-SCENARIOS=${SCENARIOS:-A B C L}
+PROXIES=${PROXIES:-direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream}
+SCENARIOS=${SCENARIOS:-A A-ac A1 B C C-http D L S}
 QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-60}
+QUIET_BUDGET=${QUIET_BUDGET:-}
+QUIET_WINDOW=${QUIET_WINDOW:-1}
 NOISE_MAX=${NOISE_MAX:-5}
+PLOTS=${PLOTS:-1}
 RESULTS_ROOT=${RESULTS_ROOT:-$REPO_ROOT/bench/results}
 KEEP_TMP=${KEEP_TMP:-0}
 
-for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU QUIET_MAX_WAIT NOISE_MAX; do
+for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU IDLE_CONNS D_HOLD QUIET_MAX_WAIT NOISE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
-((DUR > 0 && REPS > 0 && L_DUR > 0)) || die "DUR, REPS and L_DUR must be at least 1"
-for s in $SCENARIOS; do
-    [[ $s == [ABCLE] ]] || die "unknown scenario '$s' in SCENARIOS (known: A B C L E)"
+[[ -z $QUIET_BUDGET || $QUIET_BUDGET =~ ^[0-9]+$ ]] || die "QUIET_BUDGET must be empty or a whole number of seconds"
+for v in QUIET_WINDOW D_SETTLE; do
+    [[ ${!v} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$v must be a number of seconds, got '${!v}'"
 done
+((DUR > 0 && REPS > 0 && L_DUR > 0)) || die "DUR, REPS and L_DUR must be at least 1"
+((IDLE_CONNS > 0 && D_HOLD >= 2)) || die "IDLE_CONNS must be at least 1 and D_HOLD at least 2"
+
+# scenario ids, in run order; S is never run (see the header)
+RUN_SCENS=() SKIP_S=0
+for s in $SCENARIOS; do
+    [[ $s != E ]] || { note "scenario E is now called C-http"; s=C-http; }
+    case $s in
+        A | A-ac | A1 | B | C | C-http | D | L) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
+        S) SKIP_S=1 ;;
+        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S)" ;;
+    esac
+done
+SCENARIOS="${RUN_SCENS[*]}"
+has_scen() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 selected=()
 for p in $PROXIES; do
     case $p in
-        direct | haproxy | haproxy-splice) selected+=("$p") ;;
+        direct | haproxy | haproxy-splice | nginx-stream) selected+=("$p") ;;
         ringway-splice | ringway-buffered) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
-        *) die "unknown proxy '$p' in PROXIES" ;;
+        *) die "unknown proxy '$p' in PROXIES (known: direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream)" ;;
     esac
 done
-((${#selected[@]} > 0)) || die "no proxy selected"
 PROXIES="${selected[*]}"
+has_proxy() { [[ " $PROXIES " == *" $1 "* ]]; }
+SKIPPED=()          # KIND:NAME:REASON for the report
+skip() { SKIPPED+=("$1:$2:$3"); note "$2 skipped: $3"; }
 
-# ------------------------------------------------------------------------------ preflight
-missing=()
-for t in haproxy nginx wrk iperf3 python3 taskset timeout getconf; do
-    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-done
-if ((${#missing[@]} > 0)); then
-    note "missing tools: ${missing[*]}"
-    note "install them with: apt-get install -y haproxy nginx-light wrk iperf3"
-    exit 1
+# ------------------------------------------------------------------- tools: check, install
+# find_tools sets FATAL (missing required commands), APT_PKGS (Debian packages that would
+# provide what is missing), NEED_NPM, AUTOCANNON, PLOT_PY, NGX_STREAM_LOAD, NGX_STREAM_OK.
+pkg_of() {
+    case $1 in
+        nginx) echo nginx-light ;;
+        taskset) echo util-linux ;;
+        timeout) echo coreutils ;;
+        getconf) echo libc-bin ;;
+        *) echo "$1" ;;
+    esac
+}
+find_tools() {
+    local t py mods
+    FATAL=() APT_PKGS=() NEED_NPM=0 PLOT_PY="" NGX_STREAM_OK=0 NGX_STREAM_LOAD=""
+    for t in haproxy nginx wrk iperf3 "$PYTHON" taskset timeout getconf; do
+        command -v "$t" >/dev/null 2>&1 || { FATAL+=("$t"); APT_PKGS+=("$(pkg_of "$t")"); }
+    done
+    if command -v nginx >/dev/null 2>&1; then
+        mods=$(nginx -V 2>&1 | grep -o -- '--modules-path=[^ ]*' | cut -d= -f2 || true)
+        mods=${mods:-/usr/lib/nginx/modules}
+        if nginx -V 2>&1 | grep -qE -- '(^| )--with-stream( |$)'; then
+            NGX_STREAM_OK=1                                 # built in
+        elif [[ -f $mods/ngx_stream_module.so ]]; then
+            NGX_STREAM_OK=1 NGX_STREAM_LOAD="load_module $mods/ngx_stream_module.so;"
+        else
+            APT_PKGS+=(libnginx-mod-stream)
+        fi
+    fi
+    if [[ -n ${AUTOCANNON_SET:-} ]]; then
+        command -v "$AUTOCANNON" >/dev/null 2>&1 || AUTOCANNON=""
+    else
+        AUTOCANNON=""
+        if [[ -x $TOOLS_DIR/node_modules/.bin/autocannon ]]; then
+            AUTOCANNON=$TOOLS_DIR/node_modules/.bin/autocannon
+        elif command -v autocannon >/dev/null 2>&1; then
+            AUTOCANNON=$(command -v autocannon)
+        fi
+    fi
+    command -v node >/dev/null 2>&1 || { APT_PKGS+=(nodejs); AUTOCANNON=""; }
+    if [[ -z $AUTOCANNON ]]; then
+        NEED_NPM=1
+        command -v npm >/dev/null 2>&1 || APT_PKGS+=(npm)
+    fi
+    for py in "$PYTHON" python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import matplotlib' 2>/dev/null; then
+            PLOT_PY=$py
+            break
+        fi
+    done
+    [[ -n $PLOT_PY ]] || APT_PKGS+=(python3-matplotlib)
+}
+
+install_tools() {
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "--install needs root or sudo"
+        sudo=(sudo)
+    fi
+    if ((${#APT_PKGS[@]} > 0)); then
+        note "installing: ${APT_PKGS[*]}"
+        timeout 600 "${sudo[@]}" apt-get update -q || die "apt-get update failed"
+        timeout 1200 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${APT_PKGS[@]}" || die "apt-get install failed"
+    fi
+    if [[ $NEED_NPM == 1 ]]; then
+        note "installing $AUTOCANNON_PKG into ${TOOLS_DIR#"$REPO_ROOT"/} (npm install --prefix)"
+        mkdir -p "$TOOLS_DIR"
+        timeout 600 npm install --prefix "$TOOLS_DIR" --no-audit --no-fund --loglevel=error \
+            "$AUTOCANNON_PKG" || note "warning: npm install $AUTOCANNON_PKG failed; A-ac will be skipped"
+    fi
+}
+
+[[ -z ${AUTOCANNON:-} ]] || AUTOCANNON_SET=1
+find_tools
+if [[ $INSTALL == 1 ]]; then
+    install_tools
+    find_tools
+    ((${#FATAL[@]} == 0)) || die "still missing after --install: ${FATAL[*]}"
+    note "tools: all present${APT_PKGS:+, except packages: ${APT_PKGS[*]}}"
+    [[ $INSTALL_ONLY == 0 ]] || exit 0
+elif ((${#APT_PKGS[@]} > 0 || NEED_NPM)); then
+    how=()
+    if ((${#APT_PKGS[@]} > 0)); then
+        note "missing Debian packages: ${APT_PKGS[*]}"
+        how+=("apt-get install -y ${APT_PKGS[*]}")
+    fi
+    if ((NEED_NPM)); then
+        note "missing: autocannon (npm)"
+        how+=("npm install --prefix bench/.tools $AUTOCANNON_PKG")
+    fi
+    joined=$(printf '%s; ' "${how[@]}")
+    note "to install: scripts/bench.sh --install-only (or by hand: ${joined%; })"
+fi
+if ((${#FATAL[@]} > 0)); then
+    die "required tools missing: ${FATAL[*]} (see the install line above)"
 fi
 if [[ " $PROXIES " == *" ringway-"* ]] && [[ ! -x $RINGWAY_BIN ]]; then
-    die "no ringway binary at $RINGWAY_BIN: build it (cargo build --release), point RINGWAY_BIN at it, or set SKIP_RINGWAY=1"
+    die "no ringway binary at $RINGWAY_BIN: build it (cargo build --release --workspace), point RINGWAY_BIN at it, or set SKIP_RINGWAY=1"
 fi
+# the optional parts
+if has_scen A-ac && [[ -z $AUTOCANNON ]]; then
+    skip scenario A-ac "autocannon not found (scripts/bench.sh --install, or npm install --prefix bench/.tools $AUTOCANNON_PKG)"
+    SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx A-ac | paste -sd ' ' || true)
+fi
+if has_scen D && [[ ! -x $RINGWAY_LOAD_BIN ]]; then
+    skip scenario D "no ringway-load at $RINGWAY_LOAD_BIN (cargo build --release --workspace)"
+    SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx D | paste -sd ' ' || true)
+fi
+if has_proxy nginx-stream && [[ $NGX_STREAM_OK == 0 ]]; then
+    skip proxy nginx-stream "nginx has no stream module (apt-get install libnginx-mod-stream)"
+    PROXIES=$(tr ' ' '\n' <<<"$PROXIES" | grep -vx nginx-stream | paste -sd ' ' || true)
+fi
+if [[ $PLOTS == 1 && -z $PLOT_PY ]]; then
+    skip what plots "matplotlib not found for $PYTHON or /usr/bin/python3 (apt-get install python3-matplotlib)"
+fi
+[[ $SKIP_S == 0 ]] || skip scenario S "needs ringway switch (issue 4)"
+[[ -n $PROXIES ]] || die "no proxy selected"
+[[ -n $SCENARIOS ]] || die "no scenario left to run"
+
 for c in "$PROXY_CPU" "$LOAD_CPU"; do
     taskset -c "$c" true 2>/dev/null || die "CPU $c is not available to this process (see nproc, taskset -p $$)"
 done
 [[ $PROXY_CPU != "$LOAD_CPU" ]] || note "warning: PROXY_CPU = LOAD_CPU = $PROXY_CPU (one-core layout, not the split layout)"
-NCPUS=2
-[[ $PROXY_CPU != "$LOAD_CPU" ]] || NCPUS=1
+SPLIT_CPUS=("$PROXY_CPU")
+[[ $PROXY_CPU == "$LOAD_CPU" ]] || SPLIT_CPUS+=("$LOAD_CPU")
 CLK_TCK=$(getconf CLK_TCK)
 # HAProxy asks for 2 fds per connection; raise the soft limit as far as we may.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 [[ $NOFILE =~ ^[0-9]+$ ]] || NOFILE=1048576   # "unlimited"
+if has_scen D && ((2 * IDLE_CONNS + 200 > NOFILE)); then
+    die "IDLE_CONNS=$IDLE_CONNS needs ~$((2 * IDLE_CONNS + 200)) fds in the proxy; ulimit -n is $NOFILE"
+fi
+# nginx (origin and nginx-stream) connection slots: the idle connections and some margin
+NGX_CONNS=$((2 * IDLE_CONNS + 1000))
+((NGX_CONNS > 4096)) || NGX_CONNS=4096
 
 START_DATE=$(date -u +%Y-%m-%d)
 START_TIME=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 HOST=$(hostname -s 2>/dev/null || hostname)
 
 # --------------------------------------------------------------- processes and cleanup
-TMP=$(mktemp -d /tmp/bench-proxy.XXXXXX)
+TMP=$(mktemp -d /tmp/bench.XXXXXX)
 PIDS=()             # every background process this script started and has not stopped yet
 PROXY_PID=""        # the proxy under test ("" for direct)
 
@@ -180,6 +375,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Run copies of the binaries, so that a rebuild during the run cannot change what is measured.
+mkdir "$TMP/bin"
+RINGWAY_RUN="" RINGWAY_LOAD_RUN="" RINGWAY_MTIME=""
+if [[ " $PROXIES " == *" ringway-"* ]]; then
+    RINGWAY_RUN=$TMP/bin/ringway
+    cp "$RINGWAY_BIN" "$RINGWAY_RUN"
+    RINGWAY_MTIME=$(date -u -r "$RINGWAY_BIN" +%Y-%m-%dT%H:%M:%SZ)
+fi
+if has_scen D; then
+    RINGWAY_LOAD_RUN=$TMP/bin/ringway-load
+    cp "$RINGWAY_LOAD_BIN" "$RINGWAY_LOAD_RUN"
+fi
 
 log_cmd() {         # remember an exact command line for env.txt
     local s
@@ -239,7 +447,7 @@ wait_ready() {      # wait_ready NAME PID LOG PORT...: ports listening within 10
     done
 }
 
-# ----------------------------------------------------------------------- CPU accounting
+# ------------------------------------------------------------ CPU and memory accounting
 TICKS=0
 proc_ticks() {      # TICKS += utime+stime of PID $1 (all threads), in clock ticks
     local line f
@@ -253,18 +461,33 @@ children_ticks() {  # TICKS += cutime+cstime of this shell: the load tools it ha
     read -ra f <<<"${line##*) }"
     TICKS=$((TICKS + f[13] + f[14]))
 }
+QUIET_SPENT=0       # tenths of a second the quiet gates have waited beyond their window
+[[ $QUIET_WINDOW =~ ^([0-9]+)(\.([0-9]))? ]]
+WINDOW_DS=$((10#${BASH_REMATCH[1]} * 10 + ${BASH_REMATCH[3]:-0}))
 IDLE=0
-cpu_idle() {        # IDLE = idle + iowait + steal ticks of the test CPUs, from /proc/stat
+NOISE_CPUS=()       # the test CPUs of the current run
+cpu_idle() {        # IDLE = idle + iowait + steal ticks of NOISE_CPUS, from /proc/stat
     # (busy time is taken as wall time minus this: on this VM the tick-sampled user/system
     # fields miss up to a third of the busy time of a wakeup-heavy load such as L, while the
     # idle time is measured exactly)
-    local name idle iow steal
+    local name idle iow steal c
     IDLE=0
     while read -r name _ _ _ idle iow _ _ steal _; do
-        case $name in
-            "cpu$PROXY_CPU" | "cpu$LOAD_CPU") IDLE=$((IDLE + idle + iow + steal)) ;;
-        esac
+        for c in "${NOISE_CPUS[@]}"; do
+            [[ $name != "cpu$c" ]] || IDLE=$((IDLE + idle + iow + steal))
+        done
     done </proc/stat
+}
+RSS_KB="" THREADS=""
+proc_mem() {        # RSS_KB, THREADS of PID $1 from /proc/PID/status ("" if unreadable)
+    local key val _unit
+    RSS_KB="" THREADS=""
+    while read -r key val _unit; do
+        case $key in
+            VmRSS:) RSS_KB=$val ;;
+            Threads:) THREADS=$val ;;
+        esac
+    done 2>/dev/null <"/proc/$1/status" || true
 }
 
 # ------------------------------------------------------------------------------- origin
@@ -274,13 +497,13 @@ setup_origin() {
     head -c 1048576 /dev/zero >"$d/www/1m.bin"
     read -r ORIGIN_PORT IPERF_PORT < <(free_ports 2 | paste -sd ' ')
     cat >"$d/nginx.conf" <<EOF
-# origin for bench-proxy.sh: one nginx process (master_process off = a single worker)
+# origin for bench.sh: one nginx process (master_process off = a single worker)
 daemon off;
 master_process off;
 worker_processes 1;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $NGX_CONNS; }
 http {
     access_log off;
     sendfile on;
@@ -308,9 +531,10 @@ EOF
 }
 
 # ------------------------------------------------------------------------------ proxies
-# start_proxy NAME sets PROXY_PID ("" for direct), HTTP_PORT (to nginx), BULK_PORT (to iperf3)
+# start_proxy NAME CPU WARMUP_S: sets PROXY_PID ("" for direct), HTTP_PORT (to nginx),
+# BULK_PORT (to iperf3); the proxy is pinned to CPU
 start_proxy() {
-    local name=$1 admin log=$TMP/$1.log
+    local name=$1 cpu=$2 warm=$3 admin log=$TMP/$1.log
     case $name in
         direct)
             PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
@@ -322,7 +546,7 @@ start_proxy() {
             cat >"$TMP/$name.toml" <<EOF
 [runtime]
 workers = 1
-pin = false          # bench-proxy.sh pins the process with taskset
+pin = false          # bench.sh pins the process with taskset
 splice = $splice
 shutdown_grace = "1s"
 
@@ -339,14 +563,14 @@ name = "bench-bulk"
 listen = ["127.0.0.1:$BULK_PORT"]
 backends = ["127.0.0.1:$IPERF_PORT"]
 EOF
-            start_bg "$log" taskset -c "$PROXY_CPU" "$RINGWAY_BIN" run -c "$TMP/$name.toml"
+            start_bg "$log" taskset -c "$cpu" "$RINGWAY_RUN" run -c "$TMP/$name.toml"
             PROXY_PID=$BG_PID
             ;;
         haproxy | haproxy-splice)
             read -r HTTP_PORT BULK_PORT < <(free_ports 2 | paste -sd ' ')
             # HAProxy needs ~2*maxconn + 2*maxpipes fds and refuses to start if it cannot get
             # them: keep maxconn 20000 where the fd limit allows, lower it where it does not
-            # (the benchmark never has more than 50 connections open).
+            # (the benchmark has at most IDLE_CONNS connections open).
             local maxconn=$(((NOFILE - 2 * 150 - 100) / 2))
             ((maxconn < 20000)) || maxconn=20000
             local splice="    # no option splice-auto: recv/send copies only"
@@ -378,7 +602,35 @@ backend origin
 backend iperf3
     server s1 127.0.0.1:$IPERF_PORT
 EOF
-            start_bg "$log" taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/$name.cfg"
+            start_bg "$log" taskset -c "$cpu" haproxy -db -f "$TMP/$name.cfg"
+            PROXY_PID=$BG_PID
+            ;;
+        nginx-stream)
+            read -r HTTP_PORT BULK_PORT < <(free_ports 2 | paste -sd ' ')
+            local d=$TMP/nginx-stream
+            mkdir -p "$d"
+            cat >"$TMP/nginx-stream.conf" <<EOF
+# nginx stream proxy for bench.sh: worker_processes 1 and master_process off, so that the one
+# process measured (CPU, VmRSS) is the one doing the work; no logging
+${NGX_STREAM_LOAD:-# stream module built in}
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections $NGX_CONNS; }
+stream {
+    server {
+        listen 127.0.0.1:$HTTP_PORT;
+        proxy_pass 127.0.0.1:$ORIGIN_PORT;
+    }
+    server {
+        listen 127.0.0.1:$BULK_PORT;
+        proxy_pass 127.0.0.1:$IPERF_PORT;
+    }
+}
+EOF
+            start_bg "$log" taskset -c "$cpu" nginx -p "$d/" -e "$d/error.log" -c "$TMP/nginx-stream.conf"
             PROXY_PID=$BG_PID
             ;;
     esac
@@ -391,11 +643,17 @@ EOF
             sleep 0.1
         done
     fi
+    ((warm > 0)) || return 0
     # unmeasured warm-up
-    local wcmd=(timeout 30 taskset -c "$LOAD_CPU" wrk -t1 -c50 "-d${WARMUP}s" "http://127.0.0.1:$HTTP_PORT/")
+    local wcmd=(timeout 30 taskset -c "$LOAD_CPU" wrk -t1 -c50 "-d${warm}s" "http://127.0.0.1:$HTTP_PORT/")
     log_cmd "${wcmd[@]}"
     run_tracked "$TMP/warmup.out" "$TMP/warmup.err" "${wcmd[@]}"
     ((RC == 0)) || { cat "$TMP/warmup.out" "$TMP/warmup.err" >&2; die "$name: warm-up failed"; }
+}
+
+stop_proxy() {
+    if [[ -n $PROXY_PID ]]; then stop_pid "$PROXY_PID"; fi
+    PROXY_PID=""
 }
 
 # --------------------------------------------------------------------------- measuring
@@ -414,38 +672,95 @@ end
 EOF
 }
 
+# run_idle OUT ERR CMD...: scenario D. Runs ringway-load in the background, waits for its
+# "holding N connections" line, lets the proxy settle, reads its VmRSS and thread count, then
+# waits for the end of the hold. Sets RC, HELD_SEEN, RSS_HELD, THREADS_HELD.
+HELD_SEEN="" RSS_HELD="" THREADS_HELD=""
+run_idle() {
+    local out=$1 err=$2 pid i line
+    shift 2
+    HELD_SEEN="" RSS_HELD="" THREADS_HELD=""
+    : >"$err"
+    "$@" >"$out" 2>>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    for ((i = 0; i < (D_HOLD + 20) * 20; i++)); do     # bounded: the run's own time limit
+        while IFS= read -r line; do
+            if [[ $line =~ ^ringway-load:\ holding\ ([0-9]+)\ connections ]]; then
+                HELD_SEEN=${BASH_REMATCH[1]}
+            fi
+        done <"$err"
+        [[ -z $HELD_SEEN ]] || break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [[ -n $HELD_SEEN ]]; then
+        sleep "$D_SETTLE"
+        proc_mem "$PROXY_PID"
+        RSS_HELD=$RSS_KB THREADS_HELD=$THREADS
+    fi
+    RC=0
+    wait "$pid" || RC=$?
+    drop_pid "$pid"
+}
+
 # measure REP PROXY SCENARIO: one timed run, appended to $TMP/runs.jsonl
 measure() {
-    local rep=$1 proxy=$2 scen=$3 tool=wrk cmd
+    local rep=$1 proxy=$2 scen=$3 tool=wrk cmd layout=split
     local url=http://127.0.0.1:$HTTP_PORT/ lim=$((DUR + 30))
     local wrk=(taskset -c "$LOAD_CPU" wrk -t1)
+    NOISE_CPUS=("${SPLIT_CPUS[@]}")
     case $scen in
         A) cmd=("${wrk[@]}" -c50 "-d${DUR}s" --latency -s "$TMP/report.lua" "$url") ;;
+        A1) cmd=("${wrk[@]}" -c50 "-d${DUR}s" --latency -s "$TMP/report.lua" "$url")
+            layout=one-core
+            NOISE_CPUS=("$LOAD_CPU") ;;
+        A-ac) tool=autocannon
+              cmd=(taskset -c "$LOAD_CPU" "$AUTOCANNON" -c 50 -d "$DUR" -j "$url") ;;
         B) cmd=("${wrk[@]}" -c50 "-d${DUR}s" --latency -H 'Connection: close' -s "$TMP/report.lua" "$url") ;;
-        L) cmd=("${wrk[@]}" -c1 "-d${L_DUR}s" --latency -s "$TMP/report.lua" "$url")
-           lim=$((L_DUR + 30)) ;;
-        E) cmd=("${wrk[@]}" -c10 "-d${DUR}s" --latency -s "$TMP/report.lua" "${url}1m.bin") ;;
         C) tool=iperf3
            cmd=(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$BULK_PORT" -t "$DUR" -J) ;;
+        C-http) cmd=("${wrk[@]}" -c10 "-d${DUR}s" --latency -s "$TMP/report.lua" "${url}1m.bin") ;;
+        D) tool=idle lim=$((D_HOLD + 30))
+           cmd=(taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" -t "127.0.0.1:$HTTP_PORT" -m idle
+               -c "$IDLE_CONNS" -d "${D_HOLD}s" --timeout 10s) ;;
+        L) cmd=("${wrk[@]}" -c1 "-d${L_DUR}s" --latency -s "$TMP/report.lua" "$url")
+           lim=$((L_DUR + 30)) ;;
     esac
     cmd=(timeout "$lim" "${cmd[@]}")
     log_cmd "${cmd[@]}"
 
-    local qw=""
+    local qw="" cpus max=$QUIET_MAX_WAIT left waited
     if ((QUIET_MAX_WAIT > 0)); then
-        run_tracked "$TMP/quiet.out" /dev/null \
-            "${STAT[@]}" quiet --cpus "$PROXY_CPU,$LOAD_CPU" --max-wait "$QUIET_MAX_WAIT"
+        if [[ -n $QUIET_BUDGET ]]; then         # in tenths of a second
+            left=$((QUIET_BUDGET * 10 - QUIET_SPENT))
+            ((left > 0)) || left=0              # budget spent: sample one window only
+            ((left >= QUIET_MAX_WAIT * 10)) || max=$((left / 10)).$((left % 10))
+        fi
+        cpus=${NOISE_CPUS[*]}
+        run_tracked "$TMP/quiet.out" /dev/null "${STAT[@]}" quiet --cpus "${cpus// /,}" \
+            --window "$QUIET_WINDOW" --max-wait "$max"
         qw=$(<"$TMP/quiet.out")
+        waited=${qw%%s *}                       # "12.3s quiet (...)": count the tenths
+        if [[ $waited =~ ^([0-9]+)\.([0-9])$ ]]; then   # beyond the first window
+            waited=$((10#${BASH_REMATCH[1]} * 10 + BASH_REMATCH[2] - WINDOW_DS))
+            ((waited <= 0)) || QUIET_SPENT=$((QUIET_SPENT + waited))
+        fi
     fi
 
-    local out=$TMP/run-$rep-$proxy-$scen.out rc
+    local out=$TMP/run-$rep-$proxy-$scen.out rc rss0=""
     local p0=0 p1=0 k0 k1 i0 i1 t0 t1
+    if [[ $scen == D ]]; then proc_mem "$PROXY_PID"; rss0=$RSS_KB; fi
     # --- sample before (builtins only: no process is forked inside the window)
     TICKS=0; [[ -z $PROXY_PID ]] || proc_ticks "$PROXY_PID"; p0=$TICKS
     proc_ticks "$NGINX_PID"; proc_ticks "$IPERF_PID"; children_ticks; k0=$TICKS
     cpu_idle; i0=$IDLE
     t0=$EPOCHREALTIME
-    run_tracked "$out" "$out.err" "${cmd[@]}"
+    if [[ $scen == D ]]; then
+        run_idle "$out" "$out.err" "${cmd[@]}"
+    else
+        run_tracked "$out" "$out.err" "${cmd[@]}"
+    fi
     # --- sample after
     t1=$EPOCHREALTIME
     cpu_idle; i1=$IDLE
@@ -453,46 +768,76 @@ measure() {
     proc_ticks "$NGINX_PID"; proc_ticks "$IPERF_PID"; children_ticks; k1=$TICKS
 
     rc=$RC
-    local proxy_ticks=""
+    local proxy_ticks="" extra=()
     [[ -z $PROXY_PID ]] || proxy_ticks=$((p1 - p0))
+    [[ $scen != D ]] || extra=(--rss-before-kb "$rss0" --rss-held-kb "$RSS_HELD"
+        --threads "$THREADS_HELD" --held-seen "$HELD_SEEN")
     "${STAT[@]}" record --scenario "$scen" --proxy "$proxy" --rep "$rep" --tool "$tool" \
-        --output "$out" --cmd "$(tail -n 1 "$TMP/commands.txt")" --rc "$rc" \
+        --layout "$layout" --output "$out" --cmd "$(tail -n 1 "$TMP/commands.txt")" --rc "$rc" \
         --t0 "$t0" --t1 "$t1" --clk-tck "$CLK_TCK" --proxy-ticks "$proxy_ticks" \
-        --known-ticks "$((k1 - k0))" --idle-ticks "$((i1 - i0))" --ncpus "$NCPUS" \
-        --quiet-wait "$qw" >>"$TMP/runs.jsonl"
+        --known-ticks "$((k1 - k0))" --idle-ticks "$((i1 - i0))" --ncpus "${#NOISE_CPUS[@]}" \
+        --quiet-wait "$qw" "${extra[@]}" >>"$TMP/runs.jsonl"
     if ((rc != 0)) && [[ -s $out.err ]]; then sed 's/^/    /' "$out.err" | tail -n 5 >&2; fi
 }
 
+# run_group REP PROXY CPU WARMUP SCEN...: start the proxy on CPU, run the scenarios, stop it
+run_group() {
+    local rep=$1 proxy=$2 cpu=$3 warm=$4 scen
+    shift 4
+    (($# > 0)) || return 0
+    start_proxy "$proxy" "$cpu" "$warm"
+    for scen in "$@"; do
+        measure "$rep" "$proxy" "$scen"
+        if [[ -n $PROXY_PID ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
+            tail -n 20 "$TMP/$proxy.log" >&2
+            note "warning: $proxy died during scenario $scen (log above); skipping its other scenarios of this group in rep $rep"
+            break
+        fi
+    done
+    stop_proxy
+}
+
 # ---------------------------------------------------------------------------- env.txt
+version_of() { timeout 10 "$@" 2>&1 | head -n 1 || true; }
 write_env() {
     local envfile=$1 v
     {
-        echo "# bench-proxy.sh run"
+        echo "# bench.sh run"
         echo "date_utc: $START_TIME"
         echo "host: $HOST"
         echo "uname -a: $(uname -a)"
         echo "cpu model: $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//')"
         echo "nproc: $(nproc)"
-        echo "layout: proxy on CPU $PROXY_CPU; load generator + origin on CPU $LOAD_CPU"
-        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP QUIET_MAX_WAIT=$QUIET_MAX_WAIT NOISE_MAX=$NOISE_MAX"
+        echo "layout: proxy on CPU $PROXY_CPU; load generator + origin on CPU $LOAD_CPU; A1: all on CPU $LOAD_CPU"
+        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
         echo "proxies: $PROXIES"
         echo "scenarios: $SCENARIOS"
+        for v in "${SKIPPED[@]}"; do v=${v#*:}; echo "skipped: ${v/:/: }"; done
         echo "clk_tck: $CLK_TCK"
         echo "ulimit -n: $NOFILE"
+        echo "wall time: ${WALL_S}s"
         for v in net.ipv4.tcp_congestion_control net.ipv4.tcp_wmem net.ipv4.tcp_rmem \
             net.ipv4.tcp_tw_reuse net.ipv4.ip_local_port_range kernel.io_uring_disabled; do
             echo "sysctl $v: $(tr '\t' ' ' <"/proc/sys/${v//.//}" 2>/dev/null || echo n/a)"
         done
         echo
         echo "## versions"
-        echo "haproxy: $(haproxy -v 2>&1 | head -n 1 || true)"
-        echo "nginx: $(nginx -v 2>&1 | head -n 1 || true)"
-        echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
-        echo "iperf3: $(iperf3 -v 2>&1 | head -n 1 || true)"
+        echo "haproxy: $(version_of haproxy -v)"
+        echo "nginx: $(version_of nginx -v)"
+        echo "nginx stream module: ${NGX_STREAM_LOAD:-built in or not used}"
+        echo "wrk: $(version_of wrk -v)"
+        echo "iperf3: $(version_of iperf3 -v)"
+        if [[ -n $AUTOCANNON ]]; then
+            echo "autocannon: $AUTOCANNON $(version_of "$AUTOCANNON" --version) (node $(version_of node --version))"
+        fi
+        echo "python: $(version_of "$PYTHON" --version); plots: ${PLOT_PY:-none} $([[ -z $PLOT_PY ]] || version_of "$PLOT_PY" -c 'import matplotlib; print("matplotlib", matplotlib.__version__)')"
         if [[ " $PROXIES " == *" ringway-"* ]]; then
-            echo "ringway binary: $RINGWAY_BIN"
-            echo "ringway --version: $(timeout 5 "$RINGWAY_BIN" --version 2>&1 | head -n 1 || true)"
-            echo "ringway sha256: $(sha256sum "$RINGWAY_BIN" | cut -d' ' -f1)"
+            echo "ringway binary: $RINGWAY_BIN (copied at start; modified $RINGWAY_MTIME)"
+            echo "ringway --version: $(version_of "$RINGWAY_RUN" --version)"
+            echo "ringway sha256: $(sha256sum "$RINGWAY_RUN" | cut -d' ' -f1)"
+        fi
+        if has_scen D; then
+            echo "ringway-load: $RINGWAY_LOAD_BIN (copied at start) $(version_of "$RINGWAY_LOAD_RUN" --version)"
         fi
         echo "repo: $(git -C "$REPO_ROOT" rev-parse -q --verify HEAD || echo 'no commit') $(git --no-optional-locks -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo '(working tree modified)')"
         echo
@@ -500,7 +845,7 @@ write_env() {
         cat "$TMP/commands.txt"
         echo
         echo "## generated configurations (ports from the last rep)"
-        for v in "$TMP/origin/nginx.conf" "$TMP"/*.cfg "$TMP"/*.toml "$TMP/report.lua"; do
+        for v in "$TMP/origin/nginx.conf" "$TMP"/*.cfg "$TMP"/*.toml "$TMP"/nginx-stream.conf "$TMP/report.lua"; do
             [[ -f $v ]] || continue
             echo "### ${v#"$TMP"/}"
             cat "$v"
@@ -510,28 +855,29 @@ write_env() {
 }
 
 # --------------------------------------------------------------------------------- main
-note "layout: proxy on CPU $PROXY_CPU, load generator + origin on CPU $LOAD_CPU"
-note "proxies: $PROXIES; scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS"
+note "CPU layout: proxy on CPU $PROXY_CPU, load generator + origin on CPU $LOAD_CPU (A1: all on CPU $LOAD_CPU); set PROXY_CPU / LOAD_CPU to change"
+note "proxies: $PROXIES"
+note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")"
+[[ $SKIP_S == 0 ]] || echo "S skipped: needs ringway switch (issue 4)"
 : >"$TMP/commands.txt"
 : >"$TMP/runs.jsonl"
 write_lua
 setup_origin
 note "origin: nginx 127.0.0.1:$ORIGIN_PORT (PID $NGINX_PID), iperf3 -s 127.0.0.1:$IPERF_PORT (PID $IPERF_PID)"
 
+split=()            # the scenarios of the split layout, on one proxy start
+for s in $SCENARIOS; do
+    case $s in A | A-ac | B | C | C-http | L) split+=("$s") ;; esac
+done
 for ((rep = 1; rep <= REPS; rep++)); do
     for proxy in $PROXIES; do
+        [[ ${#split[@]} -gt 0 || " $SCENARIOS " == *" A1 "* || $proxy != direct ]] || continue
         note "rep $rep/$REPS: $proxy"
-        start_proxy "$proxy"
-        for scen in $SCENARIOS; do
-            measure "$rep" "$proxy" "$scen"
-            if [[ -n $PROXY_PID ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
-                tail -n 20 "$TMP/$proxy.log" >&2
-                note "warning: $proxy died during scenario $scen (log above); skipping its other scenarios in rep $rep"
-                break
-            fi
-        done
-        if [[ -n $PROXY_PID ]]; then stop_pid "$PROXY_PID"; fi
-        PROXY_PID=""
+        run_group "$rep" "$proxy" "$PROXY_CPU" "$WARMUP" "${split[@]}"
+        if has_scen A1; then run_group "$rep" "$proxy" "$LOAD_CPU" "$WARMUP" A1; fi
+        # D: a fresh start without warm-up, so that memory freed by earlier connections does
+        # not hide the growth; not for direct (no proxy process)
+        if has_scen D && [[ $proxy != direct ]]; then run_group "$rep" "$proxy" "$PROXY_CPU" 0 D; fi
     done
 done
 
@@ -539,12 +885,26 @@ OUT_DIR=$RESULTS_ROOT/$START_DATE-$HOST
 n=2
 while [[ -e $OUT_DIR ]]; do OUT_DIR=$RESULTS_ROOT/$START_DATE-$HOST.$n; n=$((n + 1)); done
 mkdir -p "$OUT_DIR"
+WALL_S=$(( ${EPOCHREALTIME%.*} - ${SCRIPT_T0%.*} ))
 write_env "$OUT_DIR/env.txt"
 echo
+skipped_args=()
+for v in "${SKIPPED[@]}"; do skipped_args+=(--skipped "$v"); done
 "${STAT[@]}" report --runs "$TMP/runs.jsonl" --outdir "$OUT_DIR" --proxies "$PROXIES" \
     --noise-max "$NOISE_MAX" --meta "date=$START_TIME" --meta "host=$HOST" \
     --meta "proxy_cpu=$PROXY_CPU" --meta "load_cpu=$LOAD_CPU" --meta "dur_s=$DUR" \
     --meta "l_dur_s=$L_DUR" --meta "reps=$REPS" --meta "clk_tck=$CLK_TCK" \
-    --meta "proxies=$PROXIES" --meta "scenarios=$SCENARIOS" --meta "kernel=$(uname -r)"
+    --meta "proxies=$PROXIES" --meta "scenarios=$SCENARIOS" --meta "kernel=$(uname -r)" \
+    --meta "idle_conns=$IDLE_CONNS" --meta "warmup_s=$WARMUP" --meta "quick=$QUICK" \
+    --meta "wall_s_before_report=$WALL_S" "${skipped_args[@]}"
+if [[ $PLOTS == 1 && -n $PLOT_PY ]]; then
+    if plots=$("$PLOT_PY" "$SCRIPT_DIR/lib/benchplot.py" "$OUT_DIR/results.json" "$OUT_DIR" 2>"$TMP/plot.err"); then
+        note "plots: $(paste -sd ' ' <<<"$plots")"
+    else
+        note "warning: plotting failed: $(tail -n 3 "$TMP/plot.err")"
+    fi
+fi
 echo
-note "results in ${OUT_DIR#"$REPO_ROOT"/}/ (results.json, table.md, env.txt)"
+[[ $SKIP_S == 0 ]] || echo "S skipped: needs ringway switch (issue 4)"
+note "results in ${OUT_DIR#"$REPO_ROOT"/}/ (results.json, table.md, env.txt, plot-*.png)"
+note "wall time: $(( ${EPOCHREALTIME%.*} - ${SCRIPT_T0%.*} ))s"

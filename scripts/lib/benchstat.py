@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/bench-proxy.sh (standard library only).
+"""Helpers for scripts/bench.sh (standard library only).
 
 Subcommands:
   freeport [N]        print N distinct free TCP ports on 127.0.0.1 (one per line)
   quiet ...           wait until the test CPUs are idle (the "quiet gate"); print seconds waited
-  record ...          parse one wrk / iperf3 output, print one JSON line (a "run")
+  record ...          parse one wrk / iperf3 / autocannon / ringway-load output, print one JSON
+                      line (a "run")
   report ...          read the runs, write results.json and table.md, print the table
 
-Method (see docs in bench-proxy.sh and /work/shared/research/perf-peers.md): per
+Method (see the header of bench.sh and /work/shared/research/perf-peers.md): per
 (scenario, proxy) the median over the runs is reported, with spread = (max-min)/median;
 runs whose noise (CPU used by processes outside the test) is above --noise-max are left out
 when at least two clean runs remain; ratio to direct = median(proxied) / median(direct).
+
+results.json keeps the schema of the first runs (meta, summary, runs; summary rows with
+scenario, proxy, figure, ratio_to_direct, proxy_cpu_per_unit, ...) and only adds to it:
+summary rows gain layout, tool, figure_min/max, proxy_cpu_min/max (and for D rss_*/threads,
+for A1 the target), and a top-level "skipped" list names what did not run and why.
 """
 
 import argparse
@@ -21,20 +27,28 @@ import statistics
 import sys
 import time
 
-# scenario id -> how it is reported
+# scenario id -> how it is reported. work: the run field the proxy's CPU is divided by.
 SCENARIOS = {
     "A": {"title": "A keep-alive, wrk -c50", "figure": "rps", "unit": "req/s",
           "cpu_unit": "CPU-s/100k req", "work": "requests", "scale": 1e5},
+    "A-ac": {"title": "A-ac keep-alive, autocannon -c50", "figure": "rps", "unit": "req/s",
+             "cpu_unit": "CPU-s/100k req", "work": "requests", "scale": 1e5},
+    "A1": {"title": "A1 keep-alive, all on one core", "figure": "rps", "unit": "req/s",
+           "cpu_unit": "CPU-s/100k req", "work": "requests", "scale": 1e5},
     "B": {"title": "B new conn per request, wrk -c50", "figure": "rps", "unit": "conn/s",
           "cpu_unit": "CPU-s/100k conn", "work": "requests", "scale": 1e5},
     "C": {"title": "C bulk, iperf3 1 stream", "figure": "gbps", "unit": "Gbit/s",
           "cpu_unit": "CPU-s/GiB", "work": "bytes", "scale": 2 ** 30},
+    "C-http": {"title": "C-http 1 MiB responses, wrk -c10", "figure": "gbps", "unit": "Gbit/s",
+               "cpu_unit": "CPU-s/GiB", "work": "bytes", "scale": 2 ** 30},
+    "D": {"title": "D idle connections held", "figure": "rss_per_conn_b", "unit": "B RSS/conn",
+          "cpu_unit": "CPU-s/100k conn", "work": "connections", "scale": 1e5},
     "L": {"title": "L one connection, wrk -c1", "figure": "p50_us", "unit": "µs p50",
           "cpu_unit": "CPU-s/100k req", "work": "requests", "scale": 1e5},
-    "E": {"title": "E HTTP 1 MiB bodies, wrk -c10", "figure": "gbps", "unit": "Gbit/s",
-          "cpu_unit": "CPU-s/GiB", "work": "bytes", "scale": 2 ** 30},
 }
-SCENARIO_ORDER = "ABCLE"
+SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "C", "C-http", "D", "L"]
+# A1: everything on one core; the goal for ringway there (ratio of req/s to direct)
+A1_TARGET = 0.6
 
 
 def cmd_freeport(args):
@@ -81,7 +95,8 @@ def cmd_quiet(args):
             return
 
 
-def parse_wrk(text):
+# ------------------------------------------------------------------------------- parsers
+def parse_wrk(text, _args):
     """wrk output with our Lua done() hook: a line 'BENCHJSON {...}'."""
     for line in text.splitlines():
         if line.startswith("BENCHJSON "):
@@ -104,7 +119,7 @@ def parse_wrk(text):
     return {"failed": "no BENCHJSON line in wrk output"}
 
 
-def parse_iperf3(text):
+def parse_iperf3(text, _args):
     try:
         d = json.loads(text)
     except ValueError as e:
@@ -123,13 +138,82 @@ def parse_iperf3(text):
     return out
 
 
+def parse_autocannon(text, _args):
+    """autocannon -j: one JSON object. Its latencies are whole milliseconds."""
+    start = text.find("{")
+    try:
+        d = json.loads(text[start:]) if start >= 0 else None
+    except ValueError as e:
+        return {"failed": f"autocannon output is not JSON: {e}"}
+    if not isinstance(d, dict):
+        return {"failed": "no JSON object in autocannon output"}
+    try:
+        dur = float(d["duration"])
+        req = int(d["requests"]["total"])
+        out = {
+            "requests": req,
+            "bytes": int(d["throughput"]["total"]),
+            "duration_s": dur,
+            "rps": req / dur if dur > 0 else 0.0,
+            "p50_us": float(d["latency"]["p50"]) * 1000,
+            "p99_us": float(d["latency"]["p99"]) * 1000,
+            "latency_resolution_us": 1000,
+            "errors": {k: int(d.get(k) or 0)
+                       for k in ("errors", "timeouts", "non2xx", "resets", "mismatches")},
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        return {"failed": f"autocannon JSON lacks a field: {e}"}
+    if req == 0:
+        out["failed"] = "no requests completed"
+    return out
+
+
+def parse_idle(text, args):
+    """ringway-load --mode idle JSON report, plus the proxy's VmRSS/threads the script read
+    before the connections were opened and while they were held."""
+    start = text.find("{")
+    try:
+        d = json.loads(text[start:]) if start >= 0 else None
+    except ValueError as e:
+        return {"failed": f"ringway-load output is not JSON: {e}"}
+    if not isinstance(d, dict):
+        return {"failed": "no JSON object in ringway-load output"}
+    held = int(d.get("held") or 0)
+    out = {"connections": held, "connections_wanted": int(d.get("connections") or 0),
+           "connections_opened": int(d.get("connections_opened") or 0),
+           "outcomes": d.get("outcomes"), "duration_s": d.get("duration_s")}
+    if args.held_seen == "":
+        out["failed"] = "ringway-load never reported holding its connections"
+        return out
+    seen = int(args.held_seen)
+    out["connections_seen_held"] = seen
+    if args.rss_before_kb == "" or args.rss_held_kb == "":
+        out["failed"] = "could not read the proxy's VmRSS"
+        return out
+    before, during = int(args.rss_before_kb), int(args.rss_held_kb)
+    out.update({"rss_before_kb": before, "rss_held_kb": during,
+                "threads": int(args.threads) if args.threads != "" else None})
+    if seen <= 0:
+        out["failed"] = "no connection was held"
+    else:
+        out["rss_per_conn_b"] = (during - before) * 1024 / seen
+        if held < out["connections_wanted"]:
+            out["warning"] = f"only {held} of {out['connections_wanted']} connections held"
+    return out
+
+
+PARSERS = {"wrk": parse_wrk, "iperf3": parse_iperf3, "autocannon": parse_autocannon,
+           "idle": parse_idle}
+
+
 def cmd_record(args):
     with open(args.output, errors="replace") as f:
         text = f.read()
     wall = float(args.t1) - float(args.t0)
     run = {"scenario": args.scenario, "proxy": args.proxy, "rep": args.rep,
-           "cmd": args.cmd, "exit_code": args.rc, "wall_s": round(wall, 3)}
-    run.update(parse_wrk(text) if args.tool == "wrk" else parse_iperf3(text))
+           "cmd": args.cmd, "exit_code": args.rc, "wall_s": round(wall, 3),
+           "tool": args.tool, "layout": args.layout}
+    run.update(PARSERS[args.tool](text, args))
     if args.rc != 0 and "failed" not in run:
         run["failed"] = f"load tool exited with {args.rc}"
     tck = float(args.clk_tck)
@@ -153,24 +237,30 @@ def cmd_record(args):
 
 def progress_line(run):
     sc = SCENARIOS[run["scenario"]]
-    head = f"  rep {run['rep']} {run['scenario']} {run['proxy']:<16}"
+    head = f"  rep {run['rep']} {run['scenario']:<6} {run['proxy']:<16}"
     if "failed" in run:
         return f"{head} FAILED: {run['failed']}"
     parts = [] if sc["figure"] == "p50_us" else [f"{fnum(run[sc['figure']])} {sc['unit']}"]
     if "p99_us" in run:
-        parts.append(f"p50 {run['p50_us']:,} µs p99 {run['p99_us']:,} µs")
+        parts.append(f"p50 {run['p50_us']:,.0f} µs p99 {run['p99_us']:,.0f} µs")
+    if "threads" in run:
+        parts.append(f"{run['connections_seen_held']} held, VmRSS {run['rss_before_kb']:,} -> "
+                     f"{run['rss_held_kb']:,} kB, threads {run['threads']}")
     if run.get("proxy_cpu_per_unit") is not None:
         parts.append(f"proxy {fnum(run['proxy_cpu_per_unit'])} {sc['cpu_unit']} "
                      f"({run['proxy_core_pct']} % of a core)")
     errs = sum((run.get("errors") or {}).values())
     if errs:
-        parts.append(f"{errs} socket errors")
+        parts.append(f"{errs} errors")
+    if run.get("warning"):
+        parts.append(run["warning"])
     parts.append(f"noise {run['noise_pct']} %")
     if "busy" in (run.get("quiet_wait") or ""):
         parts.append(f"quiet gate gave up: {run['quiet_wait']}")
     return head + " " + ", ".join(parts)
 
 
+# ------------------------------------------------------------------------------- summary
 def med(xs):
     return statistics.median(xs) if xs else None
 
@@ -196,20 +286,31 @@ def summarize(runs, noise_max):
         cpu = [r["proxy_cpu_per_unit"] for r in used if r.get("proxy_cpu_per_unit") is not None]
         row = {
             "scenario": scen, "proxy": proxy, "title": sc["title"],
+            "layout": rs[0].get("layout", "split"), "tool": rs[0].get("tool"),
             "figure_name": sc["figure"], "figure_unit": sc["unit"],
             "figure": med(fig), "figure_spread": spread(fig),
+            "figure_min": min(fig) if fig else None, "figure_max": max(fig) if fig else None,
             "p50_us": med([r["p50_us"] for r in used if "p50_us" in r]),
             "p99_us": med([r["p99_us"] for r in used if "p99_us" in r]),
             "proxy_cpu_per_unit": med(cpu), "proxy_cpu_unit": sc["cpu_unit"],
             "proxy_cpu_spread": spread(cpu),
+            "proxy_cpu_min": min(cpu) if cpu else None, "proxy_cpu_max": max(cpu) if cpu else None,
             "proxy_core_pct": med([r["proxy_core_pct"] for r in used
                                    if r.get("proxy_core_pct") is not None]),
             "noise_pct": med([r["noise_pct"] for r in used if r.get("noise_pct") is not None]),
             "runs_used": len(used), "runs_total": len(rs), "runs_failed": len(rs) - len(ok),
             "reps_used": sorted(r["rep"] for r in used),
         }
-        if scen in ("A", "B", "L"):
+        if sc["figure"] in ("rps", "p50_us"):
             row["rps"] = med([r["rps"] for r in used])
+        if scen == "D":
+            row["rss_per_conn_b"] = row["figure"]
+            for k in ("rss_before_kb", "rss_held_kb", "threads", "connections_seen_held"):
+                row[k] = med([r[k] for r in used if r.get(k) is not None])
+            row["rss_note"] = ("VmRSS growth of the proxy process from before the connections "
+                               "were opened to while they were held: user-space memory only "
+                               "(kernel socket buffers, and for ringway the io_uring kernel "
+                               "state, are not in it)")
         rows.append(row)
     # ratios to direct: median/median, and the median of rep-paired ratios
     by = {(r["scenario"], r["proxy"]): r for r in rows}
@@ -229,9 +330,21 @@ def summarize(runs, noise_max):
                   and "failed" not in r and r["rep"] in row["reps_used"]
                   and direct_by_rep.get(r["rep"])]
         row["ratio_to_direct_paired"] = med(paired)
+    for row in rows:
+        if row["scenario"] == "A1" and row["proxy"].startswith("ringway"):
+            row["target_ratio_to_direct"] = A1_TARGET
+            row["target_met"] = None if row["ratio_to_direct"] is None \
+                else row["ratio_to_direct"] >= A1_TARGET
     return rows
 
 
+def order_rows(rows, proxies):
+    rank = {p: i for i, p in enumerate(proxies)}
+    return sorted(rows, key=lambda r: (SCENARIO_ORDER.index(r["scenario"]),
+                                       rank.get(r["proxy"], 99)))
+
+
+# ------------------------------------------------------------------------------- output
 def fnum(x, digits=3):
     """A number with about `digits` significant digits, thousands separated."""
     if x is None:
@@ -245,27 +358,95 @@ def fpct(x):
     return "-" if x is None else f"±{100 * x:.0f}%"
 
 
-def table_md(rows, proxies):
-    rank = {p: i for i, p in enumerate(proxies)}
-    rows = sorted(rows, key=lambda r: (SCENARIO_ORDER.index(r["scenario"]),
-                                       rank.get(r["proxy"], 99)))
-    out = ["| scenario | proxy | figure | ratio to direct | p50 µs | p99 µs "
-           "| proxy CPU-s per unit | spread (figure / CPU) | runs used | noise % |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+def cells(r):
+    """The table's cells for one summary row."""
+    fig = f"{fnum(r['figure'])} {r['figure_unit']}" if r["figure"] is not None else "failed"
+    if r["scenario"] == "D" and r.get("threads") is not None:
+        fig += f", {r['threads']:g} thr"
+    cpu = "-" if r["proxy_cpu_per_unit"] is None else \
+        f"{fnum(r['proxy_cpu_per_unit'])} {r['proxy_cpu_unit']}"
+    ratio = "-" if r["ratio_to_direct"] is None else f"{r['ratio_to_direct']:.2f}"
+    if r.get("target_met") is not None:   # 3 digits, so that 0.597 does not read as 0.60
+        ratio = f"{r['ratio_to_direct']:.3f}" + (" ok" if r["target_met"] else " (<0.6)")
+    spr = fpct(r["figure_spread"])
+    if r["proxy_cpu_spread"] is not None:
+        spr += f" / {fpct(r['proxy_cpu_spread'])}"
+    p50 = "-" if r["p50_us"] is None else f"{r['p50_us']:,.0f}"
+    p99 = "-" if r["p99_us"] is None else f"{r['p99_us']:,.0f}"
+    noise = "-" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}"
+    return [r["title"], r["proxy"], fig, ratio, p50, p99, cpu, spr,
+            f"{r['runs_used']}/{r['runs_total']}", noise]
+
+
+HEADER = ["scenario", "proxy", "figure", "ratio to direct", "p50 µs", "p99 µs",
+          "proxy CPU-s per unit", "spread (figure / CPU)", "runs used", "noise %"]
+
+
+def table_md(rows):
+    out = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for r in rows:
-        fig = f"{fnum(r['figure'])} {r['figure_unit']}" if r["figure"] is not None else "failed"
-        cpu = "-" if r["proxy_cpu_per_unit"] is None else \
-            f"{fnum(r['proxy_cpu_per_unit'])} {r['proxy_cpu_unit']}"
-        ratio = "-" if r["ratio_to_direct"] is None else f"{r['ratio_to_direct']:.2f}"
-        spr = fpct(r["figure_spread"])
-        if r["proxy_cpu_spread"] is not None:
-            spr += f" / {fpct(r['proxy_cpu_spread'])}"
-        p50 = "-" if r["p50_us"] is None else f"{r['p50_us']:,.0f}"
-        p99 = "-" if r["p99_us"] is None else f"{r['p99_us']:,.0f}"
-        noise = "-" if r["noise_pct"] is None else f"{r['noise_pct']:.1f}"
-        out.append(f"| {r['title']} | {r['proxy']} | {fig} | {ratio} | {p50} | {p99} | {cpu} "
-                   f"| {spr} | {r['runs_used']}/{r['runs_total']} | {noise} |")
+        out.append("| " + " | ".join(cells(r)) + " |")
     return "\n".join(out) + "\n"
+
+
+def table_text(rows):
+    """The same table, aligned for a terminal; a blank line between scenarios."""
+    head = ["scen", "proxy", "figure", "ratio", "p50 µs", "p99 µs", "proxy CPU per unit",
+            "spread fig/CPU", "runs", "noise%"]
+    body = []
+    for r in rows:
+        c = cells(r)
+        c[0] = r["scenario"]
+        body.append(c)
+    width = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    right = {2, 3, 4, 5, 8, 9}
+
+    def line(c):
+        return "  ".join(x.rjust(width[i]) if i in right else x.ljust(width[i])
+                         for i, x in enumerate(c)).rstrip()
+
+    out = [line(head), line(["-" * w for w in width])]
+    prev = None
+    for r, c in zip(rows, body):
+        if prev is not None and r["scenario"] != prev:
+            out.append("")
+        prev = r["scenario"]
+        out.append(line(c))
+    return "\n".join(out) + "\n"
+
+
+def notes_text(meta, rows, skipped, noise_max):
+    used = [s for s in SCENARIO_ORDER if any(r["scenario"] == s for r in rows)]
+    lines = [
+        f"Layout: proxy alone on CPU {meta.get('proxy_cpu', '?')}, load generator + origin on "
+        f"CPU {meta.get('load_cpu', '?')} (A1: all three on CPU {meta.get('load_cpu', '?')}); "
+        f"{meta.get('reps', '?')} rep(s) of {meta.get('dur_s', '?')} s "
+        f"(L: {meta.get('l_dur_s', '?')} s), medians.",
+        "Scenarios: " + "; ".join(SCENARIOS[s]["title"] for s in used) + ".",
+        "figure = median req/s (A, A-ac, A1), conn/s (B), Gbit/s received (C, C-http), VmRSS "
+        "bytes per held connection (D) or p50 latency (L); ratio to direct = median(proxied) / "
+        "median(direct) of the figure (for L a latency ratio: above 1 is slower; D has no "
+        "direct row); proxy CPU = utime+stime of the proxy process (all threads) from "
+        "/proc/PID/stat over the timed run, per 100k requests / 100k connections / GiB; "
+        "spread = (max-min)/median; noise % = CPU used on the test CPUs by processes outside "
+        f"the test, as a share of their capacity (runs above {noise_max:g} % are left out "
+        "while two clean runs remain).",
+    ]
+    if any(r["scenario"] == "A-ac" for r in rows):
+        lines.append("A-ac: autocannon reports latency in whole milliseconds.")
+    if any(r["scenario"] == "A1" for r in rows):
+        lines.append(f"A1 target: ringway >= {A1_TARGET} x direct req/s with proxy, wrk and "
+                     "origin on one core ('ok' / '(<0.6)' next to the ratio).")
+    if any(r["scenario"] == "D" for r in rows):
+        lines.append(f"D: {meta.get('idle_conns', '?')} idle connections through the proxy "
+                     "(ringway-load --mode idle), proxy started fresh without warm-up; figure = "
+                     "VmRSS growth / connections held, thr = the proxy's thread count while "
+                     "held. VmRSS is user-space memory: kernel socket buffers (and for ringway "
+                     "the io_uring kernel state) are not in it.")
+    for s in skipped:
+        lines.append(f"Skipped: {s.get('scenario') or s.get('proxy') or s.get('what')}: "
+                     f"{s['reason']}")
+    return "\n".join(lines) + "\n"
 
 
 def cmd_report(args):
@@ -278,27 +459,23 @@ def cmd_report(args):
     for kv in args.meta:
         k, _, v = kv.partition("=")
         meta[k] = v
+    skipped = []
+    for s in args.skipped:   # KIND:NAME:REASON, KIND = scenario | proxy | what
+        kind, name, reason = s.split(":", 2)
+        skipped.append({kind: name, "reason": reason})
     proxies = args.proxies.split()
-    rows = summarize(runs, args.noise_max)
-    table = table_md(rows, proxies)
-    notes = (
-        f"\nLayout: proxy alone on CPU {meta.get('proxy_cpu', '?')}, load generator + origin on "
-        f"CPU {meta.get('load_cpu', '?')}; {meta.get('reps', '?')} rep(s) of "
-        f"{meta.get('dur_s', '?')} s (L: {meta.get('l_dur_s', '?')} s), medians.\n"
-        "figure = median req/s (A), conn/s (B), Gbit/s received (C, E) or p50 latency (L); "
-        "ratio to direct = median(proxied) / median(direct) of the figure (for L a latency ratio: "
-        "above 1 is slower); proxy CPU = utime+stime of the proxy process (all threads) from "
-        "/proc/PID/stat over the timed run; spread = (max-min)/median; noise % = CPU used on "
-        f"the test CPUs by processes outside the test, as a share of their capacity (runs above "
-        f"{args.noise_max:g} % are left out while two clean runs remain).\n")
+    rows = order_rows(summarize(runs, args.noise_max), proxies)
+    notes = notes_text(meta, rows, skipped, args.noise_max)
     with open(os.path.join(args.outdir, "table.md"), "w") as f:
         f.write(f"# Proxy benchmark {meta.get('date', '')} on {meta.get('host', '')}\n\n")
-        f.write(table)
-        f.write(notes)
+        f.write(table_md(rows))
+        f.write("\n" + notes.replace("\n", "\n\n"))
     with open(os.path.join(args.outdir, "results.json"), "w") as f:
-        json.dump({"meta": meta, "summary": rows, "runs": runs}, f, indent=1, sort_keys=True)
+        json.dump({"meta": meta, "summary": rows, "runs": runs, "skipped": skipped}, f,
+                  indent=1, sort_keys=True)
         f.write("\n")
-    sys.stdout.write(table)
+    sys.stdout.write(table_text(rows))
+    sys.stdout.write("\n" + notes)
 
 
 def main():
@@ -318,15 +495,22 @@ def main():
     s.set_defaults(fn=cmd_quiet)
 
     s = sub.add_parser("record")
-    for a in ("--scenario", "--proxy", "--tool", "--output", "--cmd", "--clk-tck",
+    for a in ("--scenario", "--proxy", "--output", "--cmd", "--clk-tck",
               "--proxy-ticks", "--known-ticks", "--idle-ticks"):
         s.add_argument(a, required=True)
+    s.add_argument("--tool", required=True, choices=sorted(PARSERS))
+    s.add_argument("--layout", default="split", help="split | one-core")
     s.add_argument("--rep", type=int, required=True)
     s.add_argument("--rc", type=int, required=True)
     s.add_argument("--t0", required=True, help="start, seconds since the epoch")
     s.add_argument("--t1", required=True, help="end, seconds since the epoch")
     s.add_argument("--ncpus", type=int, required=True)
     s.add_argument("--quiet-wait", default="")
+    # idle (scenario D) only: read by the script from /proc/PID/status
+    s.add_argument("--rss-before-kb", default="")
+    s.add_argument("--rss-held-kb", default="")
+    s.add_argument("--threads", default="")
+    s.add_argument("--held-seen", default="", help="N from 'holding N connections'")
     s.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("report")
@@ -335,6 +519,8 @@ def main():
     s.add_argument("--proxies", required=True, help="space-separated, in table order")
     s.add_argument("--noise-max", type=float, default=5.0)
     s.add_argument("--meta", action="append", default=[], help="KEY=VALUE")
+    s.add_argument("--skipped", action="append", default=[],
+                   help="KIND:NAME:REASON (KIND: scenario, proxy or what)")
     s.set_defaults(fn=cmd_report)
 
     args = p.parse_args()

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Plots for scripts/bench.sh: one PNG per scenario from a results.json.
+
+  benchplot.py RESULTS_JSON OUTDIR       writes OUTDIR/plot-<scenario>.png, prints their names
+
+Each PNG has two bar charts, one bar per proxy (ringway's relay paths in colour, the peers in
+grey): the proxy's CPU seconds per unit of work (lower is better) and the figure relative to
+the direct path (for L a latency ratio: lower is better; for D, which has no direct row, the
+VmRSS bytes per held connection). Whiskers span the runs used (min..max). Needs matplotlib;
+uses the Agg backend, so no display is needed.
+"""
+
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+RINGWAY = {"ringway-buffered": "#d9480f", "ringway-splice": "#f08c00"}
+PEER = "#868e96"
+
+
+def whiskers(vals, lows, highs):
+    """matplotlib yerr from medians and min/max (None where unknown)."""
+    lo = [v - l if None not in (v, l) else 0 for v, l in zip(vals, lows)]
+    hi = [h - v if None not in (v, h) else 0 for v, h in zip(vals, highs)]
+    return [lo, hi]
+
+
+def bars(ax, names, vals, lows=None, highs=None, title="", ylabel="", fmt="{:.3g}"):
+    x = range(len(names))
+    heights = [v if v is not None else 0 for v in vals]
+    colors = [RINGWAY.get(n, PEER) for n in names]
+    kw = {}
+    if lows is not None and any(l is not None and h is not None and l != h
+                                for l, h in zip(lows, highs)):
+        kw = {"yerr": whiskers(vals, lows, highs), "capsize": 4, "ecolor": "#343a40"}
+    b = ax.bar(x, heights, color=colors, **kw)
+    for rect, v in zip(b, vals):
+        ax.annotate("n/a" if v is None else fmt.format(v),
+                    (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                    textcoords="offset points")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def plot_scenario(scen, rows, meta, outdir):
+    rows = [r for r in rows if r["proxy"] != "direct"]
+    if not rows:
+        return None
+    names = [r["proxy"] for r in rows]
+    first = rows[0]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    bars(ax1, names, [r["proxy_cpu_per_unit"] for r in rows],
+         [r.get("proxy_cpu_min") for r in rows], [r.get("proxy_cpu_max") for r in rows],
+         title="proxy CPU per unit (lower is better)", ylabel=first["proxy_cpu_unit"])
+    if scen == "D":
+        bars(ax2, names, [r["figure"] for r in rows],
+             [r.get("figure_min") for r in rows], [r.get("figure_max") for r in rows],
+             title="VmRSS growth per held connection", ylabel="bytes", fmt="{:,.0f}")
+    else:
+        ratios = [r["ratio_to_direct"] for r in rows]
+        better = "lower" if scen == "L" else "higher"
+        bars(ax2, names, ratios, title=f"{first['figure_unit']} / direct ({better} is better)",
+             ylabel="ratio to direct", fmt="{:.2f}")
+        ax2.axhline(1.0, color="#343a40", linewidth=0.8, linestyle="--")
+        if scen == "A1":
+            ax2.axhline(0.6, color=RINGWAY["ringway-buffered"], linewidth=0.8, linestyle=":")
+            ax2.annotate("target 0.6", (len(names) - 0.5, 0.6), fontsize=7, ha="right",
+                         va="bottom", color=RINGWAY["ringway-buffered"])
+    fig.suptitle(f"{first['title']} - {meta.get('host', '')} {meta.get('date', '')}, "
+                 f"{meta.get('reps', '?')} rep(s), medians", fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(outdir, f"plot-{scen}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    with open(sys.argv[1]) as f:
+        res = json.load(f)
+    by = {}
+    for r in res["summary"]:
+        by.setdefault(r["scenario"], []).append(r)
+    for scen, rows in by.items():
+        path = plot_scenario(scen, rows, res.get("meta", {}), sys.argv[2])
+        if path:
+            print(os.path.basename(path))
+
+
+if __name__ == "__main__":
+    main()
