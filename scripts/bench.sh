@@ -78,8 +78,8 @@
 #   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2, a 0.3 s quiet
 #                   window, gates waiting 3 s at most each and 20 s in all (QUIET_BUDGET).
 #                   Measured on the 2-vCPU VM (quiet): 2 min 22 s.
-#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM (estimated from the quick
-#                   run's per-run costs), more while the quiet gate waits
+#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM (one rep with these settings
+#                   measured 5 min 30 s), more while the quiet gate waits
 #   --install       first install what is missing (apt-get update + install, with sudo when
 #                   not root; autocannon with npm into bench/.tools), then run
 #   --install-only  install, then exit
