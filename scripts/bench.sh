@@ -22,6 +22,8 @@
 #                         the stream module is loaded with load_module when not built in
 #     A proxy is started fresh for each group of scenarios in every rep, given a WARMUP s
 #     unmeasured wrk warm-up (not for D), measured, and stopped with SIGTERM by its PID.
+#     ringway and ringway-load run from copies taken at start: a rebuild meanwhile changes
+#     nothing, and env.txt has the sha256 of what ran.
 #   * Scenarios (SCENARIOS; every run bounded by `timeout`):
 #       A       wrk -t1 -c50 -d${DUR}s --latency         keep-alive, 2-byte body: req/s,
 #                                                       p50/p99, CPU-s per 100k requests
