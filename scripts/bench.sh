@@ -493,6 +493,14 @@ proc_mem() {        # RSS_KB, THREADS of PID $1 from /proc/PID/status ("" if unr
 }
 
 # ------------------------------------------------------------------------------- origin
+# nginx_head DIR: the lines both nginx configurations (origin, stream proxy) start with: one
+# process in the foreground, pid and error log in DIR.
+nginx_head() {
+    printf '%s\n' "daemon off;" "master_process off;" "worker_processes 1;" \
+        "pid $1/nginx.pid;" "error_log $1/error.log warn;" \
+        "events { worker_connections $NGX_CONNS; }"
+}
+
 setup_origin() {
     local d=$TMP/origin
     mkdir -p "$d/www" "$d/tmp"
@@ -500,12 +508,7 @@ setup_origin() {
     read -r ORIGIN_PORT IPERF_PORT < <(free_ports 2 | paste -sd ' ')
     cat >"$d/nginx.conf" <<EOF
 # origin for bench.sh: one nginx process (master_process off = a single worker)
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $NGX_CONNS; }
+$(nginx_head "$d")
 http {
     access_log off;
     sendfile on;
@@ -615,12 +618,7 @@ EOF
 # nginx stream proxy for bench.sh: worker_processes 1 and master_process off, so that the one
 # process measured (CPU, VmRSS) is the one doing the work; no logging
 ${NGX_STREAM_LOAD:-# stream module built in}
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $NGX_CONNS; }
+$(nginx_head "$d")
 stream {
     server {
         listen 127.0.0.1:$HTTP_PORT;

@@ -138,15 +138,24 @@ def parse_iperf3(text, _args):
     return out
 
 
-def parse_autocannon(text, _args):
-    """autocannon -j: one JSON object. Its latencies are whole milliseconds."""
+def json_report(text, tool):
+    """The JSON object a tool printed (after any leading noise): (object, None), or
+    (None, {"failed": reason})."""
     start = text.find("{")
     try:
         d = json.loads(text[start:]) if start >= 0 else None
     except ValueError as e:
-        return {"failed": f"autocannon output is not JSON: {e}"}
+        return None, {"failed": f"{tool} output is not JSON: {e}"}
     if not isinstance(d, dict):
-        return {"failed": "no JSON object in autocannon output"}
+        return None, {"failed": f"no JSON object in {tool} output"}
+    return d, None
+
+
+def parse_autocannon(text, _args):
+    """autocannon -j: one JSON object. Its latencies are whole milliseconds."""
+    d, failed = json_report(text, "autocannon")
+    if failed:
+        return failed
     try:
         dur = float(d["duration"])
         req = int(d["requests"]["total"])
@@ -171,13 +180,9 @@ def parse_autocannon(text, _args):
 def parse_idle(text, args):
     """ringway-load --mode idle JSON report, plus the proxy's VmRSS/threads the script read
     before the connections were opened and while they were held."""
-    start = text.find("{")
-    try:
-        d = json.loads(text[start:]) if start >= 0 else None
-    except ValueError as e:
-        return {"failed": f"ringway-load output is not JSON: {e}"}
-    if not isinstance(d, dict):
-        return {"failed": "no JSON object in ringway-load output"}
+    d, failed = json_report(text, "ringway-load")
+    if failed:
+        return failed
     held = int(d.get("held") or 0)
     out = {"connections": held, "connections_wanted": int(d.get("connections") or 0),
            "connections_opened": int(d.get("connections_opened") or 0),
