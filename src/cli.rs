@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// ringway — an io_uring, thread-per-core TCP proxy.
 #[derive(Debug, Parser)]
@@ -31,6 +31,63 @@ pub enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// Show routes, backends (health, connections, draining), workers and recent switches.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the metrics (Prometheus text; --json for JSON).
+    Metrics {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Say whether every route has a healthy active backend (exit 0 healthy, 1 not).
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Health-gated switch of ROUTE's active backends to ADDR... (old sessions drain).
+    Switch {
+        /// The route's name.
+        route: String,
+        /// The new active set: one or more IP:port addresses.
+        #[arg(required = true, value_name = "ADDR")]
+        to: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Switch ROUTE back to the set it had before its last switch.
+    Rollback {
+        /// The route's name.
+        route: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How the CLI reaches a running ringway.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Admin API: "127.0.0.1:9901", "http://127.0.0.1:9901", or "unix:/path/admin.sock"
+    /// [default: the configuration's admin.listen]
+    #[arg(long, env = "RINGWAY_ADMIN", value_name = "URL")]
+    pub admin: Option<String>,
+    /// Admin token [default: admin.token / admin.token_file of the configuration, else the
+    /// token ringway generated beside its state file]
+    #[arg(
+        long,
+        env = "RINGWAY_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// The configuration ringway runs with (where the admin address and token are found)
+    /// [default: the embedded default]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,15 +13,19 @@
 //! ```
 //!
 //! Hot side (workers, no locks, no shared atomics, no blocking): `worker`, `proxy`,
-//! `net::sys`, `metrics::local`. Control side (plain and simple): `config`, `control`,
-//! `admin`, `net::listener`, `metrics::{snapshot, render}`.
+//! `net::sys`, `metrics::local`. Control side (plain and simple): `config`, `control`
+//! (route state, switch/rollback, state file), `health` (checks on their own thread),
+//! `admin` (HTTP API), `client` (the CLI's side of it), `net::listener`,
+//! `metrics::{snapshot, render}`.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
 use ringway::cli::{Cli, Command, ConfigCommand};
+use ringway::client::{self, Call};
 use ringway::config::{Config, DEFAULT_TOML};
 
 #[global_allocator]
@@ -33,7 +34,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match cli.command {
+    let (call, args) = match cli.command {
+        Command::Status { client } => (Call::Status, client),
+        Command::Metrics { client } => (Call::Metrics, client),
+        Command::Health { client } => (Call::Health, client),
+        Command::Switch { route, to, client } => (Call::Switch { route, to }, client),
+        Command::Rollback { route, client } => (Call::Rollback { route }, client),
+        other => return serve(other),
+    };
+    ExitCode::from(client::run(call, &args))
+}
+
+/// The commands that do not talk to a running ringway.
+fn serve(command: Command) -> ExitCode {
+    match command {
         Command::Config {
             what: ConfigCommand::Default,
         } => {
@@ -79,5 +93,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // Client commands are dispatched before this.
+        _ => ExitCode::from(EXIT_USAGE),
     }
 }

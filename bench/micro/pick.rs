@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use ringway::config::RouteConfig;
+use ringway::control::messages::RouteSpec;
 use ringway::metrics::local::{BackendMetrics, WorkerMetrics};
 use ringway::proxy::table::RouteTable;
 
@@ -25,6 +26,8 @@ fn route(backends: usize) -> RouteConfig {
         connect_retries: None,
         idle_timeout: None,
         max_connections: None,
+        health: Default::default(),
+        switch: Default::default(),
     }
 }
 
@@ -77,7 +80,7 @@ pub fn backend_pick(c: &mut Criterion) {
     for n in [2usize, 16] {
         let cfg = route(n);
         let metrics = WorkerMetrics::default();
-        let table = RouteTable::build(1, std::slice::from_ref(&cfg), &metrics, 1);
+        let table = RouteTable::build(1, &[RouteSpec::configured(&cfg)], &metrics, 1);
         let Some(current) = table.lookup(&cfg.listen[0]) else {
             panic!("route not found");
         };

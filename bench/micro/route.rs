@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use ringway::config::RouteConfig;
+use ringway::control::messages::RouteSpec;
 use ringway::metrics::local::WorkerMetrics;
 use ringway::proxy::table::{Route, RouteTable};
 
@@ -31,6 +32,8 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             connect_retries: None,
             idle_timeout: None,
             max_connections: None,
+            health: Default::default(),
+            switch: Default::default(),
         })
         .collect()
 }
@@ -53,7 +56,12 @@ pub fn lookup(c: &mut Criterion) {
     for n in [1usize, 4, 16, 64] {
         let cfg = routes(n);
         let metrics = WorkerMetrics::default();
-        let table = RouteTable::build(1, &cfg, &metrics, 1);
+        let table = RouteTable::build(
+            1,
+            &cfg.iter().map(RouteSpec::configured).collect::<Vec<_>>(),
+            &metrics,
+            1,
+        );
         let scan: Vec<(SocketAddr, Rc<Route>)> = cfg
             .iter()
             .filter_map(|r| {

@@ -1,46 +1,159 @@
 //! Control side: the admin HTTP API, served by hyper on its own small thread (a tokio
-//! current-thread runtime), never on a worker. Handlers do no work themselves: each request
-//! becomes an [`AdminRequest`] to the control thread, which owns the state and answers.
+//! current-thread runtime), never on a worker; over TCP (`admin.listen`) and, optionally, a
+//! unix socket (`admin.unix`, mode 0600) with the same API.
+//!
+//! Every request passes, in order: the source allowlist (403), the per-source rate limit
+//! (429 with `Retry-After`), the bearer token (401), the endpoint and method (404, 405), the
+//! body's size and read time (413, 408) and its JSON (400). Only then does it become an
+//! [`AdminQuery`] for the control thread, which owns the state and answers. Slow clients are
+//! bounded: a head must arrive within 5 s, a body within 5 s, and one source may hold at
+//! most 64 connections (1,024 in all).
 
+mod guard;
+mod router;
+
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+
+pub use guard::{RateLimiter, Source};
 
 use crate::control::messages::{AdminQuery, AdminReply, AdminRequest};
 
 /// Longest a client may take to send its request head (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest the control thread may take to answer.
+/// Longest a client may take to send its body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the control thread may take to answer a read.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest it may take to answer a switch or rollback (health gate, then every worker's ack).
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// Open admin connections, in all and per source.
+const MAX_CONNECTIONS: usize = 1024;
+const MAX_PER_SOURCE: usize = 64;
 
-/// Binds the admin address now (errors are start-up errors) and serves it on a new thread.
-pub fn spawn(addr: SocketAddr, control: Sender<AdminRequest>) -> std::io::Result<JoinHandle<()>> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
+/// What the admin API is started with.
+#[derive(Debug)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub unix: Option<PathBuf>,
+    pub token: String,
+    pub allow: Vec<IpNet>,
+    pub rate_limit: u32,
+}
+
+/// Shared by every connection task (control side; a mutex here is fine).
+struct Ctx {
+    token: String,
+    allow: Vec<IpNet>,
+    rate: RateLimiter,
+    control: Sender<AdminRequest>,
+    total: Arc<Semaphore>,
+    per_source: Mutex<HashMap<Source, usize>>,
+}
+
+/// Binds the admin address (and unix socket) now — errors are start-up errors, returned with
+/// the address that failed — and serves them on a new thread.
+pub fn spawn(
+    s: AdminSettings,
+    control: Sender<AdminRequest>,
+) -> Result<JoinHandle<()>, (String, std::io::Error)> {
+    let at = |what: String| move |e| (what, e);
+    let tcp = std::net::TcpListener::bind(s.listen).map_err(at(s.listen.to_string()))?;
+    tcp.set_nonblocking(true)
+        .map_err(at(s.listen.to_string()))?;
+    let unix = match &s.unix {
+        Some(path) => Some((
+            path.clone(),
+            bind_unix(path).map_err(at(path.display().to_string()))?,
+        )),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .build()?;
+        .build()
+        .map_err(at("admin runtime".into()))?;
+    let ctx = Arc::new(Ctx {
+        token: s.token,
+        allow: s.allow,
+        rate: RateLimiter::new(s.rate_limit),
+        control,
+        total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        per_source: Mutex::new(HashMap::new()),
+    });
     std::thread::Builder::new()
         .name("ringway-admin".into())
-        .spawn(move || runtime.block_on(serve(listener, control)))
+        .spawn(move || runtime.block_on(serve(tcp, unix, ctx)))
+        .map_err(at("admin thread".into()))
 }
 
-async fn serve(listener: std::net::TcpListener, control: Sender<AdminRequest>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
+/// Binds the unix socket with mode 0600, replacing a stale socket file (never another file).
+fn bind_unix(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::control::ensure_dir(dir)?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+async fn serve(
+    tcp: std::net::TcpListener,
+    unix: Option<(PathBuf, std::os::unix::net::UnixListener)>,
+    ctx: Arc<Ctx>,
+) {
+    if let Some((path, l)) = unix {
+        match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match l.accept().await {
+                            Ok((stream, _)) => connection(stream, Source::Unix, ctx.clone()),
+                            Err(e) => accept_failed(&e).await,
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "admin API cannot use its unix socket")
+            }
+        }
+    }
+    let tcp = match tokio::net::TcpListener::from_std(tcp) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "admin API cannot use its listener");
@@ -48,83 +161,180 @@ async fn serve(listener: std::net::TcpListener, control: Sender<AdminRequest>) {
         }
     };
     loop {
-        let (stream, _peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let control = control.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, control.clone()));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        match tcp.accept().await {
+            Ok((stream, peer)) => connection(stream, Source::Ip(peer.ip()), ctx.clone()),
+            Err(e) => accept_failed(&e).await,
+        }
     }
+}
+
+async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "admin accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Serves one connection, within the connection limits (over them it is closed at once).
+fn connection<S>(stream: S, source: Source, ctx: Arc<Ctx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(permit) = ctx.total.clone().try_acquire_owned() else {
+        return;
+    };
+    {
+        let Ok(mut per) = ctx.per_source.lock() else {
+            return;
+        };
+        let n = per.entry(source).or_insert(0);
+        if *n >= MAX_PER_SOURCE {
+            return;
+        }
+        *n += 1;
+    }
+    tokio::spawn(async move {
+        let c = ctx.clone();
+        let service = service_fn(move |req| handle(req, source, c.clone()));
+        let _ = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+        if let Ok(mut per) = ctx.per_source.lock()
+            && let Some(n) = per.get_mut(&source)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&source);
+            }
+        }
+        drop(permit);
+    });
 }
 
 type Body = Full<Bytes>;
 
 async fn handle(
     req: Request<Incoming>,
-    control: Sender<AdminRequest>,
+    source: Source,
+    ctx: Arc<Ctx>,
 ) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let method = req.method().clone();
-    // Read (and bound) the body even where it is unused, so a client gets 413, not a reset.
-    if Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .is_err()
-    {
-        return Ok(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "request body is over 64 KiB",
+    Ok(match check(req, source, &ctx).await {
+        Ok((query, slow)) => ask(&ctx.control, query, slow).await,
+        Err(resp) => resp,
+    })
+}
+
+/// Everything before the control thread: source, rate, token, endpoint, method, body.
+async fn check(
+    req: Request<Incoming>,
+    source: Source,
+    ctx: &Ctx,
+) -> Result<(AdminQuery, bool), Response<Body>> {
+    if !guard::source_allowed(&ctx.allow, source) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("{source} is not in admin.allow"),
         ));
     }
-    let q = match path.as_str() {
-        "/metrics" => AdminQuery::Metrics {
-            json: query.split('&').any(|kv| kv == "format=json"),
-        },
-        "/status" => AdminQuery::Status,
-        _ => {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no such endpoint: {path}"),
-            ));
-        }
-    };
-    if method != Method::GET && method != Method::HEAD {
+    if let Err(wait) = ctx.rate.take(source, Instant::now()) {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this source; retry later",
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        return Err(r);
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    if !guard::token_ok(auth, &ctx.token) {
+        let in_url = query
+            .split('&')
+            .any(|kv| kv.starts_with("token=") || kv.starts_with("access_token="));
+        let message = if in_url {
+            "tokens in the URL are not accepted (they end up in logs): send Authorization: Bearer <token>"
+        } else {
+            "a valid Authorization: Bearer <token> header is required"
+        };
+        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(r);
+    }
+    let ep = router::endpoint(req.uri().path(), &query).map_err(rejection)?;
+    if !ep.accepts(req.method()) {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            &format!("{path} accepts GET"),
+            &format!("{} accepts {}", req.uri().path(), ep.methods()),
         );
         r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Ok(r);
+            .insert(ALLOW, HeaderValue::from_static(ep.methods()));
+        return Err(r);
     }
-    Ok(ask(&control, q).await)
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is over 64 KiB",
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let body = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive within 5s",
+            ));
+        }
+    };
+    let slow = ep.slow();
+    let q = router::query(ep, &body).map_err(rejection)?;
+    Ok((q, slow))
 }
 
-async fn ask(control: &Sender<AdminRequest>, query: AdminQuery) -> Response<Body> {
+fn rejection((status, code, message): router::Rejection) -> Response<Body> {
+    error(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        code,
+        &message,
+    )
+}
+
+async fn ask(control: &Sender<AdminRequest>, query: AdminQuery, slow: bool) -> Response<Body> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     if control.try_send(AdminRequest { query, reply: tx }).is_err() {
-        return error(
+        let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             "the control thread is busy; retry",
         );
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u64));
+        return r;
     }
-    match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
+    let limit = if slow {
+        SWITCH_TIMEOUT
+    } else {
+        CONTROL_TIMEOUT
+    };
+    match tokio::time::timeout(limit, rx).await {
         Ok(Ok(AdminReply {
             status,
             content_type,

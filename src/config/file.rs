@@ -13,6 +13,7 @@ use toml::Spanned;
 pub struct FileConfig {
     pub runtime: Option<FileRuntime>,
     pub admin: Option<FileAdmin>,
+    pub state: Option<FileState>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<FileRoute>>,
 }
@@ -35,6 +36,18 @@ pub struct FileRuntime {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub listen: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub rate_limit: Option<Spanned<i64>>,
+    pub unix: Option<Spanned<String>>,
+}
+
+/// `[state]`: where switch state survives a restart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub file: Option<Spanned<String>>,
 }
 
 /// One `[[route]]`.
@@ -50,4 +63,29 @@ pub struct FileRoute {
     pub connect_retries: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub health: Option<Spanned<FileHealth>>,
+    pub switch: Option<FileSwitch>,
+}
+
+/// `[route.health]`: active health checks of the route's backends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub check: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+}
+
+/// `[route.switch]`: draining and automatic rollback after a switch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSwitch {
+    pub drain: Option<Spanned<String>>,
+    pub rollback_window: Option<Spanned<String>>,
+    pub rollback_check: Option<Spanned<String>>,
+    pub rollback_fail_threshold: Option<Spanned<i64>>,
+    pub rollback_connect_errors: Option<Spanned<i64>>,
 }

@@ -5,9 +5,11 @@
 //! the key and how to fix it ([`ConfigError`]). Parsing never binds a socket: whether a port
 //! is free is a question for start-up (`control::ports`), not for `ringway check`.
 
+mod admin;
 mod duration;
 mod error;
 mod file;
+mod health;
 mod size;
 mod validate;
 
@@ -16,8 +18,13 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::Path;
 use std::time::Duration;
 
+pub use admin::{
+    AdminConfig, DEFAULT_ADMIN_LISTEN, MIN_TOKEN_LEN, StateConfig, TokenSource, allowed,
+    default_state_file, token_path_beside,
+};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
+pub use health::{Check, HealthConfig, SwitchConfig};
 pub use size::{format_size, parse_size};
 
 /// The embedded default configuration, printed by `ringway config default`.
@@ -31,6 +38,7 @@ pub const EMBEDDED_NAME: &str = "<embedded default>";
 pub struct Config {
     pub runtime: RuntimeConfig,
     pub admin: AdminConfig,
+    pub state: StateConfig,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -70,17 +78,12 @@ pub struct RuntimeConfig {
     pub pipe_size: usize,
 }
 
-/// `[admin]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdminConfig {
-    pub listen: SocketAddr,
-}
-
 /// One `[[route]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
     pub listen: Vec<SocketAddr>,
+    /// The initial active set; a switch may move the route to other addresses.
     pub backends: Vec<SocketAddr>,
     /// Budget for the whole connect phase (all attempts together).
     pub connect_timeout: Duration,
@@ -90,19 +93,90 @@ pub struct RouteConfig {
     pub idle_timeout: Option<Duration>,
     /// Sessions this route may hold open; new ones beyond it are reset.
     pub max_connections: Option<NonZeroU32>,
+    pub health: HealthConfig,
+    pub switch: SwitchConfig,
 }
 
 impl RouteConfig {
-    /// Connect attempts per session: `connect_retries + 1`, or one per backend.
-    pub fn connect_attempts(&self) -> usize {
+    /// Connect attempts per session over `backends` backends: `connect_retries + 1`, or one
+    /// per backend.
+    pub fn connect_attempts(&self, backends: usize) -> usize {
         match self.connect_retries {
             Some(r) => r as usize + 1,
-            None => self.backends.len().max(1),
+            None => backends.max(1),
         }
+    }
+
+    /// The route as `ringway check` prints it; also what the state file's fingerprint hashes.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let r = self;
+        out.push_str("[[route]]\n");
+        out.push_str(&format!("name = {}\n", toml_string(&r.name)));
+        out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
+        out.push_str(&format!("backends = {}\n", addr_list(&r.backends)));
+        out.push_str(&format!(
+            "connect_timeout = \"{}\"\n",
+            format_duration(r.connect_timeout)
+        ));
+        match r.connect_retries {
+            Some(n) => out.push_str(&format!("connect_retries = {n}\n")),
+            None => out.push_str("# connect_retries: not set, each backend is tried once\n"),
+        }
+        match r.idle_timeout {
+            Some(d) => out.push_str(&format!("idle_timeout = \"{}\"\n", format_duration(d))),
+            None => out.push_str("# idle_timeout: not set, idle sessions stay open\n"),
+        }
+        match r.max_connections {
+            Some(n) => out.push_str(&format!("max_connections = {n}\n")),
+            None => out.push_str("# max_connections: not set, no limit\n"),
+        }
+        let h = &r.health;
+        if h.periodic {
+            out.push_str("[route.health]\n");
+        } else {
+            out.push_str("# no [route.health]: no periodic checks; switches and rollbacks check with:\n# [route.health]\n");
+        }
+        let c = if h.periodic { "" } else { "# " };
+        match &h.check {
+            Check::Tcp => out.push_str(&format!("{c}check = \"tcp\"\n")),
+            Check::Http { path } => out.push_str(&format!(
+                "{c}check = \"http\"\n{c}path = {}\n",
+                toml_string(path)
+            )),
+        }
+        out.push_str(&format!(
+            "{c}interval = \"{}\"\n",
+            format_duration(h.interval)
+        ));
+        out.push_str(&format!(
+            "{c}timeout = \"{}\"\n",
+            format_duration(h.timeout)
+        ));
+        out.push_str(&format!("{c}rise = {}\n{c}fall = {}\n", h.rise, h.fall));
+        let s = &r.switch;
+        out.push_str("[route.switch]\n");
+        out.push_str(&format!("drain = \"{}\"\n", format_duration(s.drain)));
+        out.push_str(&format!(
+            "rollback_window = \"{}\"\n",
+            format_duration(s.rollback_window)
+        ));
+        out.push_str(&format!(
+            "rollback_check = \"{}\"\n",
+            format_duration(s.rollback_check)
+        ));
+        out.push_str(&format!(
+            "rollback_fail_threshold = {}\n",
+            s.rollback_fail_threshold
+        ));
+        out.push_str(&format!(
+            "rollback_connect_errors = {}\n",
+            s.rollback_connect_errors
+        ));
+        out
     }
 }
 
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
@@ -164,29 +238,38 @@ impl Config {
             format_size(rt.buffer_size)
         ));
         out.push_str(&format!("pipe_size = \"{}\"\n", format_size(rt.pipe_size)));
+        let a = &self.admin;
         out.push_str("\n[admin]\n");
-        out.push_str(&format!("listen = \"{}\"\n", self.admin.listen));
+        out.push_str(&format!("listen = \"{}\"\n", a.listen));
+        match &a.token {
+            TokenSource::Inline(_) => out.push_str("# token: set in the file (not shown)\n"),
+            TokenSource::File(p) => out.push_str(&format!(
+                "token_file = {}\n",
+                toml_string(&p.display().to_string())
+            )),
+            TokenSource::Generated => out.push_str(&format!(
+                "# token: generated at start-up into {}\n",
+                self.state.token_path().display()
+            )),
+        }
+        let allow: Vec<String> = a.allow.iter().map(|n| format!("\"{n}\"")).collect();
+        out.push_str(&format!("allow = [{}]\n", allow.join(", ")));
+        out.push_str(&format!("rate_limit = {}\n", a.rate_limit));
+        match &a.unix {
+            Some(p) => out.push_str(&format!(
+                "unix = {}\n",
+                toml_string(&p.display().to_string())
+            )),
+            None => out.push_str("# unix: not set, no unix socket\n"),
+        }
+        out.push_str("\n[state]\n");
+        out.push_str(&format!(
+            "file = {}\n",
+            toml_string(&self.state.file.display().to_string())
+        ));
         for r in &self.routes {
-            out.push_str("\n[[route]]\n");
-            out.push_str(&format!("name = {}\n", toml_string(&r.name)));
-            out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
-            out.push_str(&format!("backends = {}\n", addr_list(&r.backends)));
-            out.push_str(&format!(
-                "connect_timeout = \"{}\"\n",
-                format_duration(r.connect_timeout)
-            ));
-            match r.connect_retries {
-                Some(n) => out.push_str(&format!("connect_retries = {n}\n")),
-                None => out.push_str("# connect_retries: not set, each backend is tried once\n"),
-            }
-            match r.idle_timeout {
-                Some(d) => out.push_str(&format!("idle_timeout = \"{}\"\n", format_duration(d))),
-                None => out.push_str("# idle_timeout: not set, idle sessions stay open\n"),
-            }
-            match r.max_connections {
-                Some(n) => out.push_str(&format!("max_connections = {n}\n")),
-                None => out.push_str("# max_connections: not set, no limit\n"),
-            }
+            out.push('\n');
+            out.push_str(&r.to_toml());
         }
         out
     }

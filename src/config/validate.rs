@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::error::{ConfigError, Problems};
 use super::file::{FileConfig, FileRoute, FileRuntime};
 use super::{
-    AdminConfig, Config, DEFAULT_ADMIN_LISTEN, DEFAULT_BUFFER_SIZE, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_PIPE_SIZE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_SPLICE, Driver, RouteConfig, RuntimeConfig,
+    Config, DEFAULT_BUFFER_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PIPE_SIZE,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SPLICE, Driver, RouteConfig, RuntimeConfig, admin, health,
     parse_duration, parse_size,
 };
 
@@ -34,10 +34,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     };
 
     let runtime = runtime(raw.runtime.unwrap_or_default(), &mut problems);
-    let admin_listen = match raw.admin.and_then(|a| a.listen) {
-        Some(s) => addr(&s, "admin.listen", &mut problems),
-        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
-    };
+    let admin = admin::admin(raw.admin.unwrap_or_default(), &mut problems);
+    let state = admin::state(raw.state, &mut problems);
 
     let mut routes = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -70,7 +68,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             routes.push(r);
         }
     }
-    if let Some(route) = admin_listen.and_then(|a| listens.get(&a)) {
+    if let Some(route) = admin.as_ref().and_then(|a| listens.get(&a.listen)) {
         problems.add(
             None,
             "admin.listen",
@@ -79,10 +77,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         );
     }
 
-    match (runtime, admin_listen) {
-        (Some(runtime), Some(listen)) if problems.is_empty() => Ok(Config {
+    match (runtime, admin) {
+        (Some(runtime), Some(admin)) if problems.is_empty() => Ok(Config {
             runtime,
-            admin: AdminConfig { listen },
+            admin,
+            state,
             routes,
         }),
         _ => Err(problems.into_error(file)),
@@ -316,6 +315,8 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
             }
         }
     });
+    let health = health::health(r.health.as_ref(), &label, p);
+    let switch = health::switch(r.switch.as_ref(), &label, p);
     if p.len() != before {
         return None;
     }
@@ -327,10 +328,12 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
         connect_retries,
         idle_timeout,
         max_connections,
+        health,
+        switch,
     })
 }
 
-fn addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<SocketAddr> {
+pub(super) fn addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<SocketAddr> {
     match s.get_ref().trim().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -352,7 +355,7 @@ fn addrs(list: &[Spanned<String>], key: &str, p: &mut Problems<'_>) -> Vec<Socke
         .collect()
 }
 
-fn duration(
+pub(super) fn duration(
     s: Option<&Spanned<String>>,
     key: &str,
     default: Duration,

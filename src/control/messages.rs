@@ -8,16 +8,47 @@ use std::time::Duration;
 use crate::config::RouteConfig;
 use crate::metrics::snapshot::WorkerSnapshot;
 
+/// A route as the workers run it in one generation: its configuration, the backends new
+/// sessions go to (the active set, which a switch changes), and which of them the health
+/// checks found down (they get no new sessions while another is up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub cfg: RouteConfig,
+    pub active: Vec<SocketAddr>,
+    pub down: Vec<SocketAddr>,
+}
+
+impl RouteSpec {
+    /// A route as configured: its `backends` active, none known down.
+    pub fn configured(cfg: &RouteConfig) -> RouteSpec {
+        RouteSpec {
+            active: cfg.backends.clone(),
+            down: Vec::new(),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+/// After a switch: sessions of `route` whose backend is not in the route's active set when
+/// `after` has passed are closed (and counted as drained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    pub route: String,
+    pub after: Duration,
+}
+
 /// Control → worker (crossbeam channel, followed by a wake-up byte).
 #[derive(Debug)]
 pub enum ToWorker {
     /// Switch to route generation `generation`: adopt the listeners in `add` (this worker's
-    /// own SO_REUSEPORT sockets) and stop accepting on the addresses in `remove`.
+    /// own SO_REUSEPORT sockets), stop accepting on the addresses in `remove`, and schedule
+    /// `drains`. Acknowledged with [`FromWorker::Applied`].
     Apply {
         generation: u64,
-        routes: Arc<Vec<RouteConfig>>,
+        routes: Arc<Vec<RouteSpec>>,
         add: Vec<(SocketAddr, TcpListener)>,
         remove: Vec<SocketAddr>,
+        drains: Vec<Drain>,
     },
     /// Stop accepting, let sessions finish for `grace`, close the rest, stop.
     Shutdown { grace: Duration },
@@ -42,11 +73,14 @@ pub enum FromWorker {
     Stopped { worker: usize, forced: usize },
 }
 
-/// What the admin API asks the control thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the admin API asks the control thread (already authenticated and well-formed).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminQuery {
     Metrics { json: bool },
     Status,
+    Health,
+    Switch { route: String, to: Vec<SocketAddr> },
+    Rollback { route: String },
 }
 
 /// The control thread's answer to an [`AdminQuery`].

@@ -1,8 +1,11 @@
 //! Control side: start-up — apply the configuration to an empty state.
 //!
-//! Order matters for clear failures: bind every listen address (so a port held by another
-//! process is reported before anything runs), start the workers (so a kernel without
-//! io_uring is reported), hand out the listeners as generation 1, then open the admin API.
+//! Order matters for clear failures: get the admin token (a state directory that cannot be
+//! written is reported first), read the state file (each route resumes its persisted active
+//! set where its configuration is unchanged), bind every listen address (so a port held by
+//! another process is reported before anything runs), start the workers (so a kernel without
+//! io_uring is reported), hand out the listeners as the first generation, start the health
+//! checks, then open the admin API.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -13,9 +16,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::messages::{FromWorker, ToWorker};
-use super::{Control, WorkerHandle};
-use crate::admin;
+use super::routes::RouteState;
+use super::token::{self, TokenError};
+use super::{Control, WorkerHandle, persist};
+use crate::admin::{self, AdminSettings};
 use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::render::ControlMetrics;
 use crate::metrics::snapshot::MetricsStore;
 use crate::net::listener::{ListenerError, bind_group};
 use crate::worker::{self, Waker, WorkerSpec};
@@ -32,10 +39,12 @@ pub enum StartError {
     Worker { worker: usize, error: String },
     #[error("admin API: cannot listen on {addr}: {source}")]
     Admin {
-        addr: SocketAddr,
+        addr: String,
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -46,6 +55,17 @@ fn allowed_cores() -> Vec<core_affinity::CoreId> {
 }
 
 pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, StartError> {
+    let (admin_token, token_file) = token::resolve(&config)?;
+    let mut routes: Vec<RouteState> = config.routes.iter().cloned().map(RouteState::new).collect();
+    let state_file = &config.state.file;
+    let first_generation = match persist::load(state_file) {
+        Ok(Some(saved)) => persist::resume(&mut routes, saved, state_file).max(1),
+        Ok(None) => 1,
+        Err(why) => {
+            tracing::error!(file = %state_file.display(), problem = %why, "the state file is unusable; starting from the configuration");
+            1
+        }
+    };
     let cores = allowed_cores();
     let count = config
         .runtime
@@ -90,42 +110,76 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     drop(to_control);
     wait_started(&from_workers, &mut workers)?;
 
-    // 3. Generation 1: every worker gets its own listener of each address.
-    let routes = Arc::new(config.routes.clone());
+    // 3. The first generation: every worker gets its own listener of each address.
+    let specs = Arc::new(routes.iter().map(RouteState::spec).collect::<Vec<_>>());
     for w in &workers {
         let add = bound
             .iter_mut()
             .filter_map(|(addr, group)| group.pop().map(|l| (*addr, l)))
             .collect();
         w.waker.send(ToWorker::Apply {
-            generation: 1,
-            routes: routes.clone(),
+            generation: first_generation,
+            routes: specs.clone(),
             add,
             remove: Vec::new(),
+            drains: Vec::new(),
         });
     }
-    wait_applied(&from_workers, workers.len(), 1)?;
+    wait_applied(&from_workers, workers.len(), first_generation)?;
 
-    // 4. Admin API.
+    // 4. Health checks.
+    let (health_tx, health_rx) = crossbeam_channel::unbounded();
+    let health = Health::spawn(health_tx).map_err(StartError::Thread)?;
+
+    // 5. Admin API.
     let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
     let admin_addr = config.admin.listen;
-    admin::spawn(admin_addr, admin_tx).map_err(|source| StartError::Admin {
-        addr: admin_addr,
-        source,
-    })?;
+    let settings = AdminSettings {
+        listen: admin_addr,
+        unix: config.admin.unix.clone(),
+        token: admin_token,
+        allow: config.admin.allow.clone(),
+        rate_limit: config.admin.rate_limit,
+    };
+    admin::spawn(settings, admin_tx)
+        .map_err(|(addr, source)| StartError::Admin { addr, source })?;
 
     summary(&config, &workers, admin_addr);
-    Ok(Control {
-        metrics: MetricsStore::new(workers.len()),
+    if let Some(path) = token_file {
+        tracing::info!(file = %path.display(), "admin token generated (the CLI reads it from there)");
+    }
+    let count = workers.len();
+    let next_id = routes
+        .iter()
+        .flat_map(|r| r.history.iter().map(|s| s.id))
+        .max()
+        .unwrap_or(0);
+    let control = Control {
+        metrics: MetricsStore::new(count),
+        control_metrics: ControlMetrics::default(),
         config,
         source,
-        generation: 1,
+        generation: first_generation,
         workers,
         from_workers,
         admin_rx,
         admin_addr,
         started: Instant::now(),
-    })
+        routes,
+        health,
+        health_rx,
+        applied: vec![first_generation; count],
+        gates: Default::default(),
+        commits: Vec::new(),
+        next_id,
+        next_gate: 0,
+    };
+    let names: Vec<String> = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
+    for name in &names {
+        control.send_health_targets(name);
+    }
+    control.persist();
+    Ok(control)
 }
 
 fn wait_started(rx: &Receiver<FromWorker>, workers: &mut [WorkerHandle]) -> Result<(), StartError> {

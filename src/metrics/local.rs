@@ -37,6 +37,8 @@ pub enum Outcome {
     IdleTimeout,
     /// Closed by ringway at the end of the shutdown grace period.
     Shutdown,
+    /// Closed by ringway at a drain deadline: its backend left the route's active set.
+    Drained,
     /// No backend could be connected; the client was reset.
     ConnectFailed,
     /// A local resource failed (no pipe, no memory).
@@ -44,12 +46,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const COUNT: usize = 8;
+    pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Clean,
         Outcome::ClientReset,
         Outcome::BackendReset,
         Outcome::IdleTimeout,
         Outcome::Shutdown,
+        Outcome::Drained,
         Outcome::ConnectFailed,
         Outcome::LocalError,
     ];
@@ -61,6 +65,7 @@ impl Outcome {
             Outcome::BackendReset => "backend_reset",
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Shutdown => "shutdown",
+            Outcome::Drained => "drained",
             Outcome::ConnectFailed => "connect_failed",
             Outcome::LocalError => "local_error",
         }
@@ -121,7 +126,7 @@ pub struct RouteMetrics {
     pub rejected: Cell<u64>,
     pub bytes_to_backend: Cell<u64>,
     pub bytes_to_client: Cell<u64>,
-    ended: [Cell<u64>; 7],
+    ended: [Cell<u64>; Outcome::COUNT],
     connect_us: RefCell<Histogram<u64>>,
     session_us: RefCell<Histogram<u64>>,
     backends: RefCell<Vec<Rc<BackendMetrics>>>,

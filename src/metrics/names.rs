@@ -13,3 +13,8 @@ pub const SESSIONS_ENDED_TOTAL: &str = "ringway_sessions_ended_total";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "ringway_connections_rejected_total";
 /// ringway addition: sessions open per backend.
 pub const BACKEND_CONNECTIONS_ACTIVE: &str = "ringway_backend_connections_active";
+/// Switches and rollbacks, per route and result (switched, rejected, rolled_back).
+pub const SWITCHES_TOTAL: &str = "ringway_switches_total";
+/// ringway addition: 1 when the health checks find a backend up, 0 when down (only checked
+/// backends appear).
+pub const BACKEND_UP: &str = "ringway_backend_up";

@@ -293,3 +293,59 @@ pub fn json(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64]) -> Va
         .collect();
     json!({ "routes": routes, "workers": worker_active.iter().enumerate().map(|(i, a)| json!({"worker": i, "connections_active": a})).collect::<Vec<_>>() })
 }
+
+/// Metrics the control thread itself owns: switch results and backend health.
+#[derive(Debug, Default)]
+pub struct ControlMetrics {
+    /// (route, result) → count.
+    pub switches: BTreeMap<(String, &'static str), u64>,
+    /// (route, backend, up) for every backend the checks have judged.
+    pub backend_up: Vec<(String, String, bool)>,
+}
+
+/// Appends the control thread's metrics to a Prometheus exposition.
+pub fn prometheus_control(out: &mut String, c: &ControlMetrics) {
+    header(
+        out,
+        SWITCHES_TOTAL,
+        "counter",
+        "Switches of a route's active set, per route and result (switched, rejected, rolled_back).",
+    );
+    for ((route, result), n) in &c.switches {
+        sample(
+            out,
+            SWITCHES_TOTAL,
+            &[("route", route), ("result", result)],
+            *n,
+        );
+    }
+    header(
+        out,
+        BACKEND_UP,
+        "gauge",
+        "1 when the health checks find the backend up, 0 when down.",
+    );
+    for (route, backend, up) in &c.backend_up {
+        sample(
+            out,
+            BACKEND_UP,
+            &[("route", route), ("backend", backend)],
+            u64::from(*up),
+        );
+    }
+}
+
+/// The control thread's metrics as JSON.
+pub fn json_control(c: &ControlMetrics) -> Value {
+    let switches: Vec<Value> = c
+        .switches
+        .iter()
+        .map(|((route, result), n)| json!({"route": route, "result": result, "count": n}))
+        .collect();
+    let up: Vec<Value> = c
+        .backend_up
+        .iter()
+        .map(|(route, backend, up)| json!({"route": route, "backend": backend, "up": up}))
+        .collect();
+    json!({"switches": switches, "backend_up": up})
+}

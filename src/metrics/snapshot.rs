@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 
-use super::local::new_histogram;
+use super::local::{Outcome, new_histogram};
 
 /// Plain counters of one route on one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct RouteCounters {
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
     /// Indexed by `Outcome as usize`.
-    pub ended: [u64; 7],
+    pub ended: [u64; Outcome::COUNT],
 }
 
 impl RouteCounters {
@@ -126,6 +126,23 @@ impl MetricsStore {
     /// Active sessions per worker.
     pub fn worker_active(&self) -> Vec<u64> {
         self.workers.iter().map(|w| w.active).collect()
+    }
+
+    /// One route's per-backend counters summed over workers (no histogram work: cheap
+    /// enough to call after every snapshot).
+    pub fn route_backends(&self, route: &str) -> Vec<BackendCounters> {
+        let mut out: BTreeMap<SocketAddr, BackendCounters> = BTreeMap::new();
+        for w in &self.workers {
+            let Some((_, backends)) = w.routes.get(route) else {
+                continue;
+            };
+            for b in backends {
+                out.entry(b.addr)
+                    .and_modify(|x| x.add(b))
+                    .or_insert_with(|| b.clone());
+            }
+        }
+        out.into_values().collect()
     }
 
     /// Totals per route, by name.

@@ -18,7 +18,7 @@ use crate::metrics::local::{BackendMetrics, ConnectErrorKind};
 pub async fn connect(route: &Route) -> Option<(TcpStream, Rc<BackendMetrics>)> {
     let start = Instant::now();
     let budget = route.cfg.connect_timeout;
-    for _ in 0..route.cfg.connect_attempts() {
+    for _ in 0..route.connect_attempts() {
         let left = budget.checked_sub(start.elapsed())?;
         let backend = route.pick().clone();
         let attempt = Instant::now();

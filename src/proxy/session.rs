@@ -31,7 +31,7 @@ pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
     }
     bump(&m.active, 1);
     bump(&worker.metrics.active, 1);
-    let key = worker.sessions.open(client.as_raw_fd());
+    let key = worker.sessions.open(client.as_raw_fd(), &route.name);
 
     let outcome = match Box::pin(connect(&route)).await {
         None => {
@@ -41,7 +41,9 @@ pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
         Some((backend, b)) => {
             bump(&b.connections, 1);
             bump(&b.active, 1);
-            worker.sessions.set_backend(key, backend.as_raw_fd());
+            worker
+                .sessions
+                .set_backend(key, backend.as_raw_fd(), b.addr);
             let end = relay(&worker, &route, client, backend).await;
             drop_one(&b.active);
             match end {
@@ -53,11 +55,8 @@ pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
             }
         }
     };
-    let outcome = if worker.sessions.close(key) {
-        Outcome::Shutdown
-    } else {
-        outcome
-    };
+    // Closed by ringway (shutdown or drain deadline): that is the outcome that counts.
+    let outcome = worker.sessions.close(key).unwrap_or(outcome);
     drop_one(&m.active);
     drop_one(&worker.metrics.active);
     m.record_end(outcome, started.elapsed().as_micros() as u64);

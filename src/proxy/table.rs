@@ -1,6 +1,7 @@
 //! Hot side: a worker's route table — an immutable snapshot with a generation number.
 //!
-//! The control thread sends the validated route configurations; each worker builds its own
+//! The control thread sends the routes of a generation ([`RouteSpec`]: configuration, active
+//! backend set, backends found down); each worker builds its own
 //! `RouteTable` (with `Rc`s and `Cell`s, never shared across threads) and swaps it in whole.
 //! Sessions keep the `Rc<Route>` they started with, so a new generation never changes the
 //! backend of a running session.
@@ -11,13 +12,20 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use crate::config::RouteConfig;
+use crate::control::messages::RouteSpec;
 use crate::metrics::local::{BackendMetrics, RouteMetrics, WorkerMetrics};
 
 /// One route as a worker sees it.
 #[derive(Debug)]
 pub struct Route {
     pub cfg: RouteConfig,
+    /// The route's name, shared with the session registry (drains find sessions by it).
+    pub name: Rc<str>,
     pub metrics: Rc<RouteMetrics>,
+    /// The active set: where new sessions go.
+    pub active: Vec<SocketAddr>,
+    /// The active backends that are not down, or all of them when every one is down (better
+    /// to try than to refuse).
     backends: Vec<Rc<BackendMetrics>>,
     /// Round-robin cursor (per worker).
     next: Cell<usize>,
@@ -31,8 +39,14 @@ impl Route {
     pub fn pick(&self) -> &Rc<BackendMetrics> {
         let i = self.next.get();
         self.next.set(i.wrapping_add(1));
-        // `backends` is never empty: validation requires at least one.
+        // `backends` is never empty: the control thread never publishes an empty active set.
         &self.backends[i % self.backends.len()]
+    }
+
+    /// Connect attempts per session.
+    #[inline]
+    pub fn connect_attempts(&self) -> usize {
+        self.cfg.connect_attempts(self.backends.len())
     }
 
     /// True when this worker already holds its share of `max_connections`.
@@ -48,26 +62,38 @@ impl Route {
 pub struct RouteTable {
     pub generation: u64,
     by_listen: HashMap<SocketAddr, Rc<Route>>,
+    by_name: HashMap<String, Rc<Route>>,
 }
 
 impl RouteTable {
     /// Builds the worker-local table; metrics are found (or created) by route name.
     pub fn build(
         generation: u64,
-        routes: &[RouteConfig],
+        routes: &[RouteSpec],
         metrics: &WorkerMetrics,
         workers: usize,
     ) -> RouteTable {
         let mut by_listen = HashMap::new();
-        for cfg in routes {
+        let mut by_name = HashMap::new();
+        for spec in routes {
+            let cfg = &spec.cfg;
             let m = metrics.route(&cfg.name);
-            let backends = cfg.backends.iter().map(|a| m.backend(*a)).collect();
+            let up: Vec<SocketAddr> = spec
+                .active
+                .iter()
+                .filter(|a| !spec.down.contains(a))
+                .copied()
+                .collect();
+            let pickable = if up.is_empty() { &spec.active } else { &up };
+            let backends = pickable.iter().map(|a| m.backend(*a)).collect();
             let max_per_worker = cfg
                 .max_connections
                 .map(|n| u64::from(n.get()).div_ceil(workers.max(1) as u64));
             let route = Rc::new(Route {
                 cfg: cfg.clone(),
+                name: Rc::from(cfg.name.as_str()),
                 metrics: m,
+                active: spec.active.clone(),
                 backends,
                 next: Cell::new(0),
                 max_per_worker,
@@ -75,11 +101,18 @@ impl RouteTable {
             for addr in &cfg.listen {
                 by_listen.insert(*addr, route.clone());
             }
+            by_name.insert(cfg.name.clone(), route);
         }
         RouteTable {
             generation,
             by_listen,
+            by_name,
         }
+    }
+
+    /// The route named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Rc<Route>> {
+        self.by_name.get(name)
     }
 
     /// The route that owns listen address `addr`.
@@ -108,11 +141,34 @@ mod tests {
         )
         .unwrap();
         let metrics = WorkerMetrics::default();
-        let table = RouteTable::build(1, &cfg.routes, &metrics, 2);
+        let spec = |down: &[&str]| RouteSpec {
+            cfg: cfg.routes[0].clone(),
+            active: cfg.routes[0].backends.clone(),
+            down: down.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        let table = RouteTable::build(1, &[spec(&[])], &metrics, 2);
         let route = table.lookup(&"127.0.0.1:3000".parse().unwrap()).unwrap();
         let picks: Vec<u16> = (0..4).map(|_| route.pick().addr.port()).collect();
         assert_eq!(picks, [8080, 8081, 8080, 8081]);
         assert_eq!(route.max_per_worker, Some(3));
         assert!(table.lookup(&"127.0.0.1:3001".parse().unwrap()).is_none());
+        assert!(table.by_name("web").is_some());
+
+        // A backend that is down gets no new sessions while another is up ...
+        let table = RouteTable::build(2, &[spec(&["127.0.0.1:8080"])], &metrics, 2);
+        let route = table.by_name("web").unwrap();
+        let picks: Vec<u16> = (0..3).map(|_| route.pick().addr.port()).collect();
+        assert_eq!(picks, [8081, 8081, 8081]);
+        assert_eq!(route.connect_attempts(), 1);
+        // ... and when all are down, all are tried.
+        let table = RouteTable::build(
+            3,
+            &[spec(&["127.0.0.1:8080", "127.0.0.1:8081"])],
+            &metrics,
+            2,
+        );
+        let route = table.by_name("web").unwrap();
+        let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
+        assert_eq!(picks, [8080, 8081]);
     }
 }

@@ -16,8 +16,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::{TcpListener, UnixStream};
 
 use super::{Worker, accept};
-use crate::config::RouteConfig;
-use crate::control::messages::{FromWorker, ToWorker};
+use crate::control::messages::{Drain, FromWorker, RouteSpec, ToWorker};
 use crate::proxy::table::RouteTable;
 
 /// The control thread's handle on one worker's inbox.
@@ -61,7 +60,13 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
                     routes,
                     add,
                     remove,
-                }) => apply(&worker, generation, &routes, add, &remove),
+                    drains,
+                }) => {
+                    apply(&worker, generation, &routes, add, &remove);
+                    for d in drains {
+                        monoio::spawn(drain(worker.clone(), d));
+                    }
+                }
                 Ok(ToWorker::Shutdown { grace }) => return shutdown(&worker, grace).await,
                 Err(TryRecvError::Empty) => break,
                 // The control thread is gone: stop without waiting.
@@ -80,7 +85,7 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
 fn apply(
     worker: &Rc<Worker>,
     generation: u64,
-    routes: &Arc<Vec<RouteConfig>>,
+    routes: &Arc<Vec<RouteSpec>>,
     add: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
     remove: &[std::net::SocketAddr],
 ) {
@@ -112,6 +117,30 @@ fn apply(
         generation,
         error,
     });
+}
+
+/// A drain deadline: after `d.after`, closes the route's sessions on backends outside its
+/// active set *then* (a later switch back to their backend keeps them).
+async fn drain(worker: Rc<Worker>, d: Drain) {
+    monoio::time::sleep(d.after).await;
+    if worker.stopping.get() {
+        return;
+    }
+    let table = worker.table.borrow().clone();
+    // A route that is gone keeps no backend active.
+    let active = table
+        .by_name(&d.route)
+        .map(|r| r.active.as_slice())
+        .unwrap_or(&[]);
+    let closed = worker.sessions.close_drained(&d.route, active);
+    if closed > 0 {
+        tracing::info!(
+            worker = worker.id,
+            route = %d.route,
+            closed,
+            "drain deadline: closed sessions on backends no longer active"
+        );
+    }
 }
 
 /// Stops accepting, waits for sessions up to `grace`, closes the rest, reports `Stopped`.

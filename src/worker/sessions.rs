@@ -1,21 +1,37 @@
 //! Hot side: a worker's registry of open sessions, so that the worker can close them all at
-//! the end of a shutdown grace period (and, later, per backend at a drain deadline).
+//! the end of a shutdown grace period, and those of one route on backends no longer active at
+//! a drain deadline.
 //!
 //! Entries hold the raw fds of live sockets. A session removes its entry before its sockets
 //! are dropped, so an fd in the registry always belongs to that session.
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 use slab::Slab;
 
+use crate::metrics::local::Outcome;
 use crate::net::sys;
 
 #[derive(Debug)]
 struct Entry {
     client: RawFd,
-    backend: Cell<Option<RawFd>>,
-    forced: Cell<bool>,
+    route: Rc<str>,
+    backend: Cell<Option<(RawFd, SocketAddr)>>,
+    /// Set when ringway closes the session: `Shutdown` or `Drained`.
+    closed_by: Cell<Option<Outcome>>,
+}
+
+impl Entry {
+    fn force(&self, why: Outcome) {
+        self.closed_by.set(Some(why));
+        let _ = sys::shutdown(self.client, libc::SHUT_RDWR);
+        if let Some((b, _)) = self.backend.get() {
+            let _ = sys::shutdown(b, libc::SHUT_RDWR);
+        }
+    }
 }
 
 /// Open sessions of one worker.
@@ -25,28 +41,29 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Registers a session by its client socket; returns its key.
-    pub fn open(&self, client: RawFd) -> usize {
+    /// Registers a session of `route` by its client socket; returns its key.
+    pub fn open(&self, client: RawFd, route: &Rc<str>) -> usize {
         self.slab.borrow_mut().insert(Entry {
             client,
+            route: route.clone(),
             backend: Cell::new(None),
-            forced: Cell::new(false),
+            closed_by: Cell::new(None),
         })
     }
 
-    /// Records the session's backend socket once connected.
-    pub fn set_backend(&self, key: usize, backend: RawFd) {
+    /// Records the session's backend socket and address once connected.
+    pub fn set_backend(&self, key: usize, backend: RawFd, addr: SocketAddr) {
         if let Some(e) = self.slab.borrow().get(key) {
-            e.backend.set(Some(backend));
+            e.backend.set(Some((backend, addr)));
         }
     }
 
-    /// Removes a session; true when ringway closed it (shutdown deadline).
-    pub fn close(&self, key: usize) -> bool {
+    /// Removes a session; `Some(outcome)` when ringway closed it (shutdown or drain).
+    pub fn close(&self, key: usize) -> Option<Outcome> {
         self.slab
             .borrow_mut()
             .try_remove(key)
-            .is_some_and(|e| e.forced.get())
+            .and_then(|e| e.closed_by.get())
     }
 
     pub fn len(&self) -> usize {
@@ -62,12 +79,52 @@ impl Sessions {
     pub fn close_all(&self) -> usize {
         let slab = self.slab.borrow();
         for (_, e) in slab.iter() {
-            e.forced.set(true);
-            let _ = sys::shutdown(e.client, libc::SHUT_RDWR);
-            if let Some(b) = e.backend.get() {
-                let _ = sys::shutdown(b, libc::SHUT_RDWR);
-            }
+            e.force(Outcome::Shutdown);
         }
         slab.len()
+    }
+
+    /// The drain deadline of `route`: closes its sessions connected to a backend outside
+    /// `active`. Returns how many were closed.
+    pub fn close_drained(&self, route: &str, active: &[SocketAddr]) -> usize {
+        let slab = self.slab.borrow();
+        let mut n = 0;
+        for (_, e) in slab.iter() {
+            let stale = matches!(e.backend.get(), Some((_, addr)) if !active.contains(&addr));
+            if stale && &*e.route == route && e.closed_by.get().is_none() {
+                e.force(Outcome::Drained);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn drain_closes_only_stale_sessions_of_its_route() {
+        let pair = || std::os::unix::net::UnixStream::pair().unwrap();
+        let (web, api): (Rc<str>, Rc<str>) = (Rc::from("web"), Rc::from("api"));
+        let old: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let new: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let s = Sessions::default();
+        let (a, a2) = pair();
+        let (b, b2) = pair();
+        let (c, c2) = pair();
+        let on_old = s.open(a.as_raw_fd(), &web);
+        s.set_backend(on_old, a2.as_raw_fd(), old);
+        let on_new = s.open(b.as_raw_fd(), &web);
+        s.set_backend(on_new, b2.as_raw_fd(), new);
+        let other_route = s.open(c.as_raw_fd(), &api);
+        s.set_backend(other_route, c2.as_raw_fd(), old);
+        assert_eq!(s.close_drained("web", &[new]), 1);
+        assert_eq!(s.close(on_old), Some(Outcome::Drained));
+        assert_eq!(s.close(on_new), None);
+        assert_eq!(s.close(other_route), None);
+        assert!(s.is_empty());
     }
 }

@@ -109,8 +109,11 @@ fn embedded_default_runs_and_relays() {
             let _ = s.write_all(b"default!");
         }
     });
+    // The default state file (and generated token) go to $STATE_DIRECTORY when it is set.
+    let state = tempfile::tempdir().unwrap();
     let mut child = Command::new(ringway_bin())
         .arg("run")
+        .env("STATE_DIRECTORY", state.path())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -158,7 +161,7 @@ fn io_uring_refused_fails_start_and_names_the_epoll_choice() {
         let (b, addr) = b.route(&[backend.addr], "");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, b.toml(free_addr())).unwrap();
+        std::fs::write(&path, b.toml(free_addr(), &dir.path().join("state.json"))).unwrap();
         let mut cmd = Command::new(ringway_bin());
         cmd.args(["run", "-c"]).arg(&path);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());

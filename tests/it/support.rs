@@ -255,7 +255,14 @@ pub struct ProxyBuilder {
     pub grace: &'static str,
     pub routes: Vec<String>,
     pub driver: &'static str,
+    /// Extra `[admin]` lines (allow, rate_limit, unix, ...).
+    pub admin_extra: String,
+    /// The state file; default: one in the proxy's own temporary directory.
+    pub state_file: Option<PathBuf>,
 }
+
+/// The admin token the test configurations set.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 impl ProxyBuilder {
     pub fn new(splice: bool) -> Self {
@@ -265,7 +272,20 @@ impl ProxyBuilder {
             grace: "5s",
             routes: Vec::new(),
             driver: "io_uring",
+            admin_extra: String::new(),
+            state_file: None,
         }
+    }
+
+    pub fn admin_extra(mut self, lines: &str) -> Self {
+        self.admin_extra.push_str(lines);
+        self.admin_extra.push('\n');
+        self
+    }
+
+    pub fn state_file(mut self, path: &std::path::Path) -> Self {
+        self.state_file = Some(path.to_path_buf());
+        self
     }
 
     /// Adds a route listening on a fresh port; returns the builder and that address.
@@ -290,13 +310,15 @@ impl ProxyBuilder {
         self
     }
 
-    pub fn toml(&self, admin: SocketAddr) -> String {
+    pub fn toml(&self, admin: SocketAddr, state: &std::path::Path) -> String {
         format!(
-            "[runtime]\nworkers = {}\npin = false\nsplice = {}\ndriver = \"{}\"\nshutdown_grace = \"{}\"\n\n[admin]\nlisten = \"{admin}\"\n\n{}",
+            "[runtime]\nworkers = {}\npin = false\nsplice = {}\ndriver = \"{}\"\nshutdown_grace = \"{}\"\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n{}\n[state]\nfile = \"{}\"\n\n{}",
             self.workers,
             self.splice,
             self.driver,
             self.grace,
+            self.admin_extra,
+            state.display(),
             self.routes.join("\n")
         )
     }
@@ -305,7 +327,11 @@ impl ProxyBuilder {
         let admin = free_addr();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringway.toml");
-        std::fs::write(&config, self.toml(admin)).unwrap();
+        let state = self
+            .state_file
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state.json"));
+        std::fs::write(&config, self.toml(admin, &state)).unwrap();
         let log = dir.path().join("ringway.log");
         let child = Command::new(ringway_bin())
             .args(["run", "-c"])
@@ -319,6 +345,7 @@ impl ProxyBuilder {
             child,
             admin,
             log,
+            config,
             _dir: dir,
             workers: self.workers,
         };
@@ -332,6 +359,7 @@ pub struct Proxy {
     pub child: Child,
     pub admin: SocketAddr,
     pub log: PathBuf,
+    pub config: PathBuf,
     pub workers: usize,
     _dir: tempfile::TempDir,
 }
@@ -376,15 +404,31 @@ impl Proxy {
             .unwrap_or(0)
     }
 
-    /// `GET` on the admin API with curl; returns the body.
+    /// `GET` on the admin API with curl (and the token); returns the body.
     pub fn admin_get(&self, path: &str) -> String {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .arg(format!("http://{}{}", self.admin, path))
-            .output()
-            .expect("run curl (apt-get install curl)");
-        assert!(out.status.success(), "curl failed: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.admin_call("GET", path, None).1
+    }
+
+    /// An authenticated admin call; returns (status, body).
+    pub fn admin_call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let auth = format!("Authorization: Bearer {TOKEN}");
+        let mut args = vec!["-X", method, "-H", &auth];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        curl(&format!("http://{}{}", self.admin, path), &args)
+    }
+
+    /// `POST /routes/{route}/switch {"to": [...]}`; returns (status, body).
+    pub fn switch(&self, route: &str, to: &[SocketAddr]) -> (u16, String) {
+        let list: Vec<String> = to.iter().map(|a| format!("\"{a}\"")).collect();
+        let body = format!("{{\"to\": [{}]}}", list.join(","));
+        self.admin_call("POST", &format!("/routes/{route}/switch"), Some(&body))
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.admin_get("/status")).expect("status is JSON")
     }
 
     /// The value of one Prometheus sample line (exact name+labels), after a fresh snapshot.
@@ -453,4 +497,17 @@ pub fn ringway(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// curl with extra arguments; returns (HTTP status, body). Status 0: no answer.
+pub fn curl(url: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

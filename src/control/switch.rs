@@ -1,0 +1,365 @@
+//! Control side: the switch state machine.
+//!
+//! ```text
+//! POST switch ──▶ gate (health thread: `rise` passes before `fall` failures per target)
+//!                   │ fails: 409 with the reason, nothing published
+//!                   ▼ passes
+//!                commit: new generation to every worker (+ drain deadline for the old set)
+//!                   ▼ every worker acknowledged
+//!                record kept, state file written, 200 with the record,
+//!                rollback watch for `rollback_window` (checks + in-band connect failures)
+//!                   ▼ `rollback_fail_threshold` failed checks, or a burst of connect failures
+//!                commit back to the previous set (reason "rollback")
+//! ```
+//! A route has at most one change in flight (`busy`); a second one gets 409.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::messages::{AdminReply, Drain};
+use super::persist::{self, join};
+use super::routes::{BackendHealth, Reason, SwitchRecord, Watch};
+use super::{Control, Reply, error_reply, json_reply};
+use crate::health::Command;
+
+/// A switch whose health gate is running.
+pub(super) struct PendingGate {
+    route: String,
+    to: Vec<SocketAddr>,
+    reply: Reply,
+}
+
+/// A committed change waiting for every worker's acknowledgement.
+pub(super) struct PendingCommit {
+    record: SwitchRecord,
+    reply: Option<Reply>,
+    since: Instant,
+}
+
+/// How long workers get to acknowledge a generation before the caller hears of it.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Control {
+    pub(super) fn on_switch(&mut self, route: String, to: Vec<SocketAddr>, reply: Reply) {
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
+            let _ = reply.send(no_route(&route));
+            return;
+        };
+        if r.busy {
+            let _ = reply.send(busy(&route));
+            return;
+        }
+        if r.active == to {
+            let _ = reply.send(json_reply(
+                200,
+                json!({
+                    "switched": false,
+                    "message": format!("{} is already the active set of route {route}", join(&to)),
+                    "active": to,
+                }),
+            ));
+            return;
+        }
+        r.busy = true;
+        let cfg = r.cfg.health.clone();
+        self.next_gate += 1;
+        let id = self.next_gate;
+        tracing::info!(route = %route, to = %join(&to), "switch requested: checking the new backends");
+        self.health.send(Command::Gate {
+            id,
+            cfg,
+            targets: to.clone(),
+        });
+        self.gates.insert(id, PendingGate { route, to, reply });
+    }
+
+    pub(super) fn on_gate(&mut self, id: u64, result: Result<(), String>) {
+        let Some(g) = self.gates.remove(&id) else {
+            return;
+        };
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == g.route) else {
+            let _ = g.reply.send(no_route(&g.route));
+            return;
+        };
+        match result {
+            Err(why) => {
+                r.busy = false;
+                self.count(&g.route, "rejected");
+                tracing::info!(route = %g.route, to = %join(&g.to), reason = %why, "switch refused: the health gate failed");
+                let _ = g.reply.send(error_reply(
+                    409,
+                    "health_gate_failed",
+                    &format!("the health gate failed, nothing was switched: {why}"),
+                ));
+            }
+            Ok(()) => self.commit(&g.route, g.to, Reason::Switch, None, Some(g.reply)),
+        }
+    }
+
+    pub(super) fn on_rollback(&mut self, route: String, reply: Reply) {
+        let Some(r) = self.routes.iter().find(|r| r.cfg.name == route) else {
+            let _ = reply.send(no_route(&route));
+            return;
+        };
+        if r.busy {
+            let _ = reply.send(busy(&route));
+            return;
+        }
+        let Some(prev) = r.previous.clone() else {
+            let _ = reply.send(error_reply(
+                409,
+                "nothing_to_roll_back",
+                &format!("route {route} has not been switched: there is no previous set"),
+            ));
+            return;
+        };
+        self.commit(&route, prev, Reason::ManualRollback, None, Some(reply));
+    }
+
+    /// Changes the active set, publishes the generation (with a drain deadline for the old
+    /// set) and waits for the workers' acknowledgements ([`Control::settle`]).
+    fn commit(
+        &mut self,
+        route: &str,
+        to: Vec<SocketAddr>,
+        reason: Reason,
+        detail: Option<String>,
+        reply: Option<Reply>,
+    ) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
+            return;
+        };
+        r.busy = true;
+        r.watch = None;
+        let from = std::mem::replace(&mut r.active, to.clone());
+        r.previous = Some(from.clone());
+        let drain = r.cfg.switch.drain;
+        let mut record = SwitchRecord::now(id, route, from, to, reason, detail);
+        self.health.send(Command::Unwatch {
+            route: route.to_string(),
+        });
+        let generation = self.publish(vec![Drain {
+            route: route.to_string(),
+            after: drain,
+        }]);
+        record.generation = generation;
+        if let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) {
+            r.generation = generation;
+        }
+        self.send_health_targets(route);
+        self.commits.push(PendingCommit {
+            record,
+            reply,
+            since: Instant::now(),
+        });
+        self.settle();
+    }
+
+    /// Completes every change that all workers have acknowledged (or that timed out).
+    pub(super) fn settle(&mut self) {
+        let acked = self.applied.iter().copied().min().unwrap_or(0);
+        let now = Instant::now();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.commits)
+            .into_iter()
+            .partition(|c| c.record.generation <= acked || now - c.since > ACK_TIMEOUT);
+        self.commits = waiting;
+        for c in done {
+            let complete = c.record.generation <= acked;
+            self.finish(c.record, c.reply, complete);
+        }
+    }
+
+    fn finish(&mut self, record: SwitchRecord, reply: Option<Reply>, complete: bool) {
+        let route = record.route.clone();
+        let errors_now = self.connect_errors(&route, &record.to);
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
+            return;
+        };
+        r.busy = false;
+        r.remember(record.clone());
+        let sw = r.cfg.switch.clone();
+        let health = r.cfg.health.clone();
+        if record.reason == Reason::Switch && !sw.rollback_window.is_zero() {
+            r.watch = Some(Watch {
+                switch_id: record.id,
+                until: Instant::now() + sw.rollback_window,
+                errors_at_switch: errors_now,
+            });
+            self.health.send(Command::Watch {
+                route: route.clone(),
+                switch_id: record.id,
+                cfg: health,
+                every: sw.rollback_check,
+                window: sw.rollback_window,
+                threshold: sw.rollback_fail_threshold,
+                targets: record.to.clone(),
+            });
+        }
+        let result = match record.reason {
+            Reason::Switch => "switched",
+            Reason::Rollback | Reason::ManualRollback => "rolled_back",
+        };
+        self.count(&route, result);
+        self.persist();
+        tracing::info!(
+            route = %route,
+            id = record.id,
+            reason = record.reason.as_str(),
+            from = %join(&record.from),
+            to = %join(&record.to),
+            generation = record.generation,
+            detail = record.detail.as_deref().unwrap_or(""),
+            "active set changed"
+        );
+        let Some(reply) = reply else { return };
+        let answer = if complete {
+            json_reply(200, json!({"switched": true, "record": record}))
+        } else {
+            tracing::error!(route = %route, generation = record.generation, "not every worker acknowledged the generation in time");
+            error_reply(
+                503,
+                "not_acknowledged",
+                &format!(
+                    "the change was published as generation {} but not every worker acknowledged it within {}s",
+                    record.generation,
+                    ACK_TIMEOUT.as_secs()
+                ),
+            )
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// The rollback watch saw its threshold of failed checks.
+    pub(super) fn on_watch_failed(&mut self, route: &str, switch_id: u64, reason: String) {
+        let current = self
+            .routes
+            .iter()
+            .find(|r| r.cfg.name == route)
+            .and_then(|r| r.watch.as_ref())
+            .is_some_and(|w| w.switch_id == switch_id);
+        if current {
+            self.auto_rollback(route, reason);
+        }
+    }
+
+    /// In-band signal: after a snapshot, a burst of connect failures to a watched new set.
+    pub(super) fn check_connect_failures(&mut self) {
+        let now = Instant::now();
+        let mut trip = Vec::new();
+        for r in &mut self.routes {
+            if r.watch.as_ref().is_some_and(|w| now >= w.until) {
+                r.watch = None;
+            }
+        }
+        let watched: Vec<(String, Vec<SocketAddr>, u64, u32)> = self
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let w = r.watch.as_ref()?;
+                let limit = r.cfg.switch.rollback_connect_errors;
+                (limit > 0 && !r.busy).then(|| {
+                    (
+                        r.cfg.name.clone(),
+                        r.active.clone(),
+                        w.errors_at_switch,
+                        limit,
+                    )
+                })
+            })
+            .collect();
+        for (name, active, base, limit) in watched {
+            let seen = self.connect_errors(&name, &active).saturating_sub(base);
+            if seen >= u64::from(limit) {
+                trip.push((name, seen));
+            }
+        }
+        for (name, seen) in trip {
+            self.auto_rollback(&name, format!("{seen} connect failures to the new set"));
+        }
+    }
+
+    fn auto_rollback(&mut self, route: &str, why: String) {
+        let Some(r) = self.routes.iter().find(|r| r.cfg.name == route) else {
+            return;
+        };
+        let Some(prev) = r.previous.clone() else {
+            return;
+        };
+        if r.busy {
+            return;
+        }
+        tracing::warn!(route = %route, to = %join(&prev), reason = %why, "rolling back");
+        self.commit(route, prev, Reason::Rollback, Some(why), None);
+    }
+
+    /// A periodic check changed a backend's health.
+    pub(super) fn on_health_changed(
+        &mut self,
+        route: &str,
+        backend: SocketAddr,
+        up: bool,
+        reason: Option<String>,
+    ) {
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
+            return;
+        };
+        let was_up = r.is_up(&backend);
+        r.health.insert(
+            backend,
+            BackendHealth {
+                up,
+                reason: reason.clone(),
+                since: std::time::SystemTime::now(),
+            },
+        );
+        if up {
+            tracing::info!(route = %route, backend = %backend, "backend is up");
+        } else {
+            tracing::warn!(route = %route, backend = %backend, reason = reason.as_deref().unwrap_or(""), "backend is down");
+        }
+        if was_up != up && r.active.contains(&backend) {
+            self.publish(Vec::new());
+        }
+    }
+
+    /// Connect failures the workers counted for `backends` of `route`, in total.
+    fn connect_errors(&self, route: &str, backends: &[SocketAddr]) -> u64 {
+        self.metrics
+            .route_backends(route)
+            .iter()
+            .filter(|b| backends.contains(&b.addr))
+            .map(|b| b.refused + b.timeouts + b.other_errors)
+            .sum()
+    }
+
+    fn count(&mut self, route: &str, result: &'static str) {
+        *self
+            .control_metrics
+            .switches
+            .entry((route.to_string(), result))
+            .or_insert(0) += 1;
+    }
+
+    /// Writes the state file; a failure is logged, never fatal (traffic already moved).
+    pub(super) fn persist(&self) {
+        if let Err(e) = persist::save(&self.config.state.file, &self.routes) {
+            tracing::error!(file = %self.config.state.file.display(), error = %e, "cannot write the state file; this change will not survive a restart");
+        }
+    }
+}
+
+fn no_route(route: &str) -> AdminReply {
+    error_reply(404, "not_found", &format!("no route named {route}"))
+}
+
+fn busy(route: &str) -> AdminReply {
+    error_reply(
+        409,
+        "switch_in_progress",
+        &format!("route {route} is already being switched; retry when that has finished"),
+    )
+}
