@@ -57,6 +57,26 @@ fn invalid_configurations_exit_64_naming_the_key() {
         (format!("{route}max_connections = 0\n"), "max_connections"),
         ("[runtime]\ndriver = \"kqueue\"\n".into(), "runtime.driver"),
         ("[admin]\nlisten = \"nowhere\"\n".into(), "admin.listen"),
+        ("[admin]\ntoken = \"short\"\n".into(), "admin.token"),
+        (
+            "[admin]\ntoken = \"0123456789abcdef0123\"\ntoken_file = \"/t\"\n".into(),
+            "admin.token",
+        ),
+        ("[admin]\nallow = [\"10.0.0.0/33\"]\n".into(), "admin.allow[0]"),
+        ("[admin]\nrate_limit = 0\n".into(), "admin.rate_limit"),
+        ("[state]\nfile = \"\"\n".into(), "state.file"),
+        (format!("{route}[route.health]\ncheck = \"icmp\"\n"), "health.check"),
+        (
+            format!("{route}[route.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n"),
+            "health.timeout",
+        ),
+        (format!("{route}[route.health]\npath = \"/h\"\n"), "health.path"),
+        (format!("{route}[route.health]\nfall = 0\n"), "health.fall"),
+        (format!("{route}[route.switch]\ndrain = \"soon\"\n"), "switch.drain"),
+        (
+            format!("{route}[route.switch]\nrollback_fail_threshold = 0\n"),
+            "switch.rollback_fail_threshold",
+        ),
         ("[[route]\nname = \"x\"\n".into(), "(syntax)"),
     ];
     for (toml, key) in cases {

@@ -1,11 +1,14 @@
 //! ringway integration tests: a real ringway process, real backends and clients on
 //! loopback. Relay tests run on both paths (splice and buffered).
 
+mod admin;
+mod apps;
 mod config;
 mod connect;
 mod lifecycle;
 mod relay;
 mod support;
+mod switch;
 
 /// Generates `splice::NAME` and `buffered::NAME` tests from `fn NAME(splice: bool)`.
 #[macro_export]

@@ -289,15 +289,20 @@ impl ProxyBuilder {
     }
 
     /// Adds a route listening on a fresh port; returns the builder and that address.
-    pub fn route(mut self, backends: &[SocketAddr], extra: &str) -> (Self, SocketAddr) {
+    pub fn route(self, backends: &[SocketAddr], extra: &str) -> (Self, SocketAddr) {
         let listen = free_addr();
+        (self.route_at(listen, backends, extra), listen)
+    }
+
+    /// Adds a route (named r0, r1, ...) listening on `listen`.
+    pub fn route_at(mut self, listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> Self {
         let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
         self.routes.push(format!(
             "[[route]]\nname = \"r{}\"\nlisten = [\"{listen}\"]\nbackends = [{}]\n{extra}\n",
             self.routes.len(),
             list.join(", ")
         ));
-        (self, listen)
+        self
     }
 
     pub fn workers(mut self, n: usize) -> Self {
