@@ -7,7 +7,8 @@
 //! body's size and read time (413, 408) and its JSON (400). Only then does it become an
 //! [`AdminQuery`] for the control thread, which owns the state and answers. Slow clients are
 //! bounded: a head must arrive within 5 s, a body within 5 s, and one source may hold at
-//! most 64 connections (1,024 in all).
+//! most 64 connections (4 from outside the allowlist; 1,024 in all), so a slowloris from
+//! one address starves neither the API nor other sources.
 
 mod guard;
 mod router;
@@ -52,6 +53,8 @@ const MAX_BODY: usize = 64 * 1024;
 /// Open admin connections, in all and per source.
 const MAX_CONNECTIONS: usize = 1024;
 const MAX_PER_SOURCE: usize = 64;
+/// A source outside `admin.allow` only ever gets a 403; it needs few connections for that.
+const MAX_PER_DENIED_SOURCE: usize = 4;
 
 /// What the admin API is started with.
 #[derive(Debug)]

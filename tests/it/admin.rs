@@ -338,3 +338,53 @@ fn generated_token_is_found_by_the_cli() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A slowloris (connections that never finish their request head) does not starve the API:
+/// other sources are served at once, and the slow connections are closed after 5 s.
+#[test]
+fn slowloris_does_not_starve_the_admin_api() {
+    use std::io::{Read, Write};
+    let a = HttpBackend::start("A");
+    let (pb, _) = ProxyBuilder::new(true).route(&[a.addr], "");
+    let p = pb
+        .admin_extra("allow = [\"127.0.0.1/32\", \"127.0.0.3/32\"]\nrate_limit = 1000")
+        .start();
+    let slow = |from: &str, n: usize| -> Vec<std::net::TcpStream> {
+        (0..n)
+            .filter_map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                let src: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+                s.bind(&src.into()).unwrap();
+                s.connect(&p.admin.into()).ok()?;
+                let mut s: std::net::TcpStream = s.into();
+                s.write_all(b"GET /sta").ok()?;
+                Some(s)
+            })
+            .collect()
+    };
+    // From an allowed source and from a denied one, more than their caps.
+    let mut held = slow("127.0.0.1", 100);
+    held.extend(slow("127.0.0.2", 50));
+    assert!(held.len() >= 100);
+    let t = std::time::Instant::now();
+    for i in 0..10 {
+        let (code, body) = curl(
+            &url(&p, "/health"),
+            &["--interface", "127.0.0.3", "-H", &bearer(TOKEN)],
+        );
+        assert_eq!(code, 200, "request {i} during the slowloris: {body}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // The head timeout closes the slow connections (EOF or reset, not silence).
+    let mut s = held.pop().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let _ = s.read(&mut buf);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "slow connection held {:?}",
+        t.elapsed()
+    );
+}
