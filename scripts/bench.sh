@@ -10,7 +10,8 @@
 #     mean the proxy is free: compare proxies by the CPU they spend per unit of work.
 #     A1 is the exception: proxy, wrk and origin all on LOAD_CPU.
 #   * Origin: nginx, one process, access_log off, `return 200 "ok";` on / and a 1 MiB static
-#     file on /1m.bin; iperf3 -s for bulk. Both on free loopback ports.
+#     file on /1m.bin, on two ports (the second one is the "new version" scenario S switches
+#     to, same content); iperf3 -s for bulk. All on free loopback ports.
 #   * Proxies (PROXIES), each on its own fresh loopback ports:
 #       direct            no proxy
 #       ringway-buffered  ringway, splice = false (1 worker)
@@ -21,9 +22,11 @@
 #                         master_process off, so that the process measured is the one working);
 #                         the stream module is loaded with load_module when not built in
 #     A proxy is started fresh for each group of scenarios in every rep, given a WARMUP s
-#     unmeasured wrk warm-up (not for D), measured, and stopped with SIGTERM by its PID.
+#     unmeasured wrk warm-up (not for D and S), measured, and stopped with SIGTERM by its PID.
 #     ringway and ringway-load run from copies taken at start: a rebuild meanwhile changes
-#     nothing, and env.txt has the sha256 of what ran.
+#     nothing, and env.txt has the sha256 of what ran. ringway's configurations have their
+#     admin API on a fresh loopback port, a token generated for this run and their state file
+#     in the temp dir (nothing is written outside it).
 #   * Scenarios (SCENARIOS; every run bounded by `timeout`):
 #       A       wrk -t1 -c50 -d${DUR}s --latency         keep-alive, 2-byte body: req/s,
 #                                                       p50/p99, CPU-s per 100k requests
@@ -44,17 +47,28 @@
 #               connections. VmRSS is user-space memory only: kernel socket buffers (and for
 #               ringway the io_uring kernel state) are not in it. Not run for direct.
 #       L       wrk -t1 -c1 -d${L_DUR}s --latency         one request in flight: p50/p99
-#       S       switch under load: not possible yet, needs `ringway switch` (issue 4); listed
-#               as skipped in the output and in results.json, no numbers
+#       S       switch of backends under load: ringway-load --mode conn --rate ${S_RATE}
+#               -d ${S_DUR}s --exchange http --timeout 2s (a new connection per request, open
+#               loop) through a fresh proxy (no warm-up); at S_DUR/2 the route moves from the
+#               origin's first port to its second one. ringway: `ringway switch bench
+#               127.0.0.1:PORT2` over the admin API (health-gated, old sessions drain);
+#               HAProxy: the "stop/start with a new config" way: a cfg whose backend is PORT2
+#               is written, the running haproxy is stopped (SIGTERM by PID, waited for) and a
+#               new one started on the same ports. Figures: failed requests (every outcome but
+#               ok: refused, reset, timeout, ...) of all sent, p50/p99 latency of the ok ones
+#               (from the schedule, so stalls count), and the switch time: how long `ringway
+#               switch` took (traffic flows meanwhile), or for HAProxy the downtime from
+#               SIGTERM to the new process listening. Not run for direct and nginx-stream; no
+#               proxy CPU figure.
 #     (E, the old name of C-http, is still accepted.) wrk runs with a small Lua `done()` hook
 #     that prints its summary as JSON (exact counts and percentiles in µs); the hook adds no
 #     per-request Lua work.
 #   * Proxy CPU = delta of utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks /
 #     `getconf CLK_TCK`) of the proxy process, which covers all of its threads, sampled right
 #     before and right after each timed run, per 100k requests (A, A-ac, A1, L), per 100k
-#     connections (B, D) or per GiB (C, C-http). Loopback receive work runs in the sender's
-#     context, so this includes the kernel TCP work the proxy's sends cause: what a proxy
-#     really costs.
+#     connections (B, D) or per GiB (C, C-http); none for S. Loopback receive work runs in
+#     the sender's context, so this includes the kernel TCP work the proxy's sends cause: what
+#     a proxy really costs.
 #   * Shared machine: before each timed run a quiet gate waits (up to QUIET_MAX_WAIT s, and
 #     QUIET_BUDGET s over the whole run) until the test CPUs are under 10 % busy for
 #     QUIET_WINDOW s; each run records noise % = busy
@@ -74,26 +88,31 @@
 #   env.txt       date, uname -a, CPU model, nproc, tool versions, settings, the exact
 #                 commands run and the generated configurations
 #   plot-<scenario>.png  per scenario: proxy CPU per unit and ratio to direct (for D: bytes
-#                 per connection), ringway vs peers; needs matplotlib (skipped with a note)
+#                 per connection; for S: failed requests, p99 and switch time), ringway vs
+#                 peers; needs matplotlib (skipped with a note)
 #
 # Usage: scripts/bench.sh [--quick] [--install | --install-only]
-#   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2, a 0.3 s quiet
-#                   window, gates waiting 3 s at most each and 20 s in all (QUIET_BUDGET).
-#                   Measured on the 2-vCPU VM (quiet): 2 min 22 s.
-#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM (one rep with these settings
-#                   measured 5 min 30 s), more while the quiet gate waits
+#   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2 S_DUR=4, a 0.3 s
+#                   quiet window, gates waiting 3 s at most each and 20 s in all
+#                   (QUIET_BUDGET). Measured on the 2-vCPU VM (quiet): 2 min 22 s without S,
+#                   and S alone 22 s (4 proxies x (S_DUR + ~1.5 s)): about 2 min 45 s.
+#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S (one rep with these
+#                   settings measured 5 min 30 s), more while the quiet gate waits; S adds
+#                   4 proxies x (S_DUR + ~2 s) per rep (measured: 49 s per rep with S_DUR=10),
+#                   so about 19.5 min in all
 #   --install       first install what is missing (apt-get update + install, with sudo when
 #                   not root; autocannon with npm into bench/.tools), then run
 #   --install-only  install, then exit
 #   Without --install it says what is missing and how to install it, then runs what it can:
 #   haproxy, nginx, wrk, iperf3 (and python3, taskset, timeout) are required; without
 #   autocannon A-ac is skipped, without matplotlib the plots, without the nginx stream module
-#   the nginx-stream proxy, without target/release/ringway-load scenario D.
+#   the nginx-stream proxy, without target/release/ringway-load scenarios D and S.
 # Environment (defaults in brackets):
 #   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
 #   PROXIES ["direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
 #   SCENARIOS ["A A-ac A1 B C C-http D L S"]
 #   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
+#   S_RATE [1000] (S: new connections per second)  S_DUR [10; 4 with --quick] (s, at least 2)
 #   QUIET_MAX_WAIT [60; 0 = no gate]  QUIET_WINDOW [1]  NOISE_MAX [5]  PLOTS [1]
 #   QUIET_BUDGET [none; 20 with --quick] (s the gates may wait in all; past it they only
 #   sample the window, and noisy runs are still flagged by their noise %)
@@ -134,6 +153,7 @@ done
 if [[ $QUICK == 1 ]]; then
     DUR=${DUR:-2} REPS=${REPS:-1} WARMUP=${WARMUP:-1} IDLE_CONNS=${IDLE_CONNS:-500}
     D_HOLD=${D_HOLD:-2} QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-3} QUIET_WINDOW=${QUIET_WINDOW:-0.3}
+    S_DUR=${S_DUR:-4}
     QUIET_BUDGET=${QUIET_BUDGET:-20}
 fi
 DUR=${DUR:-5}
@@ -145,6 +165,8 @@ LOAD_CPU=${LOAD_CPU:-0}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 D_HOLD=${D_HOLD:-4}
 D_SETTLE=${D_SETTLE:-0.5}
+S_RATE=${S_RATE:-1000}
+S_DUR=${S_DUR:-10}
 RINGWAY_BIN=${RINGWAY_BIN:-$REPO_ROOT/target/release/ringway}
 RINGWAY_LOAD_BIN=${RINGWAY_LOAD_BIN:-$REPO_ROOT/target/release/ringway-load}
 SKIP_RINGWAY=${SKIP_RINGWAY:-0}
@@ -158,7 +180,7 @@ PLOTS=${PLOTS:-1}
 RESULTS_ROOT=${RESULTS_ROOT:-$REPO_ROOT/bench/results}
 KEEP_TMP=${KEEP_TMP:-0}
 
-for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU IDLE_CONNS D_HOLD QUIET_MAX_WAIT NOISE_MAX; do
+for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU IDLE_CONNS D_HOLD S_RATE S_DUR QUIET_MAX_WAIT NOISE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 [[ -z $QUIET_BUDGET || $QUIET_BUDGET =~ ^[0-9]+$ ]] || die "QUIET_BUDGET must be empty or a whole number of seconds"
@@ -167,14 +189,14 @@ for v in QUIET_WINDOW D_SETTLE; do
 done
 ((DUR > 0 && REPS > 0 && L_DUR > 0)) || die "DUR, REPS and L_DUR must be at least 1"
 ((IDLE_CONNS > 0 && D_HOLD >= 2)) || die "IDLE_CONNS must be at least 1 and D_HOLD at least 2"
+((S_RATE > 0 && S_DUR >= 2)) || die "S_RATE must be at least 1 and S_DUR at least 2"
 
-# scenario ids, in run order; S is never run (see the header)
-RUN_SCENS=() SKIP_S=0
+# scenario ids, in run order
+RUN_SCENS=()
 for s in $SCENARIOS; do
     [[ $s != E ]] || { note "scenario E is now called C-http"; s=C-http; }
     case $s in
-        A | A-ac | A1 | B | C | C-http | D | L) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
-        S) SKIP_S=1 ;;
+        A | A-ac | A1 | B | C | C-http | D | L | S) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
         *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S)" ;;
     esac
 done
@@ -298,10 +320,12 @@ if has_scen A-ac && [[ -z $AUTOCANNON ]]; then
     skip scenario A-ac "autocannon not found (scripts/bench.sh --install, or npm install --prefix bench/.tools $AUTOCANNON_PKG)"
     SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx A-ac | paste -sd ' ' || true)
 fi
-if has_scen D && [[ ! -x $RINGWAY_LOAD_BIN ]]; then
-    skip scenario D "no ringway-load at $RINGWAY_LOAD_BIN (cargo build --release --workspace)"
-    SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx D | paste -sd ' ' || true)
-fi
+for s in D S; do
+    if has_scen "$s" && [[ ! -x $RINGWAY_LOAD_BIN ]]; then
+        skip scenario "$s" "no ringway-load at $RINGWAY_LOAD_BIN (cargo build --release --workspace)"
+        SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx "$s" | paste -sd ' ' || true)
+    fi
+done
 if has_proxy nginx-stream && [[ $NGX_STREAM_OK == 0 ]]; then
     skip proxy nginx-stream "nginx has no stream module (apt-get install libnginx-mod-stream)"
     PROXIES=$(tr ' ' '\n' <<<"$PROXIES" | grep -vx nginx-stream | paste -sd ' ' || true)
@@ -309,7 +333,6 @@ fi
 if [[ $PLOTS == 1 && -z $PLOT_PY ]]; then
     skip what plots "matplotlib not found for $PYTHON or /usr/bin/python3 (apt-get install python3-matplotlib)"
 fi
-[[ $SKIP_S == 0 ]] || skip scenario S "needs ringway switch (issue 4)"
 [[ -n $PROXIES ]] || die "no proxy selected"
 [[ -n $SCENARIOS ]] || die "no scenario left to run"
 
@@ -339,6 +362,10 @@ HOST=$(hostname -s 2>/dev/null || hostname)
 TMP=$(mktemp -d /tmp/bench.XXXXXX)
 PIDS=()             # every background process this script started and has not stopped yet
 PROXY_PID=""        # the proxy under test ("" for direct)
+PROXY_CPU_NOW=""    # the CPU it is pinned to
+ADMIN_PORT=""       # ringway's admin API
+# ringway's admin token for this run (16+ printable characters), in its configurations
+printf -v RW_TOKEN 'bench-%s-%04x%04x%04x%04x' "$$" "$RANDOM" "$RANDOM" "$RANDOM" "$RANDOM"
 
 stop_pid() {        # SIGTERM one of our processes by PID, wait up to 5 s, then SIGKILL
     local pid=$1 i
@@ -386,7 +413,7 @@ if [[ " $PROXIES " == *" ringway-"* ]]; then
     cp "$RINGWAY_BIN" "$RINGWAY_RUN"
     RINGWAY_MTIME=$(date -u -r "$RINGWAY_BIN" +%Y-%m-%dT%H:%M:%SZ)
 fi
-if has_scen D; then
+if has_scen D || has_scen S; then
     RINGWAY_LOAD_RUN=$TMP/bin/ringway-load
     cp "$RINGWAY_LOAD_BIN" "$RINGWAY_LOAD_RUN"
 fi
@@ -421,8 +448,14 @@ run_tracked() {     # run_tracked OUT ERR CMD...: run CMD to its end, sets RC. C
 
 free_ports() { "${STAT[@]}" freeport "$1"; }
 
-listening() {       # true when something listens on 127.0.0.1:$1 (reads /proc/net/tcp)
-    local hex
+HAVE_SS=0
+command -v ss >/dev/null 2>&1 && HAVE_SS=1
+listening() {       # true when something listens on 127.0.0.1:$1: asks ss (netlink, only the
+    local hex       # listening sockets) where there is one, else reads /proc/net/tcp, which
+    if ((HAVE_SS)); then        # lists every TIME_WAIT socket too (tens of ms after B or S)
+        [[ -n $(ss -Hltn src "127.0.0.1:$1" 2>/dev/null) ]]
+        return
+    fi
     printf -v hex '%04X' "$1"
     grep -q "^ *[0-9]*: 0100007F:$hex 00000000:0000 0A " /proc/net/tcp
 }
@@ -502,10 +535,10 @@ nginx_head() {
 }
 
 setup_origin() {
-    local d=$TMP/origin
+    local d=$TMP/origin port
     mkdir -p "$d/www" "$d/tmp"
     head -c 1048576 /dev/zero >"$d/www/1m.bin"
-    read -r ORIGIN_PORT IPERF_PORT < <(free_ports 2 | paste -sd ' ')
+    read -r ORIGIN_PORT ORIGIN2_PORT IPERF_PORT < <(free_ports 3 | paste -sd ' ')
     cat >"$d/nginx.conf" <<EOF
 # origin for bench.sh: one nginx process (master_process off = a single worker)
 $(nginx_head "$d")
@@ -520,6 +553,8 @@ http {
     scgi_temp_path $d/tmp/scgi;
     server {
         listen 127.0.0.1:$ORIGIN_PORT;
+        # the "new version on a fresh port" that scenario S switches to: the same content
+        listen 127.0.0.1:$ORIGIN2_PORT;
         root $d/www;
         location = / { return 200 "ok"; }
         location / { }
@@ -530,57 +565,25 @@ EOF
     NGINX_PID=$BG_PID
     start_bg "$d/iperf3.log" taskset -c "$LOAD_CPU" iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT"
     IPERF_PID=$BG_PID
-    wait_ready nginx "$NGINX_PID" "$d/nginx.log" "$ORIGIN_PORT"
+    wait_ready nginx "$NGINX_PID" "$d/nginx.log" "$ORIGIN_PORT" "$ORIGIN2_PORT"
     wait_ready iperf3 "$IPERF_PID" "$d/iperf3.log" "$IPERF_PORT"
-    (http_ok "$ORIGIN_PORT") 2>/dev/null || { cat "$d/error.log" >&2; die "nginx origin does not answer 200 on /"; }
+    for port in "$ORIGIN_PORT" "$ORIGIN2_PORT"; do
+        (http_ok "$port") 2>/dev/null || { cat "$d/error.log" >&2; die "nginx origin does not answer 200 on / at port $port"; }
+    done
 }
 
 # ------------------------------------------------------------------------------ proxies
-# start_proxy NAME CPU WARMUP_S: sets PROXY_PID ("" for direct), HTTP_PORT (to nginx),
-# BULK_PORT (to iperf3); the proxy is pinned to CPU
-start_proxy() {
-    local name=$1 cpu=$2 warm=$3 admin log=$TMP/$1.log
-    case $name in
-        direct)
-            PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
-            ;;
-        ringway-splice | ringway-buffered)
-            read -r HTTP_PORT BULK_PORT admin < <(free_ports 3 | paste -sd ' ')
-            local splice=true
-            [[ $name == ringway-splice ]] || splice=false
-            cat >"$TMP/$name.toml" <<EOF
-[runtime]
-workers = 1
-pin = false          # bench.sh pins the process with taskset
-splice = $splice
-shutdown_grace = "1s"
-
-[admin]
-listen = "127.0.0.1:$admin"
-
-[[route]]
-name = "bench"
-listen = ["127.0.0.1:$HTTP_PORT"]
-backends = ["127.0.0.1:$ORIGIN_PORT"]
-
-[[route]]
-name = "bench-bulk"
-listen = ["127.0.0.1:$BULK_PORT"]
-backends = ["127.0.0.1:$IPERF_PORT"]
-EOF
-            start_bg "$log" taskset -c "$cpu" "$RINGWAY_RUN" run -c "$TMP/$name.toml"
-            PROXY_PID=$BG_PID
-            ;;
-        haproxy | haproxy-splice)
-            read -r HTTP_PORT BULK_PORT < <(free_ports 2 | paste -sd ' ')
-            # HAProxy needs ~2*maxconn + 2*maxpipes fds and refuses to start if it cannot get
-            # them: keep maxconn 20000 where the fd limit allows, lower it where it does not
-            # (the benchmark has at most IDLE_CONNS connections open).
-            local maxconn=$(((NOFILE - 2 * 150 - 100) / 2))
-            ((maxconn < 20000)) || maxconn=20000
-            local splice="    # no option splice-auto: recv/send copies only"
-            [[ $name == haproxy ]] || splice="    option splice-auto"
-            cat >"$TMP/$name.cfg" <<EOF
+# haproxy_cfg NAME ORIGIN: HAProxy's configuration for proxy NAME (haproxy or haproxy-splice)
+# with the HTTP frontend on HTTP_PORT relaying to 127.0.0.1:ORIGIN, the bulk one on BULK_PORT
+haproxy_cfg() {
+    # HAProxy needs ~2*maxconn + 2*maxpipes fds and refuses to start if it cannot get
+    # them: keep maxconn 20000 where the fd limit allows, lower it where it does not
+    # (the benchmark has at most IDLE_CONNS connections open).
+    local maxconn=$(((NOFILE - 2 * 150 - 100) / 2))
+    ((maxconn < 20000)) || maxconn=20000
+    local splice="    # no option splice-auto: recv/send copies only"
+    [[ $1 == haproxy ]] || splice="    option splice-auto"
+    cat <<EOF
 global
     nbthread 1
     maxconn $maxconn
@@ -602,11 +605,59 @@ frontend bench-bulk
     default_backend iperf3
 
 backend origin
-    server s1 127.0.0.1:$ORIGIN_PORT
+    server s1 127.0.0.1:$2
 
 backend iperf3
     server s1 127.0.0.1:$IPERF_PORT
 EOF
+}
+
+# start_proxy NAME CPU WARMUP_S: sets PROXY_PID ("" for direct), HTTP_PORT (to nginx),
+# BULK_PORT (to iperf3), ADMIN_PORT (ringway's admin API), PROXY_CPU_NOW; the proxy is
+# pinned to CPU
+start_proxy() {
+    local name=$1 cpu=$2 warm=$3 log=$TMP/$1.log
+    PROXY_CPU_NOW=$cpu ADMIN_PORT=""
+    case $name in
+        direct)
+            PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
+            ;;
+        ringway-splice | ringway-buffered)
+            read -r HTTP_PORT BULK_PORT ADMIN_PORT < <(free_ports 3 | paste -sd ' ')
+            local splice=true
+            [[ $name == ringway-splice ]] || splice=false
+            cat >"$TMP/$name.toml" <<EOF
+[runtime]
+workers = 1
+pin = false          # bench.sh pins the process with taskset
+splice = $splice
+shutdown_grace = "1s"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+token = "$RW_TOKEN"
+
+[state]
+# in the temp dir, removed before each start: every start begins on the configured backends
+file = "$TMP/$name-state.json"
+
+[[route]]
+name = "bench"
+listen = ["127.0.0.1:$HTTP_PORT"]
+backends = ["127.0.0.1:$ORIGIN_PORT"]
+
+[[route]]
+name = "bench-bulk"
+listen = ["127.0.0.1:$BULK_PORT"]
+backends = ["127.0.0.1:$IPERF_PORT"]
+EOF
+            rm -f "$TMP/$name-state.json"
+            start_bg "$log" taskset -c "$cpu" "$RINGWAY_RUN" run -c "$TMP/$name.toml"
+            PROXY_PID=$BG_PID
+            ;;
+        haproxy | haproxy-splice)
+            read -r HTTP_PORT BULK_PORT < <(free_ports 2 | paste -sd ' ')
+            haproxy_cfg "$name" "$ORIGIN_PORT" >"$TMP/$name.cfg"
             start_bg "$log" taskset -c "$cpu" haproxy -db -f "$TMP/$name.cfg"
             PROXY_PID=$BG_PID
             ;;
@@ -704,6 +755,77 @@ run_idle() {
     drop_pid "$pid"
 }
 
+# run_switch OUT ERR PROXY CMD...: scenario S. Runs the load (CMD) in the background, at
+# S_DUR/2 moves PROXY's route to the origin's second port (switch_ringway, restart_haproxy),
+# then waits for the end of the load. Sets RC (the load's exit code) and the SWITCH_* below.
+SWITCH_RC="" SWITCH_T0="" SWITCH_T1="" SWITCH_STOPPED="" SWITCH_HOW="" SWITCH_CMD="" SWITCH_MSG=""
+run_switch() {
+    local out=$1 err=$2 proxy=$3 pid
+    shift 3
+    SWITCH_RC="" SWITCH_T0="" SWITCH_T1="" SWITCH_STOPPED="" SWITCH_HOW="" SWITCH_CMD="" SWITCH_MSG=""
+    "$@" >"$out" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    sleep "$((S_DUR / 2)).$((S_DUR % 2 * 5))"
+    case $proxy in
+        ringway-*) switch_ringway ;;
+        haproxy*) restart_haproxy "$proxy" ;;
+    esac
+    RC=0
+    wait "$pid" || RC=$?
+    drop_pid "$pid"
+}
+
+# switch_ringway: `ringway switch` of route bench to the origin's second port, over the admin
+# API; it returns once every worker applied the change (or the health gate refused it)
+switch_ringway() {
+    local cmd=(timeout 30 taskset -c "$LOAD_CPU" "$RINGWAY_RUN" switch bench
+        "127.0.0.1:$ORIGIN2_PORT" --admin "127.0.0.1:$ADMIN_PORT" --token "$RW_TOKEN")
+    log_cmd "${cmd[@]}"
+    SWITCH_CMD=$(tail -n 1 "$TMP/commands.txt")
+    SWITCH_HOW="ringway switch: health-gated switch over the admin API; switch_s = how long the command took"
+    SWITCH_T0=$EPOCHREALTIME
+    run_tracked "$TMP/switch.out" "$TMP/switch.err" "${cmd[@]}"
+    SWITCH_T1=$EPOCHREALTIME
+    SWITCH_RC=$RC
+    SWITCH_MSG=$(cat "$TMP/switch.out" "$TMP/switch.err")
+}
+
+# restart_haproxy NAME: the "stop/start with a new config" way: a cfg with the origin backend
+# on the second port is written (beforehand: not part of the downtime), the running haproxy
+# gets SIGTERM and is waited for, and a new one is started on the same ports (PROXY_PID); the
+# downtime runs from the SIGTERM until the new one listens
+restart_haproxy() {
+    local name=$1 old=$PROXY_PID cfg=$TMP/$1-switched.cfg i
+    haproxy_cfg "$name" "$ORIGIN2_PORT" >"$cfg"
+    SWITCH_HOW="HAProxy stop/start with a new config: SIGTERM, wait for the exit, start haproxy -db -f NEW.cfg on the same ports; switch_s = downtime from the SIGTERM until the new process listens"
+    log_cmd kill -TERM "$old"
+    SWITCH_T0=$EPOCHREALTIME
+    kill -TERM "$old" 2>/dev/null || true
+    for ((i = 0; i < 500; i++)); do         # 5 s at most, as stop_pid
+        kill -0 "$old" 2>/dev/null || break
+        sleep 0.01
+    done
+    if kill -0 "$old" 2>/dev/null; then
+        note "warning: haproxy PID $old ignored SIGTERM for 5 s, sending SIGKILL"
+        kill -KILL "$old" 2>/dev/null || true
+    fi
+    wait "$old" 2>/dev/null || true
+    drop_pid "$old"
+    SWITCH_STOPPED=$EPOCHREALTIME
+    start_bg "$TMP/$name-switched.log" taskset -c "$PROXY_CPU_NOW" haproxy -db -f "$cfg"
+    PROXY_PID=$BG_PID
+    SWITCH_CMD="kill -TERM $old; $(tail -n 1 "$TMP/commands.txt")"
+    SWITCH_RC=1
+    for ((i = 0; i < 1000; i++)); do        # 10 s at most, as wait_ready
+        if listening "$HTTP_PORT"; then SWITCH_RC=0; break; fi
+        kill -0 "$PROXY_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    SWITCH_T1=$EPOCHREALTIME
+    ((SWITCH_RC == 0)) || SWITCH_MSG=$(tail -n 5 "$TMP/$name-switched.log")
+}
+
 # measure REP PROXY SCENARIO: one timed run, appended to $TMP/runs.jsonl
 measure() {
     local rep=$1 proxy=$2 scen=$3 tool=wrk cmd layout=split
@@ -726,9 +848,15 @@ measure() {
                -c "$IDLE_CONNS" -d "${D_HOLD}s" --timeout 10s) ;;
         L) cmd=("${wrk[@]}" -c1 "-d${L_DUR}s" --latency -s "$TMP/report.lua" "$url")
            lim=$((L_DUR + 30)) ;;
+        S) tool=switch lim=$((S_DUR + 30))
+           cmd=(taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" --target "127.0.0.1:$HTTP_PORT"
+               --mode conn --rate "$S_RATE" --duration "${S_DUR}s" --exchange http
+               --timeout 2s) ;;
     esac
     cmd=(timeout "$lim" "${cmd[@]}")
     log_cmd "${cmd[@]}"
+    local cmdline
+    cmdline=$(tail -n 1 "$TMP/commands.txt")
 
     local qw="" cpus max=$QUIET_MAX_WAIT left waited
     if ((QUIET_MAX_WAIT > 0)); then
@@ -758,6 +886,8 @@ measure() {
     t0=$EPOCHREALTIME
     if [[ $scen == D ]]; then
         run_idle "$out" "$out.err" "${cmd[@]}"
+    elif [[ $scen == S ]]; then
+        run_switch "$out" "$out.err" "$proxy" "${cmd[@]}"
     else
         run_tracked "$out" "$out.err" "${cmd[@]}"
     fi
@@ -769,11 +899,15 @@ measure() {
 
     rc=$RC
     local proxy_ticks="" extra=()
-    [[ -z $PROXY_PID ]] || proxy_ticks=$((p1 - p0))
+    # S: no proxy CPU figure (HAProxy's process is replaced during the run)
+    [[ -z $PROXY_PID || $scen == S ]] || proxy_ticks=$((p1 - p0))
     [[ $scen != D ]] || extra=(--rss-before-kb "$rss0" --rss-held-kb "$RSS_HELD"
         --threads "$THREADS_HELD" --held-seen "$HELD_SEEN")
+    [[ $scen != S ]] || extra=(--switch-rc "$SWITCH_RC" --switch-t0 "$SWITCH_T0"
+        --switch-t1 "$SWITCH_T1" --switch-stopped "$SWITCH_STOPPED" --switch-how "$SWITCH_HOW"
+        --switch-cmd "$SWITCH_CMD" --switch-msg "$SWITCH_MSG" --load-t0 "$t0")
     "${STAT[@]}" record --scenario "$scen" --proxy "$proxy" --rep "$rep" --tool "$tool" \
-        --layout "$layout" --output "$out" --cmd "$(tail -n 1 "$TMP/commands.txt")" --rc "$rc" \
+        --layout "$layout" --output "$out" --cmd "$cmdline" --rc "$rc" \
         --t0 "$t0" --t1 "$t1" --clk-tck "$CLK_TCK" --proxy-ticks "$proxy_ticks" \
         --known-ticks "$((k1 - k0))" --idle-ticks "$((i1 - i0))" --ncpus "${#NOISE_CPUS[@]}" \
         --quiet-wait "$qw" "${extra[@]}" >>"$TMP/runs.jsonl"
@@ -809,7 +943,7 @@ write_env() {
         echo "cpu model: $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//')"
         echo "nproc: $(nproc)"
         echo "layout: proxy on CPU $PROXY_CPU; load generator + origin on CPU $LOAD_CPU; A1: all on CPU $LOAD_CPU"
-        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
+        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE S_RATE=$S_RATE S_DUR=$S_DUR QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
         echo "proxies: $PROXIES"
         echo "scenarios: $SCENARIOS"
         for v in "${SKIPPED[@]}"; do v=${v#*:}; echo "skipped: ${v/:/: }"; done
@@ -836,7 +970,7 @@ write_env() {
             echo "ringway --version: $(version_of "$RINGWAY_RUN" --version)"
             echo "ringway sha256: $(sha256sum "$RINGWAY_RUN" | cut -d' ' -f1)"
         fi
-        if has_scen D; then
+        if [[ -n $RINGWAY_LOAD_RUN ]]; then
             echo "ringway-load: $RINGWAY_LOAD_BIN (copied at start) $(version_of "$RINGWAY_LOAD_RUN" --version)"
         fi
         echo "repo: $(git -C "$REPO_ROOT" rev-parse -q --verify HEAD || echo 'no commit') $(git --no-optional-locks -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo '(working tree modified)')"
@@ -857,8 +991,7 @@ write_env() {
 # --------------------------------------------------------------------------------- main
 note "CPU layout: proxy on CPU $PROXY_CPU, load generator + origin on CPU $LOAD_CPU (A1: all on CPU $LOAD_CPU); set PROXY_CPU / LOAD_CPU to change"
 note "proxies: $PROXIES"
-note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")"
-[[ $SKIP_S == 0 ]] || echo "S skipped: needs ringway switch (issue 4)"
+note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")$(has_scen S && echo ", S: $S_RATE conn/s for ${S_DUR}s, switch at half time (ringway and HAProxy only)")"
 : >"$TMP/commands.txt"
 : >"$TMP/runs.jsonl"
 write_lua
@@ -878,6 +1011,13 @@ for ((rep = 1; rep <= REPS; rep++)); do
         # D: a fresh start without warm-up, so that memory freed by earlier connections does
         # not hide the growth; not for direct (no proxy process)
         if has_scen D && [[ $proxy != direct ]]; then run_group "$rep" "$proxy" "$PROXY_CPU" 0 D; fi
+        # S: a fresh start without warm-up (the route is moved during the run); ringway and
+        # HAProxy only
+        if has_scen S; then
+            case $proxy in
+                ringway-* | haproxy*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 S ;;
+            esac
+        fi
     done
 done
 
@@ -896,6 +1036,7 @@ for v in "${SKIPPED[@]}"; do skipped_args+=(--skipped "$v"); done
     --meta "l_dur_s=$L_DUR" --meta "reps=$REPS" --meta "clk_tck=$CLK_TCK" \
     --meta "proxies=$PROXIES" --meta "scenarios=$SCENARIOS" --meta "kernel=$(uname -r)" \
     --meta "idle_conns=$IDLE_CONNS" --meta "warmup_s=$WARMUP" --meta "quick=$QUICK" \
+    --meta "s_rate=$S_RATE" --meta "s_dur_s=$S_DUR" \
     --meta "wall_s_before_report=$WALL_S" "${skipped_args[@]}"
 if [[ $PLOTS == 1 && -n $PLOT_PY ]]; then
     if plots=$("$PLOT_PY" "$SCRIPT_DIR/lib/benchplot.py" "$OUT_DIR/results.json" "$OUT_DIR" 2>"$TMP/plot.err"); then
@@ -905,6 +1046,5 @@ if [[ $PLOTS == 1 && -n $PLOT_PY ]]; then
     fi
 fi
 echo
-[[ $SKIP_S == 0 ]] || echo "S skipped: needs ringway switch (issue 4)"
 note "results in ${OUT_DIR#"$REPO_ROOT"/}/ (results.json, table.md, env.txt, plot-*.png)"
 note "wall time: $(( ${EPOCHREALTIME%.*} - ${SCRIPT_T0%.*} ))s"

@@ -6,8 +6,9 @@
 Each PNG has two bar charts, one bar per proxy (ringway's relay paths in colour, the peers in
 grey): the proxy's CPU seconds per unit of work (lower is better) and the figure relative to
 the direct path (for L a latency ratio: lower is better; for D, which has no direct row, the
-VmRSS bytes per held connection). Whiskers span the runs used (min..max). Needs matplotlib;
-uses the Agg backend, so no display is needed.
+VmRSS bytes per held connection). S (switch under load) has three instead: failed requests,
+p99 latency and the switch time (ringway) / downtime (HAProxy stop/start). Whiskers span the
+runs used (min..max). Needs matplotlib; uses the Agg backend, so no display is needed.
 """
 
 import json
@@ -52,10 +53,41 @@ def bars(ax, names, vals, lows=None, highs=None, title="", ylabel="", fmt="{:.3g
     ax.set_axisbelow(True)
 
 
+def plot_switch(rows, meta, outdir):
+    """S: failed requests, p99 latency and switch time / downtime per proxy."""
+    names = [r["proxy"] for r in rows]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.2))
+    bars(ax1, names, [r["figure"] for r in rows],
+         [r.get("figure_min") for r in rows], [r.get("figure_max") for r in rows],
+         title="failed requests during the run (lower is better)",
+         ylabel=f"of ~{fnum_int(rows[0].get('exchanges'))} sent", fmt="{:,.0f}")
+    bars(ax2, names, [r.get("p99_us") for r in rows], title="p99 latency of ok requests",
+         ylabel="µs", fmt="{:,.0f}")
+    bars(ax3, names, [r.get("switch_s") for r in rows],
+         [r.get("switch_s_min") for r in rows], [r.get("switch_s_max") for r in rows],
+         title="ringway: switch command; HAProxy: downtime", ylabel="seconds", fmt="{:.3f}")
+    for ax in (ax1, ax2, ax3):
+        ax.margins(y=0.12)          # room for the value labels under the titles
+    fig.suptitle(f"{rows[0]['title']}, {meta.get('s_rate', '?')} conn/s for "
+                 f"{meta.get('s_dur_s', '?')} s - {meta.get('host', '')} {meta.get('date', '')}, "
+                 f"{meta.get('reps', '?')} rep(s), medians", fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(outdir, "plot-S.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fnum_int(x):
+    return "?" if x is None else f"{x:,.0f}"
+
+
 def plot_scenario(scen, rows, meta, outdir):
     rows = [r for r in rows if r["proxy"] != "direct"]
     if not rows:
         return None
+    if scen == "S":
+        return plot_switch(rows, meta, outdir)
     names = [r["proxy"] for r in rows]
     first = rows[0]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))

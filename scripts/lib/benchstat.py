@@ -4,8 +4,8 @@
 Subcommands:
   freeport [N]        print N distinct free TCP ports on 127.0.0.1 (one per line)
   quiet ...           wait until the test CPUs are idle (the "quiet gate"); print seconds waited
-  record ...          parse one wrk / iperf3 / autocannon / ringway-load output, print one JSON
-                      line (a "run")
+  record ...          parse one wrk / iperf3 / autocannon / ringway-load output (for S with the
+                      switch's timings and exit code), print one JSON line (a "run")
   report ...          read the runs, write results.json and table.md, print the table
 
 Method (see the header of bench.sh and /work/shared/research/perf-peers.md): per
@@ -16,7 +16,8 @@ when at least two clean runs remain; ratio to direct = median(proxied) / median(
 results.json keeps the schema of the first runs (meta, summary, runs; summary rows with
 scenario, proxy, figure, ratio_to_direct, proxy_cpu_per_unit, ...) and only adds to it:
 summary rows gain layout, tool, figure_min/max, proxy_cpu_min/max (and for D rss_*/threads,
-for A1 the target), and a top-level "skipped" list names what did not run and why.
+for A1 the target, for S failed_requests/failed_pct/exchanges/outcomes/switch_s), and a
+top-level "skipped" list names what did not run and why.
 """
 
 import argparse
@@ -45,8 +46,11 @@ SCENARIOS = {
           "cpu_unit": "CPU-s/100k conn", "work": "connections", "scale": 1e5},
     "L": {"title": "L one connection, wrk -c1", "figure": "p50_us", "unit": "µs p50",
           "cpu_unit": "CPU-s/100k req", "work": "requests", "scale": 1e5},
+    # no proxy CPU for S (bench.sh passes no proxy ticks: HAProxy's process is replaced)
+    "S": {"title": "S backend switch under load", "figure": "failed_requests",
+          "unit": "failed", "cpu_unit": "-", "work": "exchanges", "scale": 1},
 }
-SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "C", "C-http", "D", "L"]
+SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "C", "C-http", "D", "L", "S"]
 # A1: everything on one core; the goal for ringway there (ratio of req/s to direct)
 A1_TARGET = 0.6
 
@@ -207,8 +211,57 @@ def parse_idle(text, args):
     return out
 
 
+def parse_switch(text, args):
+    """Scenario S: ringway-load --mode conn JSON report, plus the switch the script made
+    half-way (its exit code and timestamps)."""
+    d, failed = json_report(text, "ringway-load")
+    if failed:
+        return failed
+    try:
+        oc = {k: int(v) for k, v in d["outcomes"].items()}
+        lat, svc = d["latency_us"], d["service_us"]
+        exchanges = int(d["exchanges"])
+        out = {
+            "exchanges": exchanges, "ok": oc.get("ok", 0),
+            "failed_requests": int(d["failed"]),
+            "failed_pct": 100.0 * int(d["failed"]) / exchanges if exchanges else None,
+            "outcomes": oc, "duration_s": float(d["duration_s"]),
+            "rps": float(d.get("per_second") or 0.0), "rate": d.get("rate"),
+            "p50_us": int(lat["p50"]), "p99_us": int(lat["p99"]),
+            "p999_us": int(lat["p999"]), "max_us": int(lat["max"]),
+            "service_p99_us": int(svc["p99"]),
+            "max_dispatch_lag_us": d.get("max_dispatch_lag_us"),
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        return {"failed": f"ringway-load JSON lacks a field: {e}"}
+    out.update({"switch_how": args.switch_how, "switch_cmd": args.switch_cmd,
+                "switch_rc": int(args.switch_rc) if args.switch_rc != "" else None})
+    if args.switch_msg:
+        out["switch_output"] = args.switch_msg.strip()
+    if args.switch_t0 and args.switch_t1:
+        t0, t1 = float(args.switch_t0), float(args.switch_t1)
+        out["switch_s"] = round(t1 - t0, 4)
+        if args.load_t0:
+            out["switch_at_s"] = round(t0 - float(args.load_t0), 3)
+        if args.switch_stopped:      # HAProxy: SIGTERM -> exit, exit -> new one listening
+            stopped = float(args.switch_stopped)
+            out["switch_stop_s"] = round(stopped - t0, 4)
+            out["switch_start_s"] = round(t1 - stopped, 4)
+    if exchanges == 0:
+        out["failed"] = "no exchange was made"
+    elif out["switch_rc"] is None:
+        out["failed"] = "no switch was made"
+    elif out["switch_rc"] != 0:
+        out["failed"] = (f"the switch failed (exit {out['switch_rc']}): "
+                         f"{out.get('switch_output', '')[-300:]}")
+    if oc.get("dropped"):
+        out["warning"] = (f"{oc['dropped']} exchanges dropped by ringway-load itself "
+                          "(the load tool was overloaded; counted as failed)")
+    return out
+
+
 PARSERS = {"wrk": parse_wrk, "iperf3": parse_iperf3, "autocannon": parse_autocannon,
-           "idle": parse_idle}
+           "idle": parse_idle, "switch": parse_switch}
 
 
 def cmd_record(args):
@@ -245,6 +298,12 @@ def progress_line(run):
     head = f"  rep {run['rep']} {run['scenario']:<6} {run['proxy']:<16}"
     if "failed" in run:
         return f"{head} FAILED: {run['failed']}"
+    if run["scenario"] == "S":
+        parts = [s_figure(run), f"p50 {run['p50_us']:,.0f} µs", outcomes_text(run["outcomes"])]
+        if run.get("warning"):
+            parts.append(run["warning"])
+        parts.append(f"noise {run['noise_pct']} %")
+        return head + " " + ", ".join(parts)
     parts = [] if sc["figure"] == "p50_us" else [f"{fnum(run[sc['figure']])} {sc['unit']}"]
     if "p99_us" in run:
         parts.append(f"p50 {run['p50_us']:,.0f} µs p99 {run['p99_us']:,.0f} µs")
@@ -263,6 +322,28 @@ def progress_line(run):
     if "busy" in (run.get("quiet_wait") or ""):
         parts.append(f"quiet gate gave up: {run['quiet_wait']}")
     return head + " " + ", ".join(parts)
+
+
+def s_figure(r):
+    """S: "0 failed / 10,000 (0.00 %), p99 1,234 µs, switch 0.05 s" (a run or a summary row)."""
+    fr, ex = r.get("failed_requests"), r.get("exchanges")
+    if fr is None:
+        return "failed"
+    text = f"{fr:,.0f} failed / {fnum(ex)}"
+    if r.get("failed_pct") is not None:
+        text += f" ({r['failed_pct']:.2f} %)"
+    if r.get("p99_us") is not None:
+        text += f", p99 {r['p99_us']:,.0f} µs"
+    if r.get("switch_s") is not None:
+        text += f", {'downtime' if r['proxy'].startswith('haproxy') else 'switch'} " \
+                f"{r['switch_s']:.3f} s"
+    return text
+
+
+def outcomes_text(oc):
+    """The failed outcomes that happened, e.g. "refused 41, reset 3" ("" when none)."""
+    bad = [f"{k} {v:,.0f}" for k, v in (oc or {}).items() if k != "ok" and v]
+    return ", ".join(bad) if bad else "no failures"
 
 
 # ------------------------------------------------------------------------------- summary
@@ -308,6 +389,18 @@ def summarize(runs, noise_max):
         }
         if sc["figure"] in ("rps", "p50_us"):
             row["rps"] = med([r["rps"] for r in used])
+        if scen == "S":
+            for k in ("exchanges", "failed_pct", "switch_s", "switch_stop_s", "switch_start_s",
+                      "switch_at_s", "p999_us", "max_us", "service_p99_us"):
+                row[k] = med([r[k] for r in used if r.get(k) is not None])
+            row["failed_requests"] = row["figure"]
+            keys = sorted({k for r in used for k in (r.get("outcomes") or {})})
+            row["outcomes"] = {k: med([(r.get("outcomes") or {}).get(k, 0) for r in used])
+                               for k in keys} if used else None
+            sw = [r["switch_s"] for r in used if r.get("switch_s") is not None]
+            row["switch_s_min"] = min(sw) if sw else None
+            row["switch_s_max"] = max(sw) if sw else None
+            row["switch_how"] = used[0].get("switch_how") if used else None
         if scen == "D":
             row["rss_per_conn_b"] = row["figure"]
             for k in ("rss_before_kb", "rss_held_kb", "threads", "connections_seen_held"):
@@ -366,6 +459,8 @@ def fpct(x):
 def cells(r):
     """The table's cells for one summary row."""
     fig = f"{fnum(r['figure'])} {r['figure_unit']}" if r["figure"] is not None else "failed"
+    if r["scenario"] == "S" and r["figure"] is not None:
+        fig = s_figure(r)
     if r["scenario"] == "D" and r.get("threads") is not None:
         fig += f", {r['threads']:g} thr"
     cpu = "-" if r["proxy_cpu_per_unit"] is None else \
@@ -429,7 +524,7 @@ def notes_text(meta, rows, skipped, noise_max):
         f"(L: {meta.get('l_dur_s', '?')} s), medians.",
         "Scenarios: " + "; ".join(SCENARIOS[s]["title"] for s in used) + ".",
         "figure = median req/s (A, A-ac, A1), conn/s (B), Gbit/s received (C, C-http), VmRSS "
-        "bytes per held connection (D) or p50 latency (L); ratio to direct = median(proxied) / "
+        "bytes per held connection (D), p50 latency (L) or failed requests (S); ratio to direct = median(proxied) / "
         "median(direct) of the figure (for L a latency ratio: above 1 is slower; D has no "
         "direct row); proxy CPU = utime+stime of the proxy process (all threads) from "
         "/proc/PID/stat over the timed run, per 100k requests / 100k connections / GiB; "
@@ -442,6 +537,19 @@ def notes_text(meta, rows, skipped, noise_max):
     if any(r["scenario"] == "A1" for r in rows):
         lines.append(f"A1 target: ringway >= {A1_TARGET} x direct req/s with proxy, wrk and "
                      "origin on one core ('ok' / '(<0.6)' next to the ratio).")
+    if any(r["scenario"] == "S" for r in rows):
+        lines.append(
+            f"S: ringway-load --mode conn at {meta.get('s_rate', '?')} new connections/s for "
+            f"{meta.get('s_dur_s', '?')} s (one HTTP GET each, 2 s timeout) through a proxy "
+            "started fresh; half-way the route moves from the origin's first port to its "
+            "second (same content). ringway: `ringway switch` over the admin API "
+            "(health-gated, old sessions drain), 'switch' = how long the command took while "
+            "traffic kept flowing. HAProxy: stop/start with a new config (SIGTERM, wait for "
+            "the exit, start haproxy with the new cfg on the same ports), 'downtime' = from "
+            "the SIGTERM until the new process listens. figure = failed requests (refused, "
+            "reset, timeout, wrong bytes, error, dropped) of all sent, medians over the reps; "
+            "p50/p99 = latency of the ok requests measured from their scheduled start "
+            "(stalls count). Not run for direct and nginx-stream; no proxy CPU figure.")
     if any(r["scenario"] == "D" for r in rows):
         lines.append(f"D: {meta.get('idle_conns', '?')} idle connections through the proxy "
                      "(ringway-load --mode idle), proxy started fresh without warm-up; figure = "
@@ -516,6 +624,16 @@ def main():
     s.add_argument("--rss-held-kb", default="")
     s.add_argument("--threads", default="")
     s.add_argument("--held-seen", default="", help="N from 'holding N connections'")
+    # switch (scenario S) only: the switch made half-way through the load
+    s.add_argument("--switch-rc", default="", help="exit code of the switch (0: done)")
+    s.add_argument("--switch-t0", default="", help="switch start, seconds since the epoch")
+    s.add_argument("--switch-t1", default="", help="switch end, seconds since the epoch")
+    s.add_argument("--switch-stopped", default="",
+                   help="HAProxy: when the old process had exited, seconds since the epoch")
+    s.add_argument("--switch-how", default="")
+    s.add_argument("--switch-cmd", default="")
+    s.add_argument("--switch-msg", default="", help="what the switch printed")
+    s.add_argument("--load-t0", default="", help="start of the load, seconds since the epoch")
     s.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("report")

@@ -74,8 +74,9 @@ fn port_held_by_another_process_fails_start_with_exit_1() {
     std::fs::write(
         &path,
         format!(
-            "[admin]\nlisten = \"{}\"\n[[route]]\nname = \"x\"\nlisten = [\"{held}\"]\nbackends = [\"127.0.0.1:9\"]\n",
-            free_addr()
+            "[admin]\nlisten = \"{}\"\n[state]\nfile = \"{}\"\n[[route]]\nname = \"x\"\nlisten = [\"{held}\"]\nbackends = [\"127.0.0.1:9\"]\n",
+            free_addr(),
+            dir.path().join("state.json").display()
         ),
     )
     .unwrap();
