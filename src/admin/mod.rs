@@ -184,12 +184,17 @@ where
     let Ok(permit) = ctx.total.clone().try_acquire_owned() else {
         return;
     };
+    let cap = if guard::source_allowed(&ctx.allow, source) {
+        MAX_PER_SOURCE
+    } else {
+        MAX_PER_DENIED_SOURCE
+    };
     {
         let Ok(mut per) = ctx.per_source.lock() else {
             return;
         };
         let n = per.entry(source).or_insert(0);
-        if *n >= MAX_PER_SOURCE {
+        if *n >= cap {
             return;
         }
         *n += 1;

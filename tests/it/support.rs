@@ -25,6 +25,32 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("local_addr")
 }
 
+/// A loopback address for a test that restarts ringway on it: a free port below the kernel's
+/// ephemeral range, so no parallel test's `free_addr` (port 0) can take it between restarts.
+pub fn stable_addr() -> SocketAddr {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let low = range.saturating_sub(12_000).max(1024);
+    let mut x = u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64;
+    for _ in 0..200 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = low + ((x >> 33) % 10_000) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// A listener with a deep backlog (std's 128 drops SYNs under 1,000 simultaneous connects).
 pub fn listen_backlog(addr: SocketAddr, backlog: i32) -> TcpListener {
     use socket2::{Domain, Socket, Type};

@@ -298,7 +298,8 @@ fn restart_resumes_from_the_state_file() {
     let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let listen = free_addr();
+    // Outside the ephemeral range: no parallel test takes it between restarts.
+    let listen = crate::support::stable_addr();
     let start = |extra: &str| {
         ProxyBuilder::new(true)
             .state_file(&state)
@@ -323,9 +324,13 @@ fn restart_resumes_from_the_state_file() {
     drop(p);
 
     // The route's configuration changed: its configured backends win.
-    let p = start("connect_timeout = \"2s\"\n");
+    let mut p = start("connect_timeout = \"2s\"\n");
     assert_eq!(active(&p), vec![a.addr.to_string()]);
     assert!(p.logs().contains("configuration changed"), "{}", p.logs());
+    // (a graceful stop: after SIGKILL the kernel closes an io_uring process's listeners a
+    // moment later, and an immediate restart could find the port still held)
+    p.sigterm();
+    assert!(p.wait_exit(Duration::from_secs(10)).is_some());
     drop(p);
 
     std::fs::write(&state, "{ this is not json").unwrap();
