@@ -66,7 +66,7 @@ pub enum Command {
 }
 
 /// How the CLI reaches a running ringway.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// Admin API: "127.0.0.1:9901", "http://127.0.0.1:9901", or "unix:/path/admin.sock"
     /// [default: the configuration's admin.listen]
@@ -94,4 +94,16 @@ pub struct ClientArgs {
 pub enum ConfigCommand {
     /// Print the embedded default configuration (documented TOML).
     Default,
+}
+
+// The token never appears in debug output.
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("admin", &self.admin)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("config", &self.config)
+            .field("json", &self.json)
+            .finish()
+    }
 }

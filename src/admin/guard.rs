@@ -49,12 +49,17 @@ impl RateLimiter {
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
         };
+        let source = bucket_key(source);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&source) {
-            // A full bucket refilled long ago carries no information: forget those.
+            // A full bucket refilled long ago carries no information: forget those; if that
+            // frees nothing, start over (memory stays bounded; budgets reset once).
             let rate = self.rate;
             buckets.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * rate < rate
             });
+            if buckets.len() >= MAX_TRACKED {
+                buckets.clear();
+            }
         }
         let (tokens, at) = buckets.entry(source).or_insert((self.rate, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.rate);
@@ -65,6 +70,19 @@ impl RateLimiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
         }
+    }
+}
+
+/// The rate-limit key: an IPv6 source counts per /64 (one host may hold a whole /64).
+fn bucket_key(source: Source) -> Source {
+    match source {
+        Source::Ip(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            Source::Ip(IpAddr::V6(std::net::Ipv6Addr::new(
+                s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+            )))
+        }
+        other => other,
     }
 }
 

@@ -53,17 +53,56 @@ const MAX_BODY: usize = 64 * 1024;
 /// Open admin connections, in all and per source.
 const MAX_CONNECTIONS: usize = 1024;
 const MAX_PER_SOURCE: usize = 64;
-/// A source outside `admin.allow` only ever gets a 403; it needs few connections for that.
+/// A source outside `admin.allow` only ever gets a 403; it needs few connections for that,
+/// and all such sources together get their own small pool (they cannot use up the main one).
 const MAX_PER_DENIED_SOURCE: usize = 4;
+const MAX_DENIED: usize = 64;
+/// Longest one admin connection may stay open (a client that never reads its answers cannot
+/// hold it forever).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+
+/// The admin API's sockets, bound before anything else is decided (so a busy port is
+/// reported before the token file is touched).
+pub struct AdminSockets {
+    tcp: std::net::TcpListener,
+    unix: Option<(PathBuf, std::os::unix::net::UnixListener)>,
+}
+
+impl AdminSockets {
+    /// Binds `listen` and, when set, the unix socket `unix`. Errors name what failed.
+    pub fn bind(
+        listen: SocketAddr,
+        unix: Option<&std::path::Path>,
+    ) -> Result<AdminSockets, (String, std::io::Error)> {
+        let at = |what: String| move |e| (what, e);
+        let tcp = std::net::TcpListener::bind(listen).map_err(at(listen.to_string()))?;
+        tcp.set_nonblocking(true).map_err(at(listen.to_string()))?;
+        let unix = match unix {
+            Some(path) => Some((
+                path.to_path_buf(),
+                bind_unix(path).map_err(at(path.display().to_string()))?,
+            )),
+            None => None,
+        };
+        Ok(AdminSockets { tcp, unix })
+    }
+}
 
 /// What the admin API is started with.
-#[derive(Debug)]
 pub struct AdminSettings {
-    pub listen: SocketAddr,
-    pub unix: Option<PathBuf>,
     pub token: String,
     pub allow: Vec<IpNet>,
     pub rate_limit: u32,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token", &"<hidden>")
+            .field("allow", &self.allow)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
 }
 
 /// Shared by every connection task (control side; a mutex here is fine).
@@ -73,43 +112,32 @@ struct Ctx {
     rate: RateLimiter,
     control: Sender<AdminRequest>,
     total: Arc<Semaphore>,
+    denied: Arc<Semaphore>,
     per_source: Mutex<HashMap<Source, usize>>,
 }
 
-/// Binds the admin address (and unix socket) now — errors are start-up errors, returned with
-/// the address that failed — and serves them on a new thread.
+/// Serves the admin API on its bound sockets, on a new thread.
 pub fn spawn(
+    sockets: AdminSockets,
     s: AdminSettings,
     control: Sender<AdminRequest>,
-) -> Result<JoinHandle<()>, (String, std::io::Error)> {
-    let at = |what: String| move |e| (what, e);
-    let tcp = std::net::TcpListener::bind(s.listen).map_err(at(s.listen.to_string()))?;
-    tcp.set_nonblocking(true)
-        .map_err(at(s.listen.to_string()))?;
-    let unix = match &s.unix {
-        Some(path) => Some((
-            path.clone(),
-            bind_unix(path).map_err(at(path.display().to_string()))?,
-        )),
-        None => None,
-    };
+) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .build()
-        .map_err(at("admin runtime".into()))?;
+        .build()?;
     let ctx = Arc::new(Ctx {
         token: s.token,
         allow: s.allow,
         rate: RateLimiter::new(s.rate_limit),
         control,
         total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        denied: Arc::new(Semaphore::new(MAX_DENIED)),
         per_source: Mutex::new(HashMap::new()),
     });
     std::thread::Builder::new()
         .name("ringway-admin".into())
-        .spawn(move || runtime.block_on(serve(tcp, unix, ctx)))
-        .map_err(at("admin thread".into()))
+        .spawn(move || runtime.block_on(serve(sockets.tcp, sockets.unix, ctx)))
 }
 
 /// Binds the unix socket with mode 0600, replacing a stale socket file (never another file).
@@ -120,6 +148,13 @@ fn bind_unix(path: &std::path::Path) -> std::io::Result<std::os::unix::net::Unix
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "a file that is not a socket is in the way",
+            ));
+        }
+        // A socket someone still answers on belongs to a running process: leave it.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process (another ringway?) serves this socket",
             ));
         }
         std::fs::remove_file(path)?;
@@ -181,10 +216,12 @@ fn connection<S>(stream: S, source: Source, ctx: Arc<Ctx>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(permit) = ctx.total.clone().try_acquire_owned() else {
+    let allowed = guard::source_allowed(&ctx.allow, source);
+    let pool = if allowed { &ctx.total } else { &ctx.denied };
+    let Ok(permit) = pool.clone().try_acquire_owned() else {
         return;
     };
-    let cap = if guard::source_allowed(&ctx.allow, source) {
+    let cap = if allowed {
         MAX_PER_SOURCE
     } else {
         MAX_PER_DENIED_SOURCE
@@ -202,11 +239,11 @@ where
     tokio::spawn(async move {
         let c = ctx.clone();
         let service = service_fn(move |req| handle(req, source, c.clone()));
-        let _ = http1::Builder::new()
+        let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
         if let Ok(mut per) = ctx.per_source.lock()
             && let Some(n) = per.get_mut(&source)
         {

@@ -108,7 +108,7 @@ pub fn default_state_file() -> PathBuf {
 }
 
 /// The effective user id: proc(5) says `/proc/self` is owned by it (no `unsafe` needed).
-fn euid() -> u32 {
+pub fn euid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }

@@ -18,6 +18,8 @@ pub const DEFAULT_ROLLBACK_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_ROLLBACK_CHECK: Duration = Duration::from_secs(5);
 pub const DEFAULT_ROLLBACK_FAIL_THRESHOLD: u32 = 3;
 pub const DEFAULT_ROLLBACK_CONNECT_ERRORS: u32 = 5;
+/// Longest a switch gate may take at worst (every probe timing out).
+const MAX_GATE: Duration = Duration::from_secs(120);
 
 /// How a backend is probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +79,9 @@ pub struct SwitchConfig {
     pub rollback_check: Duration,
     /// Consecutive failed checks of the new set that switch back.
     pub rollback_fail_threshold: u32,
-    /// Connect failures to the new set (seen by the workers) within the window that switch
-    /// back without waiting for a check; 0 turns this off.
+    /// Sessions that could not connect to the new set (every attempt failed: what clients
+    /// saw), counted by the workers within the window, that switch back without waiting for
+    /// a check; 0 turns this off.
     pub rollback_connect_errors: u32,
 }
 
@@ -166,13 +169,28 @@ pub(super) fn health(
             "make timeout at most interval (e.g. interval = \"2s\", timeout = \"1s\")",
         );
     }
+    let rise = count(h.rise.as_ref(), &key("rise"), DEFAULT_RISE, 1, p);
+    let fall = count(h.fall.as_ref(), &key("fall"), DEFAULT_FALL, 1, p);
+    // A switch gate probes up to rise + fall times: keep its worst case well inside the admin
+    // API's answer time.
+    if timeout * (rise + fall) > MAX_GATE {
+        p.add(
+            Some(at),
+            key("timeout"),
+            format!(
+                "timeout × (rise + fall) is {}s: a switch gate could take that long",
+                (timeout * (rise + fall)).as_secs()
+            ),
+            "keep timeout × (rise + fall) at most 120s (e.g. timeout = \"1s\", rise = 2, fall = 3)",
+        );
+    }
     HealthConfig {
         periodic: true,
         check,
         interval,
         timeout,
-        rise: count(h.rise.as_ref(), &key("rise"), DEFAULT_RISE, 1, p),
-        fall: count(h.fall.as_ref(), &key("fall"), DEFAULT_FALL, 1, p),
+        rise,
+        fall,
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use admin::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, MIN_TOKEN_LEN, StateConfig, TokenSource, allowed,
-    default_state_file, token_path_beside,
+    default_state_file, euid, token_path_beside,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};

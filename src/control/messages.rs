@@ -29,12 +29,15 @@ impl RouteSpec {
     }
 }
 
-/// After a switch: sessions of `route` whose backend is not in the route's active set when
-/// `after` has passed are closed (and counted as drained).
+/// After a switch: when `after` has passed, sessions of `route` on a backend in `removed`
+/// (the set this switch took out) that is still not active then are closed (and counted as
+/// drained). A later switch back to their backend keeps them; sessions of other switches
+/// are left to their own deadlines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
     pub route: String,
     pub after: Duration,
+    pub removed: Vec<SocketAddr>,
 }
 
 /// Control → worker (crossbeam channel, followed by a wake-up byte).

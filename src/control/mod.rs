@@ -69,6 +69,8 @@ pub struct Control {
     next_id: u64,
     /// The last health gate id.
     next_gate: u64,
+    /// Set once shutdown began: switches and rollbacks are refused from then on.
+    stopping: bool,
 }
 
 /// Runs ringway until `stop` is set: binds, starts workers and the admin API, serves, then
@@ -91,6 +93,9 @@ impl Control {
             }
             if !self.commits.is_empty() {
                 self.settle();
+            }
+            if !self.gates.is_empty() {
+                self.expire_gates();
             }
         }
     }
@@ -135,6 +140,11 @@ impl Control {
             }
             FromWorker::Stopped { worker, .. } => {
                 tracing::error!(worker, "worker stopped unexpectedly");
+                // It will acknowledge nothing more: leave it out of the commit quorum.
+                if let Some(a) = self.applied.get_mut(worker) {
+                    *a = u64::MAX;
+                }
+                self.settle();
             }
             FromWorker::StartFailed { worker, error } => {
                 tracing::error!(worker, %error, "worker failed");
@@ -166,6 +176,13 @@ impl Control {
             AdminQuery::Health => {
                 let (healthy, doc) = status::health(self);
                 json_reply(if healthy { 200 } else { 503 }, doc)
+            }
+            AdminQuery::Switch { .. } | AdminQuery::Rollback { .. } if self.stopping => {
+                error_reply(
+                    503,
+                    "shutting_down",
+                    "ringway is shutting down; nothing was changed",
+                )
             }
             AdminQuery::Switch { route, to } => return self.on_switch(route, to, req.reply),
             AdminQuery::Rollback { route } => return self.on_rollback(route, req.reply),
@@ -220,6 +237,7 @@ impl Control {
     /// Graceful stop: workers stop accepting, sessions get `shutdown_grace`, the rest are
     /// closed, metrics are gathered one last time, threads are joined.
     fn shutdown(mut self) {
+        self.stopping = true;
         let grace = self.config.runtime.shutdown_grace;
         let open: u64 = self.metrics.worker_active().iter().sum();
         tracing::info!(grace = ?grace, open_sessions = open, "shutting down: no longer accepting");
@@ -241,11 +259,24 @@ impl Control {
                 .from_workers
                 .recv_timeout(left.min(Duration::from_millis(100)))
             {
-                Ok(FromWorker::Stopped { forced, .. }) => {
+                Ok(FromWorker::Stopped { worker, forced }) => {
                     running -= 1;
                     forced_total += forced;
+                    if let Some(a) = self.applied.get_mut(worker) {
+                        *a = u64::MAX;
+                    }
+                    self.settle();
                 }
                 Ok(FromWorker::Snapshot(s)) => self.metrics.absorb(s),
+                // A change committed just before the stop still completes (and is saved).
+                Ok(FromWorker::Applied {
+                    worker, generation, ..
+                }) => {
+                    if let Some(a) = self.applied.get_mut(worker) {
+                        *a = (*a).max(generation);
+                    }
+                    self.settle();
+                }
                 Ok(_) => {}
                 Err(_) => {}
             }

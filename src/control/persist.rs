@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -38,10 +38,45 @@ pub struct PersistedRoute {
     pub last_switch: Option<SwitchRecord>,
 }
 
-/// A stable fingerprint of a route's configuration (FNV-1a 64 of its normalized TOML).
+/// A stable fingerprint of a route's configuration: FNV-1a 64 over a canonical JSON of every
+/// route key (explicit units, fixed order; not the printed TOML, whose comments may change
+/// between versions).
 pub fn fingerprint(cfg: &RouteConfig) -> String {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let h = &cfg.health;
+    let s = &cfg.switch;
+    let check = match &h.check {
+        crate::config::Check::Tcp => "tcp".to_string(),
+        crate::config::Check::Http { path } => format!("http {path}"),
+    };
+    let canonical = serde_json::json!([
+        1,
+        cfg.name,
+        cfg.listen,
+        cfg.backends,
+        ms(cfg.connect_timeout),
+        cfg.connect_retries,
+        cfg.idle_timeout.map(ms),
+        cfg.max_connections.map(|n| n.get()),
+        [
+            h.periodic.to_string(),
+            check,
+            ms(h.interval).to_string(),
+            ms(h.timeout).to_string(),
+            h.rise.to_string(),
+            h.fall.to_string()
+        ],
+        [
+            ms(s.drain),
+            ms(s.rollback_window),
+            ms(s.rollback_check),
+            u64::from(s.rollback_fail_threshold),
+            u64::from(s.rollback_connect_errors)
+        ],
+    ])
+    .to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in cfg.to_toml().bytes() {
+    for b in canonical.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -63,6 +98,20 @@ pub fn load(path: &Path) -> Result<Option<BTreeMap<String, PersistedRoute>>, Str
         ));
     }
     Ok(Some(doc.routes))
+}
+
+/// Renames an unusable state file to `<file>.unusable-<unix seconds>`; returns the new name
+/// (or why it could not be moved).
+pub fn set_aside(path: &Path) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".unusable-{secs}"));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => PathBuf::from(aside).display().to_string(),
+        Err(e) => format!("(not moved: {e})"),
+    }
 }
 
 /// Writes the state of `routes` to `path` atomically.
@@ -101,13 +150,16 @@ pub fn write_atomic(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".into());
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut nonce = [0u8; 8];
+    File::open("/dev/urandom")?.read_exact(&mut nonce)?;
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp.{:016x}", u64::from_ne_bytes(nonce)));
     let result = (|| {
+        // A fresh file only (no following a planted symlink, no reusing someone's file).
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
@@ -121,15 +173,27 @@ pub fn write_atomic(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> 
     result
 }
 
-/// Creates `dir` (mode 0700) when it does not exist.
+/// Creates `dir` (mode 0700) when it does not exist. An existing one must be a directory
+/// owned by this user (or root) that others cannot write to: the token lives there.
 pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        ))),
+        Ok(m) if (m.uid() != crate::config::euid() && m.uid() != 0) || m.mode() & 0o002 != 0 => {
+            Err(std::io::Error::other(format!(
+                "{} is owned by another user or writable by everyone; use a directory only ringway's user can write",
+                dir.display()
+            )))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 /// Applies the persisted state to the configured routes, with the precedence README
@@ -153,8 +217,14 @@ pub fn resume(
             );
             continue;
         }
-        if p.active.is_empty() {
-            tracing::warn!(route = %name, "state file has an empty active set; ignored");
+        let usable = |set: &[SocketAddr]| {
+            !set.is_empty()
+                && set
+                    .iter()
+                    .all(|a| a.port() != 0 && !a.ip().is_unspecified())
+        };
+        if !usable(&p.active) || p.previous.as_deref().is_some_and(|s| !usable(s)) {
+            tracing::warn!(route = %name, file = %file.display(), "state file has an empty or unusable backend set; ignored");
             continue;
         }
         max_generation = max_generation.max(p.generation);
@@ -250,6 +320,8 @@ mod tests {
         assert_eq!(load(&path), Ok(None));
         std::fs::write(&path, "{not json").unwrap();
         assert!(load(&path).unwrap_err().contains("not valid"));
+        let aside = set_aside(&path);
+        assert!(aside.contains(".unusable-") && !path.exists(), "{aside}");
         std::fs::write(&path, r#"{"version": 99, "written_at": "", "routes": {}}"#).unwrap();
         assert!(load(&path).unwrap_err().contains("version 99"));
     }

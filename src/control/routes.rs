@@ -88,8 +88,8 @@ pub struct BackendHealth {
 pub struct Watch {
     pub switch_id: u64,
     pub until: Instant,
-    /// Connect failures to the new set counted by the workers when the switch committed.
-    pub errors_at_switch: u64,
+    /// The route's sessions that had failed to connect when the switch committed.
+    pub failed_at_switch: u64,
 }
 
 /// One route at run time.
@@ -106,6 +106,8 @@ pub struct RouteState {
     pub watch: Option<Watch>,
     /// A switch or rollback is between its gate and the workers' acknowledgement.
     pub busy: bool,
+    /// A rollback that came due while a switch was being checked (why).
+    pub pending_rollback: Option<String>,
 }
 
 impl RouteState {
@@ -120,6 +122,7 @@ impl RouteState {
             health: HashMap::new(),
             watch: None,
             busy: false,
+            pending_rollback: None,
         }
     }
 

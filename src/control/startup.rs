@@ -1,11 +1,11 @@
 //! Control side: start-up — apply the configuration to an empty state.
 //!
-//! Order matters for clear failures: get the admin token (a state directory that cannot be
-//! written is reported first), read the state file (each route resumes its persisted active
-//! set where its configuration is unchanged), bind every listen address (so a port held by
-//! another process is reported before anything runs), start the workers (so a kernel without
-//! io_uring is reported), hand out the listeners as the first generation, start the health
-//! checks, then open the admin API.
+//! Order matters for clear failures: read the state file (each route resumes its persisted
+//! active set where its configuration is unchanged), bind every listen address and the admin
+//! sockets (so a port held by another process is reported before anything runs or any file
+//! is written), write the admin token, start the workers (so a kernel without io_uring is
+//! reported), hand out the listeners as the first generation, start the health checks, then
+//! serve the admin API.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -19,7 +19,7 @@ use super::messages::{FromWorker, ToWorker};
 use super::routes::RouteState;
 use super::token::{self, TokenError};
 use super::{Control, WorkerHandle, persist};
-use crate::admin::{self, AdminSettings};
+use crate::admin::{self, AdminSettings, AdminSockets};
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::render::ControlMetrics;
@@ -55,14 +55,15 @@ fn allowed_cores() -> Vec<core_affinity::CoreId> {
 }
 
 pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, StartError> {
-    let (admin_token, token_file) = token::resolve(&config)?;
     let mut routes: Vec<RouteState> = config.routes.iter().cloned().map(RouteState::new).collect();
     let state_file = &config.state.file;
     let first_generation = match persist::load(state_file) {
         Ok(Some(saved)) => persist::resume(&mut routes, saved, state_file).max(1),
         Ok(None) => 1,
         Err(why) => {
-            tracing::error!(file = %state_file.display(), problem = %why, "the state file is unusable; starting from the configuration");
+            // Kept aside, not overwritten: it is evidence, or a newer version's file.
+            let aside = persist::set_aside(state_file);
+            tracing::error!(file = %state_file.display(), problem = %why, kept_as = %aside, "the state file is unusable; starting from the configuration");
             1
         }
     };
@@ -80,6 +81,12 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
             bound.insert(*addr, bind_group(*addr, count)?);
         }
     }
+    let admin_addr = config.admin.listen;
+    let admin_sockets = AdminSockets::bind(admin_addr, config.admin.unix.as_deref())
+        .map_err(|(addr, source)| StartError::Admin { addr, source })?;
+    // Only now, with every socket ours, may the token file be (re)written: a second
+    // `ringway run` that fails on a busy port must not replace the running one's token.
+    let (admin_token, token_file) = token::resolve(&config)?;
 
     // 2. Workers.
     let (to_control, from_workers) = crossbeam_channel::unbounded();
@@ -133,16 +140,12 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
 
     // 5. Admin API.
     let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
-    let admin_addr = config.admin.listen;
     let settings = AdminSettings {
-        listen: admin_addr,
-        unix: config.admin.unix.clone(),
         token: admin_token,
         allow: config.admin.allow.clone(),
         rate_limit: config.admin.rate_limit,
     };
-    admin::spawn(settings, admin_tx)
-        .map_err(|(addr, source)| StartError::Admin { addr, source })?;
+    admin::spawn(admin_sockets, settings, admin_tx).map_err(StartError::Thread)?;
 
     summary(&config, &workers, admin_addr);
     if let Some(path) = token_file {
@@ -173,6 +176,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         commits: Vec::new(),
         next_id,
         next_gate: 0,
+        stopping: false,
     };
     let names: Vec<String> = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
     for name in &names {

@@ -23,12 +23,15 @@ use super::persist::{self, join};
 use super::routes::{BackendHealth, Reason, SwitchRecord, Watch};
 use super::{Control, Reply, error_reply, json_reply};
 use crate::health::Command;
+use crate::metrics::local::Outcome;
 
 /// A switch whose health gate is running.
 pub(super) struct PendingGate {
     route: String,
     to: Vec<SocketAddr>,
     reply: Reply,
+    /// Past this the gate counts as failed even if the health thread never answers.
+    deadline: Instant,
 }
 
 /// A committed change waiting for every worker's acknowledgement.
@@ -64,6 +67,8 @@ impl Control {
         }
         r.busy = true;
         let cfg = r.cfg.health.clone();
+        // The gate's own worst case (every probe timing out) plus a margin.
+        let worst = cfg.timeout * (cfg.rise + cfg.fall) + Duration::from_secs(5);
         self.next_gate += 1;
         let id = self.next_gate;
         tracing::info!(route = %route, to = %join(&to), "switch requested: checking the new backends");
@@ -72,7 +77,29 @@ impl Control {
             cfg,
             targets: to.clone(),
         });
-        self.gates.insert(id, PendingGate { route, to, reply });
+        self.gates.insert(
+            id,
+            PendingGate {
+                route,
+                to,
+                reply,
+                deadline: Instant::now() + worst,
+            },
+        );
+    }
+
+    /// Fails the gates the health thread has not answered in time (it never should).
+    pub(super) fn expire_gates(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .gates
+            .iter()
+            .filter(|(_, g)| now > g.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.on_gate(id, Err("the health checks did not answer in time".into()));
+        }
     }
 
     pub(super) fn on_gate(&mut self, id: u64, result: Result<(), String>) {
@@ -83,6 +110,7 @@ impl Control {
             let _ = g.reply.send(no_route(&g.route));
             return;
         };
+        let pending = r.pending_rollback.take();
         match result {
             Err(why) => {
                 r.busy = false;
@@ -93,8 +121,17 @@ impl Control {
                     "health_gate_failed",
                     &format!("the health gate failed, nothing was switched: {why}"),
                 ));
+                // The current set failed its rollback watch while the gate ran: act on it now.
+                if let Some(why) = pending {
+                    self.auto_rollback(&g.route, why);
+                }
             }
-            Ok(()) => self.commit(&g.route, g.to, Reason::Switch, None, Some(g.reply)),
+            Ok(()) => {
+                if let Some(why) = pending {
+                    tracing::warn!(route = %g.route, reason = %why, "the current set failed its rollback watch during a switch; the switch moves the route away from it instead");
+                }
+                self.commit(&g.route, g.to, Reason::Switch, None, Some(g.reply))
+            }
         }
     }
 
@@ -133,6 +170,14 @@ impl Control {
         let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
             return;
         };
+        if to.is_empty() {
+            // Never reached (the API and the state file refuse empty sets); never publish one.
+            r.busy = false;
+            if let Some(reply) = reply {
+                let _ = reply.send(error_reply(409, "empty_set", "no backend to switch to"));
+            }
+            return;
+        }
         r.busy = true;
         r.watch = None;
         let from = std::mem::replace(&mut r.active, to.clone());
@@ -142,9 +187,16 @@ impl Control {
         self.health.send(Command::Unwatch {
             route: route.to_string(),
         });
+        let removed: Vec<SocketAddr> = record
+            .from
+            .iter()
+            .filter(|a| !record.to.contains(a))
+            .copied()
+            .collect();
         let generation = self.publish(vec![Drain {
             route: route.to_string(),
             after: drain,
+            removed,
         }]);
         record.generation = generation;
         if let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) {
@@ -175,11 +227,13 @@ impl Control {
 
     fn finish(&mut self, record: SwitchRecord, reply: Option<Reply>, complete: bool) {
         let route = record.route.clone();
-        let errors_now = self.connect_errors(&route, &record.to);
+        let failed_now = self.connect_failed_sessions(&route);
         let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
             return;
         };
         r.busy = false;
+        // A rollback that was due for the set this change replaced is moot now.
+        r.pending_rollback = None;
         r.remember(record.clone());
         let sw = r.cfg.switch.clone();
         let health = r.cfg.health.clone();
@@ -187,7 +241,7 @@ impl Control {
             r.watch = Some(Watch {
                 switch_id: record.id,
                 until: Instant::now() + sw.rollback_window,
-                errors_at_switch: errors_now,
+                failed_at_switch: failed_now,
             });
             self.health.send(Command::Watch {
                 route: route.clone(),
@@ -224,7 +278,7 @@ impl Control {
                 503,
                 "not_acknowledged",
                 &format!(
-                    "the change was published as generation {} but not every worker acknowledged it within {}s",
+                    "the change was published as generation {} and saved, but not every worker acknowledged it within {}s (see the log)",
                     record.generation,
                     ACK_TIMEOUT.as_secs()
                 ),
@@ -246,7 +300,8 @@ impl Control {
         }
     }
 
-    /// In-band signal: after a snapshot, a burst of connect failures to a watched new set.
+    /// In-band signal: after a snapshot, sessions of a watched route that failed to connect
+    /// (every attempt to the new set failed: what clients saw) since the switch.
     pub(super) fn check_connect_failures(&mut self) {
         let now = Instant::now();
         let mut trip = Vec::new();
@@ -255,41 +310,49 @@ impl Control {
                 r.watch = None;
             }
         }
-        let watched: Vec<(String, Vec<SocketAddr>, u64, u32)> = self
+        let watched: Vec<(String, u64, u32)> = self
             .routes
             .iter()
             .filter_map(|r| {
                 let w = r.watch.as_ref()?;
                 let limit = r.cfg.switch.rollback_connect_errors;
-                (limit > 0 && !r.busy).then(|| {
-                    (
-                        r.cfg.name.clone(),
-                        r.active.clone(),
-                        w.errors_at_switch,
-                        limit,
-                    )
-                })
+                (limit > 0).then(|| (r.cfg.name.clone(), w.failed_at_switch, limit))
             })
             .collect();
-        for (name, active, base, limit) in watched {
-            let seen = self.connect_errors(&name, &active).saturating_sub(base);
+        for (name, base, limit) in watched {
+            let seen = self.connect_failed_sessions(&name).saturating_sub(base);
             if seen >= u64::from(limit) {
                 trip.push((name, seen));
             }
         }
         for (name, seen) in trip {
-            self.auto_rollback(&name, format!("{seen} connect failures to the new set"));
+            self.auto_rollback(
+                &name,
+                format!("{seen} sessions could not connect to the new set"),
+            );
         }
     }
 
     fn auto_rollback(&mut self, route: &str, why: String) {
-        let Some(r) = self.routes.iter().find(|r| r.cfg.name == route) else {
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
             return;
         };
         let Some(prev) = r.previous.clone() else {
             return;
         };
         if r.busy {
+            // A switch is being checked: decided when its gate answers (`on_gate`).
+            if r.pending_rollback.is_none() {
+                tracing::warn!(route = %route, reason = %why, "rollback due, but a switch is being checked; deciding when it is");
+            }
+            r.pending_rollback = Some(why);
+            return;
+        }
+        r.watch = None;
+        if !prev.iter().any(|a| r.is_up(a)) {
+            // Rolling back onto a set the checks found down would only move the outage.
+            tracing::warn!(route = %route, to = %join(&prev), reason = %why, "not rolling back: every backend of the previous set is down");
+            self.count(route, "rollback_skipped");
             return;
         }
         tracing::warn!(route = %route, to = %join(&prev), reason = %why, "rolling back");
@@ -326,14 +389,9 @@ impl Control {
         }
     }
 
-    /// Connect failures the workers counted for `backends` of `route`, in total.
-    fn connect_errors(&self, route: &str, backends: &[SocketAddr]) -> u64 {
-        self.metrics
-            .route_backends(route)
-            .iter()
-            .filter(|b| backends.contains(&b.addr))
-            .map(|b| b.refused + b.timeouts + b.other_errors)
-            .sum()
+    /// Sessions of `route` that ended because no backend could be connected, in total.
+    fn connect_failed_sessions(&self, route: &str) -> u64 {
+        self.metrics.route_counters(route).ended[Outcome::ConnectFailed as usize]
     }
 
     fn count(&mut self, route: &str, result: &'static str) {

@@ -128,21 +128,15 @@ impl MetricsStore {
         self.workers.iter().map(|w| w.active).collect()
     }
 
-    /// One route's per-backend counters summed over workers (no histogram work: cheap
-    /// enough to call after every snapshot).
-    pub fn route_backends(&self, route: &str) -> Vec<BackendCounters> {
-        let mut out: BTreeMap<SocketAddr, BackendCounters> = BTreeMap::new();
+    /// One route's counters summed over workers (no histogram work).
+    pub fn route_counters(&self, route: &str) -> RouteCounters {
+        let mut out = RouteCounters::default();
         for w in &self.workers {
-            let Some((_, backends)) = w.routes.get(route) else {
-                continue;
-            };
-            for b in backends {
-                out.entry(b.addr)
-                    .and_modify(|x| x.add(b))
-                    .or_insert_with(|| b.clone());
+            if let Some((c, _)) = w.routes.get(route) {
+                out.add(c);
             }
         }
-        out.into_values().collect()
+        out
     }
 
     /// Totals per route, by name.

@@ -39,7 +39,7 @@ impl Route {
     pub fn pick(&self) -> &Rc<BackendMetrics> {
         let i = self.next.get();
         self.next.set(i.wrapping_add(1));
-        // `backends` is never empty: the control thread never publishes an empty active set.
+        // `backends` is never empty: `build` leaves out a route without backends.
         &self.backends[i % self.backends.len()]
     }
 
@@ -77,6 +77,12 @@ impl RouteTable {
         let mut by_name = HashMap::new();
         for spec in routes {
             let cfg = &spec.cfg;
+            if spec.active.is_empty() {
+                // The control thread never publishes one; a route without backends would
+                // have nothing to pick (its listeners then reset new connections).
+                tracing::error!(route = %cfg.name, "route has no active backend; left out");
+                continue;
+            }
             let m = metrics.route(&cfg.name);
             let up: Vec<SocketAddr> = spec
                 .active

@@ -119,8 +119,8 @@ fn apply(
     });
 }
 
-/// A drain deadline: after `d.after`, closes the route's sessions on backends outside its
-/// active set *then* (a later switch back to their backend keeps them).
+/// A drain deadline: after `d.after`, closes the route's sessions on the backends this switch
+/// removed that are still outside its active set *then* (a later switch back keeps them).
 async fn drain(worker: Rc<Worker>, d: Drain) {
     monoio::time::sleep(d.after).await;
     if worker.stopping.get() {
@@ -132,7 +132,13 @@ async fn drain(worker: Rc<Worker>, d: Drain) {
         .by_name(&d.route)
         .map(|r| r.active.as_slice())
         .unwrap_or(&[]);
-    let closed = worker.sessions.close_drained(&d.route, active);
+    let stale: Vec<std::net::SocketAddr> = d
+        .removed
+        .iter()
+        .filter(|a| !active.contains(a))
+        .copied()
+        .collect();
+    let closed = worker.sessions.close_drained(&d.route, &stale);
     if closed > 0 {
         tracing::info!(
             worker = worker.id,

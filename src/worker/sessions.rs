@@ -84,13 +84,16 @@ impl Sessions {
         slab.len()
     }
 
-    /// The drain deadline of `route`: closes its sessions connected to a backend outside
-    /// `active`. Returns how many were closed.
-    pub fn close_drained(&self, route: &str, active: &[SocketAddr]) -> usize {
+    /// A drain deadline of `route`: closes its sessions connected to one of the `stale`
+    /// backends. Returns how many were closed.
+    pub fn close_drained(&self, route: &str, stale: &[SocketAddr]) -> usize {
+        if stale.is_empty() {
+            return 0;
+        }
         let slab = self.slab.borrow();
         let mut n = 0;
         for (_, e) in slab.iter() {
-            let stale = matches!(e.backend.get(), Some((_, addr)) if !active.contains(&addr));
+            let stale = matches!(e.backend.get(), Some((_, addr)) if stale.contains(&addr));
             if stale && &*e.route == route && e.closed_by.get().is_none() {
                 e.force(Outcome::Drained);
                 n += 1;
@@ -121,7 +124,8 @@ mod tests {
         s.set_backend(on_new, b2.as_raw_fd(), new);
         let other_route = s.open(c.as_raw_fd(), &api);
         s.set_backend(other_route, c2.as_raw_fd(), old);
-        assert_eq!(s.close_drained("web", &[new]), 1);
+        assert_eq!(s.close_drained("web", &[]), 0);
+        assert_eq!(s.close_drained("web", &[old]), 1);
         assert_eq!(s.close(on_old), Some(Outcome::Drained));
         assert_eq!(s.close(on_new), None);
         assert_eq!(s.close(other_route), None);
