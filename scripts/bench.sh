@@ -367,13 +367,13 @@ ADMIN_PORT=""       # ringway's admin API
 # ringway's admin token for this run (16+ printable characters), in its configurations
 printf -v RW_TOKEN 'bench-%s-%04x%04x%04x%04x' "$$" "$RANDOM" "$RANDOM" "$RANDOM" "$RANDOM"
 
-stop_pid() {        # SIGTERM one of our processes by PID, wait up to 5 s, then SIGKILL
-    local pid=$1 i
+stop_pid() {        # stop_pid PID [POLL_MS]: SIGTERM one of our processes, wait up to 5 s
+    local pid=$1 poll=${2:-100} i   # (checking every POLL_MS ms), then SIGKILL
     if kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
+        for ((i = 0; i < 5000 / poll; i++)); do
             kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+            sleep "0.$(printf '%03d' "$poll")"
         done
         if kill -0 "$pid" 2>/dev/null; then
             note "warning: PID $pid ignored SIGTERM for 5 s, sending SIGKILL"
@@ -801,17 +801,7 @@ restart_haproxy() {
     SWITCH_HOW="HAProxy stop/start with a new config: SIGTERM, wait for the exit, start haproxy -db -f NEW.cfg on the same ports; switch_s = downtime from the SIGTERM until the new process listens"
     log_cmd kill -TERM "$old"
     SWITCH_T0=$EPOCHREALTIME
-    kill -TERM "$old" 2>/dev/null || true
-    for ((i = 0; i < 500; i++)); do         # 5 s at most, as stop_pid
-        kill -0 "$old" 2>/dev/null || break
-        sleep 0.01
-    done
-    if kill -0 "$old" 2>/dev/null; then
-        note "warning: haproxy PID $old ignored SIGTERM for 5 s, sending SIGKILL"
-        kill -KILL "$old" 2>/dev/null || true
-    fi
-    wait "$old" 2>/dev/null || true
-    drop_pid "$old"
+    stop_pid "$old" 10                      # polled every 10 ms: the downtime counts
     SWITCH_STOPPED=$EPOCHREALTIME
     start_bg "$TMP/$name-switched.log" taskset -c "$PROXY_CPU_NOW" haproxy -db -f "$cfg"
     PROXY_PID=$BG_PID
