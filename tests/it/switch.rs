@@ -356,3 +356,29 @@ fn manual_rollback() {
     assert_eq!(get(addr).as_deref(), Ok("A"));
     let _: SocketAddr = a.addr;
 }
+
+/// A rollback that comes due while another switch's gate is running is decided by that gate:
+/// the gate fails, so the route rolls back to the set before the broken one.
+#[test]
+fn rollback_due_during_a_gate_happens_when_the_gate_fails() {
+    let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
+    let hole = BlackHole::new();
+    // Gate to the black hole: 3 probes × 1 s; the watch on B: 2 failed rounds × 200 ms.
+    let cfg = "[route.health]\ncheck = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 1\nfall = 3\n[route.switch]\nrollback_window = \"30s\"\nrollback_check = \"200ms\"\nrollback_fail_threshold = 2\nrollback_connect_errors = 0\n";
+    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], cfg);
+    let proxy = pb.start();
+    assert_eq!(proxy.switch("r0", &[b.addr]).0, 200);
+    b.refuse();
+    let (code, body) = proxy.switch("r0", &[hole.addr]);
+    assert_eq!(code, 409, "{body}");
+    assert!(proxy.logs().contains("rollback due"), "{}", proxy.logs());
+    assert!(
+        proxy.eventually(Duration::from_secs(2), |p| active(p)
+            == vec![a.addr.to_string()]),
+        "{}",
+        proxy.logs()
+    );
+    let last = proxy.status()["routes"][0]["last_switch"].clone();
+    assert_eq!(last["reason"], "rollback", "{last}");
+    assert_eq!(get(addr).as_deref(), Ok("A"));
+}
