@@ -333,14 +333,30 @@ fn generated_token_is_found_by_the_cli() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(ringway_bin())
-        .args(["run", "-c"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on drop, also when an assertion fails.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Running(
+        Command::new(ringway_bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     crate::support::wait_connect(admin, Duration::from_secs(10));
+    // The admin socket is bound first, the token written right after: wait for it.
     let token_file = dir.path().join("st/admin.token");
+    let t = std::time::Instant::now();
+    while !token_file.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -349,8 +365,6 @@ fn generated_token_is_found_by_the_cli() {
     assert!(out.contains("route web"), "{out}");
     let (code, _) = curl(&format!("http://{admin}/status"), &[]);
     assert_eq!(code, 401);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A slowloris (connections that never finish their request head) does not starve the API:

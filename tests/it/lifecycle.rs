@@ -115,6 +115,7 @@ fn embedded_default_runs_and_relays() {
     let mut child = Command::new(ringway_bin())
         .arg("run")
         .env("STATE_DIRECTORY", state.path())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
