@@ -7,7 +7,6 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use ringway::config::RouteConfig;
@@ -16,19 +15,13 @@ use ringway::metrics::local::{BackendMetrics, WorkerMetrics};
 use ringway::proxy::table::RouteTable;
 
 fn route(backends: usize) -> RouteConfig {
-    RouteConfig {
-        name: "web".into(),
-        listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000)],
-        backends: (0..backends)
+    RouteConfig::with_defaults(
+        "web".into(),
+        vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000)],
+        (0..backends)
             .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), 8000 + i as u16))
             .collect(),
-        connect_timeout: Duration::from_secs(1),
-        connect_retries: None,
-        idle_timeout: None,
-        max_connections: None,
-        health: Default::default(),
-        switch: Default::default(),
-    }
+    )
 }
 
 /// Round robin with a cursor that is compared and reset instead of divided.

@@ -4,7 +4,6 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use ringway::config::RouteConfig;
@@ -18,22 +17,18 @@ const QUERIES: usize = 1024;
 /// `n` routes, each with one listen address on its own port and one backend.
 fn routes(n: usize) -> Vec<RouteConfig> {
     (0..n)
-        .map(|i| RouteConfig {
-            name: format!("r{i}"),
-            listen: vec![SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-                10_000 + i as u16,
-            )],
-            backends: vec![SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
-                8000 + i as u16,
-            )],
-            connect_timeout: Duration::from_secs(1),
-            connect_retries: None,
-            idle_timeout: None,
-            max_connections: None,
-            health: Default::default(),
-            switch: Default::default(),
+        .map(|i| {
+            RouteConfig::with_defaults(
+                format!("r{i}"),
+                vec![SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                    10_000 + i as u16,
+                )],
+                vec![SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
+                    8000 + i as u16,
+                )],
+            )
         })
         .collect()
 }

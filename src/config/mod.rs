@@ -98,6 +98,22 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// A route with every optional key at its default, as a file naming only `name`,
+    /// `listen` and `backends` would give (for code that builds routes without a file).
+    pub fn with_defaults(name: String, listen: Vec<SocketAddr>, backends: Vec<SocketAddr>) -> Self {
+        RouteConfig {
+            name,
+            listen,
+            backends,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_retries: None,
+            idle_timeout: None,
+            max_connections: None,
+            health: HealthConfig::default(),
+            switch: SwitchConfig::default(),
+        }
+    }
+
     /// Connect attempts per session over `backends` backends: `connect_retries + 1`, or one
     /// per backend.
     pub fn connect_attempts(&self, backends: usize) -> usize {
