@@ -133,18 +133,12 @@ impl Control {
                 if let Some(error) = error {
                     tracing::error!(worker, generation, %error, "worker failed to apply a generation");
                 }
-                if let Some(a) = self.applied.get_mut(worker) {
-                    *a = (*a).max(generation);
-                }
-                self.settle();
+                self.acknowledged(worker, generation);
             }
             FromWorker::Stopped { worker, .. } => {
                 tracing::error!(worker, "worker stopped unexpectedly");
                 // It will acknowledge nothing more: leave it out of the commit quorum.
-                if let Some(a) = self.applied.get_mut(worker) {
-                    *a = u64::MAX;
-                }
-                self.settle();
+                self.acknowledged(worker, u64::MAX);
             }
             FromWorker::StartFailed { worker, error } => {
                 tracing::error!(worker, %error, "worker failed");
@@ -188,6 +182,15 @@ impl Control {
             AdminQuery::Rollback { route } => return self.on_rollback(route, req.reply),
         };
         let _ = req.reply.send(reply);
+    }
+
+    /// `worker` has applied `generation` (`u64::MAX`: it stopped and will acknowledge
+    /// nothing more); completes the changes every worker now has.
+    fn acknowledged(&mut self, worker: usize, generation: u64) {
+        if let Some(a) = self.applied.get_mut(worker) {
+            *a = (*a).max(generation);
+        }
+        self.settle();
     }
 
     /// Sends every worker the current routes as a new generation (with `drains` to schedule).
@@ -262,20 +265,14 @@ impl Control {
                 Ok(FromWorker::Stopped { worker, forced }) => {
                     running -= 1;
                     forced_total += forced;
-                    if let Some(a) = self.applied.get_mut(worker) {
-                        *a = u64::MAX;
-                    }
-                    self.settle();
+                    self.acknowledged(worker, u64::MAX);
                 }
                 Ok(FromWorker::Snapshot(s)) => self.metrics.absorb(s),
                 // A change committed just before the stop still completes (and is saved).
                 Ok(FromWorker::Applied {
                     worker, generation, ..
                 }) => {
-                    if let Some(a) = self.applied.get_mut(worker) {
-                        *a = (*a).max(generation);
-                    }
-                    self.settle();
+                    self.acknowledged(worker, generation);
                 }
                 Ok(_) => {}
                 Err(_) => {}
