@@ -63,13 +63,106 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List, show, add or remove routes at runtime (routes the file defines change only
+    /// through the file and `ringway reload`).
+    Route {
+        #[command(subcommand)]
+        what: RouteCommand,
+    },
+    /// Attach, detach or drain a route's backends at runtime.
+    Backend {
+        #[command(subcommand)]
+        what: BackendCommand,
+    },
+    /// Re-read the configuration file ringway runs with: all or nothing; prints what each
+    /// route did (added, changed, removed, unchanged).
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Every route: origin (file or api), listen addresses, active backends, health.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One route in detail.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a route through the admin API (it lives in the state file and survives
+    /// restarts and reloads). Without --listen it gets an address from admin.listen_range.
+    Add {
+        name: String,
+        /// An address to listen on (repeat for several).
+        #[arg(long = "listen", value_name = "ADDR")]
+        listen: Vec<String>,
+        /// A backend (repeat for several).
+        #[arg(long = "backend", value_name = "ADDR")]
+        backends: Vec<String>,
+        /// The route's other keys from a TOML file, as a [[route]] table has them
+        /// (connect_timeout, [health], [switch], ...); --listen and --backend add to it.
+        #[arg(long = "from", value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Replace the route if it exists (otherwise an existing route is an error).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a route created through the API; its open sessions drain.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendCommand {
+    /// Attach ADDR to ROUTE: it passes the route's health gate, then gets new sessions.
+    Add {
+        route: String,
+        addr: String,
+        /// Skip the health gate.
+        #[arg(long)]
+        no_check: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Detach ADDR from ROUTE: no new sessions; open ones drain under the route's drain rules.
+    Remove {
+        route: String,
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drain ADDR: no new sessions, open ones stay (any route, file-defined too).
+    Drain {
+        route: String,
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Undo `backend drain`: ADDR gets new sessions again.
+    Undrain {
+        route: String,
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// How the CLI reaches a running ringway.
 #[derive(Clone, Args)]
 pub struct ClientArgs {
     /// Admin API: "127.0.0.1:9901", "http://127.0.0.1:9901", or "unix:/path/admin.sock"
-    /// [default: the configuration's admin.listen]
+    /// [default: the configuration's admin.unix when set, else its admin.listen]
     #[arg(long, env = "RINGWAY_ADMIN", value_name = "URL")]
     pub admin: Option<String>,
     /// Admin token [default: admin.token / admin.token_file of the configuration, else the
@@ -94,6 +187,12 @@ pub struct ClientArgs {
 pub enum ConfigCommand {
     /// Print the embedded default configuration (documented TOML).
     Default,
+    /// Print the running ringway's effective configuration (the file's routes and the
+    /// API's) as TOML that `ringway check` accepts.
+    Dump {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 // The token never appears in debug output.

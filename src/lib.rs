@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;

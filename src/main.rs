@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use ringway::cli::{Cli, Command, ConfigCommand};
+use ringway::cli::{BackendCommand, Cli, Command, ConfigCommand, RouteCommand};
 use ringway::client::{self, Call};
 use ringway::config::{Config, DEFAULT_TOML};
+use ringway::control::Trigger;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,9 +41,94 @@ fn main() -> ExitCode {
         Command::Health { client } => (Call::Health, client),
         Command::Switch { route, to, client } => (Call::Switch { route, to }, client),
         Command::Rollback { route, client } => (Call::Rollback { route }, client),
+        Command::Reload { client } => (Call::Reload, client),
+        Command::Config {
+            what: ConfigCommand::Dump { client },
+        } => (Call::ConfigDump, client),
+        Command::Route { what } => match route_call(what) {
+            Ok(x) => x,
+            Err(why) => {
+                eprintln!("ringway: {why}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        Command::Backend { what } => backend_call(what),
         other => return serve(other),
     };
     ExitCode::from(client::run(call, &args))
+}
+
+fn route_call(what: RouteCommand) -> Result<(Call, ringway::cli::ClientArgs), String> {
+    Ok(match what {
+        RouteCommand::List { client } => (Call::Routes, client),
+        RouteCommand::Show { name, client } => (Call::Route { name }, client),
+        RouteCommand::Add {
+            name,
+            listen,
+            backends,
+            from,
+            replace,
+            client,
+        } => {
+            let body = client::route_body(from.as_deref(), &listen, &backends)?;
+            (
+                Call::PutRoute {
+                    name,
+                    body,
+                    replace,
+                },
+                client,
+            )
+        }
+        RouteCommand::Remove { name, client } => (Call::RemoveRoute { name }, client),
+    })
+}
+
+fn backend_call(what: BackendCommand) -> (Call, ringway::cli::ClientArgs) {
+    match what {
+        BackendCommand::Add {
+            route,
+            addr,
+            no_check,
+            client,
+        } => (
+            Call::Attach {
+                route,
+                addr,
+                check: !no_check,
+            },
+            client,
+        ),
+        BackendCommand::Remove {
+            route,
+            addr,
+            client,
+        } => (Call::Detach { route, addr }, client),
+        BackendCommand::Drain {
+            route,
+            addr,
+            client,
+        } => (
+            Call::Drain {
+                route,
+                addr,
+                drain: true,
+            },
+            client,
+        ),
+        BackendCommand::Undrain {
+            route,
+            addr,
+            client,
+        } => (
+            Call::Drain {
+                route,
+                addr,
+                drain: false,
+            },
+            client,
+        ),
+    }
 }
 
 /// The commands that do not talk to a running ringway.
@@ -66,6 +152,9 @@ fn serve(command: Command) -> ExitCode {
             }
         },
         Command::Run { config } => {
+            // Absolute (so /status and reloads name it the same whatever the working
+            // directory), but not canonical: a symlink at the path is followed at each read.
+            let config = config.map(|p| std::path::absolute(&p).unwrap_or(p));
             let loaded = match &config {
                 Some(path) => Config::load(path),
                 None => Ok(Config::embedded_default()),
@@ -84,7 +173,32 @@ fn serve(command: Command) -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             }
-            match ringway::control::run(cfg, config, stop) {
+            // SIGHUP: reload the configuration file (installed before anything starts, so
+            // an early SIGHUP never takes the default action, which ends the process).
+            let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+            let hup = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ringway: cannot install a signal handler: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            let tx = reload_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ringway-signals".into())
+                .spawn(move || {
+                    let mut hup = hup;
+                    for _ in hup.forever() {
+                        if tx.send(Trigger::Signal).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                eprintln!("ringway: cannot start a thread: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+            match ringway::control::run(cfg, config, stop, (reload_tx, reload_rx)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "ringway could not start");

@@ -73,7 +73,7 @@ pub fn backend_pick(c: &mut Criterion) {
     for n in [2usize, 16] {
         let cfg = route(n);
         let metrics = WorkerMetrics::default();
-        let table = RouteTable::build(1, &[RouteSpec::configured(&cfg)], &metrics, 1);
+        let table = RouteTable::build(1, &[RouteSpec::configured(1, &cfg)], &metrics, 1);
         let Some(current) = table.lookup(&cfg.listen[0]) else {
             panic!("route not found");
         };

@@ -53,7 +53,10 @@ pub fn lookup(c: &mut Criterion) {
         let metrics = WorkerMetrics::default();
         let table = RouteTable::build(
             1,
-            &cfg.iter().map(RouteSpec::configured).collect::<Vec<_>>(),
+            &cfg.iter()
+                .enumerate()
+                .map(|(i, c)| RouteSpec::configured(i as u64, c))
+                .collect::<Vec<_>>(),
             &metrics,
             1,
         );

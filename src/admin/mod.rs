@@ -25,20 +25,22 @@ use crossbeam_channel::Sender;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, IF_NONE_MATCH, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 pub use guard::{RateLimiter, Source};
 
-use crate::control::messages::{AdminQuery, AdminReply, AdminRequest};
+use crate::api::{ErrorDoc, ProblemDoc};
+use crate::control::ControlError;
+use crate::control::messages::{AdminQuery, AdminReply, AdminRequest, Answer};
 
 /// Longest a client may take to send its request head (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,6 +87,11 @@ impl AdminSockets {
             None => None,
         };
         Ok(AdminSockets { tcp, unix })
+    }
+
+    /// The bound TCP address (the real port when `admin.listen` asks for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -309,6 +316,12 @@ async fn check(
         return Err(r);
     }
     let ep = router::endpoint(req.uri().path(), &query).map_err(rejection)?;
+    let method = req.method().clone();
+    // `If-None-Match: *` on a PUT: create only (RFC 9110 13.1.2).
+    let create_only = req
+        .headers()
+        .get(IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
     if !ep.accepts(req.method()) {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -350,16 +363,18 @@ async fn check(
             ));
         }
     };
-    let slow = ep.slow();
-    let q = router::query(ep, &body).map_err(rejection)?;
-    Ok((q, slow))
+    let q = router::query(ep, &method, &body, create_only).map_err(rejection)?;
+    Ok((q, router::slow(&method)))
 }
 
-fn rejection((status, code, message): router::Rejection) -> Response<Body> {
-    error(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-        code,
-        &message,
+fn rejection(r: router::Rejection) -> Response<Body> {
+    error_doc(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+        &ErrorDoc {
+            error: r.code.to_string(),
+            message: r.message,
+            problems: r.problems,
+        },
     )
 }
 
@@ -380,18 +395,7 @@ async fn ask(control: &Sender<AdminRequest>, query: AdminQuery, slow: bool) -> R
         CONTROL_TIMEOUT
     };
     match tokio::time::timeout(limit, rx).await {
-        Ok(Ok(AdminReply {
-            status,
-            content_type,
-            body,
-        })) => {
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            *r.status_mut() =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-            r
-        }
+        Ok(Ok(reply)) => respond(reply),
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -400,12 +404,118 @@ async fn ask(control: &Sender<AdminRequest>, query: AdminQuery, slow: bool) -> R
     }
 }
 
-/// A JSON error `{"error", "message"}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = json!({"error": code, "message": message}).to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+/// The HTTP form of the control thread's answer.
+fn respond(reply: AdminReply) -> Response<Body> {
+    let answer = match reply {
+        Ok(a) => a,
+        Err(e) => {
+            let problems = e
+                .problems()
+                .map(|c| {
+                    c.problems
+                        .iter()
+                        .map(|p| ProblemDoc {
+                            line: p.line,
+                            key: p.key.clone(),
+                            message: p.message.clone(),
+                            fix: p.fix.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let doc = ErrorDoc {
+                error: e.code().to_string(),
+                message: e.to_string().trim_end().to_string(),
+                problems,
+            };
+            return error_doc(status_of(&e), &doc);
+        }
+    };
+    match answer {
+        Answer::Metrics(text) => body(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            text,
+        ),
+        Answer::Config(text) => body(StatusCode::OK, "application/toml; charset=utf-8", text),
+        Answer::MetricsJson(v) => json_body(StatusCode::OK, &v),
+        Answer::Status(d) => json_body(StatusCode::OK, &d),
+        Answer::Health(d) => {
+            let status = if d.healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json_body(status, &d)
+        }
+        Answer::Routes(d) => json_body(StatusCode::OK, &d),
+        Answer::Route(d) => json_body(StatusCode::OK, &d),
+        Answer::Switch(d) => json_body(StatusCode::OK, &d),
+        Answer::Change(d) => {
+            let status = if d.action == crate::api::ChangeAction::Created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            json_body(status, &d)
+        }
+        Answer::Reload(d) => json_body(StatusCode::OK, &d),
+    }
+}
+
+/// The one place where control errors become HTTP statuses.
+pub fn status_of(e: &ControlError) -> StatusCode {
+    match e {
+        ControlError::NoRoute(_) | ControlError::NoBackend { .. } => StatusCode::NOT_FOUND,
+        ControlError::Exists(_) => StatusCode::PRECONDITION_FAILED,
+        ControlError::InvalidRoute(_) | ControlError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+        ControlError::Port(crate::control::PortError::NoRange { .. }) => StatusCode::BAD_REQUEST,
+        ControlError::Busy(_)
+        | ControlError::FileOwned { .. }
+        | ControlError::Port(_)
+        | ControlError::GateFailed(_)
+        | ControlError::NothingToRollBack(_)
+        | ControlError::LastBackend { .. }
+        | ControlError::WouldDrainAll { .. }
+        | ControlError::EmptySet
+        | ControlError::NoConfigFile => StatusCode::CONFLICT,
+        ControlError::ShuttingDown | ControlError::NotAcknowledged { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+fn body(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = status;
     r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+fn json_body<T: serde::Serialize>(status: StatusCode, doc: &T) -> Response<Body> {
+    match serde_json::to_string(doc) {
+        Ok(text) => body(status, "application/json", text),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("cannot serialise the answer: {e}"),
+        ),
+    }
+}
+
+fn error_doc(status: StatusCode, doc: &ErrorDoc) -> Response<Body> {
+    json_body(status, doc)
+}
+
+/// A JSON error `{"error", "message"}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    error_doc(
+        status,
+        &ErrorDoc {
+            error: code.to_string(),
+            message: message.to_string(),
+            problems: Vec::new(),
+        },
+    )
 }

@@ -1,18 +1,28 @@
 //! Control side: which endpoint a request names, and its JSON body, checked before the
-//! control thread sees it. Errors come back as (status, code, message).
+//! control thread sees it (route bodies are validated here, by the configuration's own
+//! validator). Refusals come back as [`Rejection`]s.
 
 use std::net::SocketAddr;
 
 use hyper::Method;
-use serde::Deserialize;
+use percent_encoding::percent_decode_str;
 
+use crate::api::{AttachBody, BackendPatch, ProblemDoc, SwitchBody};
+use crate::config::parse_route_json;
 use crate::control::messages::AdminQuery;
 
-/// An endpoint and the methods it accepts.
+/// An endpoint (the methods it accepts are [`Endpoint::methods`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Status,
     Metrics { json: bool },
     Health,
+    Config,
+    Reload,
+    Routes,
+    Route { name: String },
+    Backends { route: String },
+    Backend { route: String, addr: SocketAddr },
     Switch { route: String },
     Rollback { route: String },
 }
@@ -20,115 +30,238 @@ pub enum Endpoint {
 impl Endpoint {
     pub fn methods(&self) -> &'static str {
         match self {
-            Endpoint::Status | Endpoint::Metrics { .. } | Endpoint::Health => "GET, HEAD",
-            Endpoint::Switch { .. } | Endpoint::Rollback { .. } => "POST",
+            Endpoint::Status
+            | Endpoint::Metrics { .. }
+            | Endpoint::Health
+            | Endpoint::Config
+            | Endpoint::Routes => "GET, HEAD",
+            Endpoint::Route { .. } => "GET, HEAD, PUT, DELETE",
+            Endpoint::Backend { .. } => "DELETE, PATCH",
+            Endpoint::Reload
+            | Endpoint::Backends { .. }
+            | Endpoint::Switch { .. }
+            | Endpoint::Rollback { .. } => "POST",
         }
     }
 
     pub fn accepts(&self, m: &Method) -> bool {
+        let read = m == Method::GET || m == Method::HEAD;
         match self {
-            Endpoint::Status | Endpoint::Metrics { .. } | Endpoint::Health => {
-                m == Method::GET || m == Method::HEAD
-            }
-            Endpoint::Switch { .. } | Endpoint::Rollback { .. } => m == Method::POST,
+            Endpoint::Status
+            | Endpoint::Metrics { .. }
+            | Endpoint::Health
+            | Endpoint::Config
+            | Endpoint::Routes => read,
+            Endpoint::Route { .. } => read || m == Method::PUT || m == Method::DELETE,
+            Endpoint::Backend { .. } => m == Method::DELETE || m == Method::PATCH,
+            Endpoint::Reload
+            | Endpoint::Backends { .. }
+            | Endpoint::Switch { .. }
+            | Endpoint::Rollback { .. } => m == Method::POST,
         }
-    }
-
-    /// True when the control thread may take long to answer (a health gate runs first).
-    pub fn slow(&self) -> bool {
-        matches!(self, Endpoint::Switch { .. } | Endpoint::Rollback { .. })
     }
 }
 
-pub type Rejection = (u16, &'static str, String);
+/// True when the control thread may take long to answer: a change (a health gate may run
+/// first, and every worker acknowledges).
+pub fn slow(m: &Method) -> bool {
+    !(m == Method::GET || m == Method::HEAD)
+}
+
+/// A refused request: status, code, message, and the configuration problems behind an
+/// invalid route body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub problems: Vec<ProblemDoc>,
+}
+
+fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        status,
+        code,
+        message: message.into(),
+        problems: Vec::new(),
+    }
+}
 
 /// The endpoint of `path` (`query` without the `?`).
 pub fn endpoint(path: &str, query: &str) -> Result<Endpoint, Rejection> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let name = |s: &str| -> Result<String, Rejection> {
+        let n = decode(s)?;
+        if n.is_empty() {
+            return Err(reject(
+                404,
+                "not_found",
+                format!("no such endpoint: {path}"),
+            ));
+        }
+        Ok(n)
+    };
     match segs.as_slice() {
         ["status"] => Ok(Endpoint::Status),
         ["metrics"] => Ok(Endpoint::Metrics {
             json: query.split('&').any(|kv| kv == "format=json"),
         }),
         ["health"] => Ok(Endpoint::Health),
-        ["routes", name, "switch"] if !name.is_empty() => Ok(Endpoint::Switch {
-            route: name.to_string(),
+        ["config"] => Ok(Endpoint::Config),
+        ["reload"] => Ok(Endpoint::Reload),
+        ["routes"] | ["routes", ""] => Ok(Endpoint::Routes),
+        ["routes", n] => Ok(Endpoint::Route { name: name(n)? }),
+        ["routes", n, "backends"] => Ok(Endpoint::Backends { route: name(n)? }),
+        ["routes", n, "backends", a] => Ok(Endpoint::Backend {
+            route: name(n)?,
+            addr: address(&decode(a)?)?,
         }),
-        ["routes", name, "rollback"] if !name.is_empty() => Ok(Endpoint::Rollback {
-            route: name.to_string(),
-        }),
-        _ => Err((404, "not_found", format!("no such endpoint: {path}"))),
+        ["routes", n, "switch"] => Ok(Endpoint::Switch { route: name(n)? }),
+        ["routes", n, "rollback"] => Ok(Endpoint::Rollback { route: name(n)? }),
+        _ => Err(reject(
+            404,
+            "not_found",
+            format!("no such endpoint: {path}"),
+        )),
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SwitchBody {
-    to: Vec<String>,
+fn decode(s: &str) -> Result<String, Rejection> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| reject(400, "bad_request", "the path is not UTF-8 once decoded"))
 }
 
-/// The query for the control thread, from the endpoint and its body.
-pub fn query(ep: Endpoint, body: &[u8]) -> Result<AdminQuery, Rejection> {
+/// The query for the control thread, from the endpoint, the method and the body;
+/// `create_only`: a PUT sent with `If-None-Match: *`.
+pub fn query(
+    ep: Endpoint,
+    method: &Method,
+    body: &[u8],
+    create_only: bool,
+) -> Result<AdminQuery, Rejection> {
+    let write = method == Method::PUT;
+    let delete = method == Method::DELETE;
     match ep {
         Endpoint::Status => Ok(AdminQuery::Status),
         Endpoint::Metrics { json } => Ok(AdminQuery::Metrics { json }),
         Endpoint::Health => Ok(AdminQuery::Health),
+        Endpoint::Config => Ok(AdminQuery::Config),
+        Endpoint::Routes => Ok(AdminQuery::Routes),
+        Endpoint::Reload => {
+            no_parameters(body, "reload")?;
+            Ok(AdminQuery::Reload)
+        }
+        Endpoint::Route { name } if write => {
+            let v: serde_json::Value = json(body, "the keys of a [[route]] table")?;
+            let cfg = parse_route_json(&name, &v).map_err(|e| Rejection {
+                status: 400,
+                code: "invalid_route",
+                message: e.to_string().trim_end().to_string(),
+                problems: e
+                    .problems
+                    .iter()
+                    .map(|p| ProblemDoc {
+                        line: p.line,
+                        key: p.key.clone(),
+                        message: p.message.clone(),
+                        fix: p.fix.clone(),
+                    })
+                    .collect(),
+            })?;
+            Ok(AdminQuery::PutRoute {
+                cfg: Box::new(cfg),
+                create_only,
+            })
+        }
+        Endpoint::Route { name } if delete => Ok(AdminQuery::DeleteRoute { name }),
+        Endpoint::Route { name } => Ok(AdminQuery::Route { name }),
+        Endpoint::Backends { route } => {
+            let b: AttachBody = json(body, "{\"addr\": \"127.0.0.1:8082\"}")?;
+            Ok(AdminQuery::Attach {
+                route,
+                addr: address(&b.addr)?,
+                check: b.check,
+            })
+        }
+        Endpoint::Backend { route, addr } if delete => Ok(AdminQuery::Detach { route, addr }),
+        Endpoint::Backend { route, addr } => {
+            let b: BackendPatch = json(body, "{\"drain\": true}")?;
+            Ok(AdminQuery::Drain {
+                route,
+                addr,
+                drain: b.drain,
+            })
+        }
         Endpoint::Rollback { route } => {
-            // An empty body or an empty object; anything else is a mistake worth reporting.
-            if !body.trim_ascii().is_empty() {
-                let v: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|e| (400, "malformed_json", format!("the body is not JSON: {e}")))?;
-                if v.as_object().is_none_or(|o| !o.is_empty()) {
-                    return Err((
-                        400,
-                        "bad_request",
-                        "rollback takes no parameters: send no body or {}".into(),
-                    ));
-                }
-            }
+            no_parameters(body, "rollback")?;
             Ok(AdminQuery::Rollback { route })
         }
         Endpoint::Switch { route } => {
-            let b: SwitchBody = serde_json::from_slice(body).map_err(|e| {
-                (
-                    400,
-                    "malformed_json",
-                    format!("expected {{\"to\": [\"127.0.0.1:8081\", ...]}}: {e}"),
-                )
-            })?;
+            let b: SwitchBody = json(body, "{\"to\": [\"127.0.0.1:8081\", ...]}")?;
             let to = addresses(&b.to)?;
             Ok(AdminQuery::Switch { route, to })
         }
     }
 }
 
+/// A JSON body of type `T`; `expected` shows the right shape in the error.
+fn json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Rejection> {
+    serde_json::from_slice(body)
+        .map_err(|e| reject(400, "malformed_json", format!("expected {expected}: {e}")))
+}
+
+/// An empty body or an empty object; anything else is a mistake worth reporting.
+fn no_parameters(body: &[u8], what: &str) -> Result<(), Rejection> {
+    if body.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| reject(400, "malformed_json", format!("the body is not JSON: {e}")))?;
+    if v.as_object().is_none_or(|o| !o.is_empty()) {
+        return Err(reject(
+            400,
+            "bad_request",
+            format!("{what} takes no parameters: send no body or {{}}"),
+        ));
+    }
+    Ok(())
+}
+
+/// One backend address: concrete, with a port.
+fn address(s: &str) -> Result<SocketAddr, Rejection> {
+    let a: SocketAddr = s.trim().parse().map_err(|_| {
+        reject(
+            400,
+            "bad_request",
+            format!("\"{s}\" is not an IP address with a port, e.g. \"127.0.0.1:8081\" or \"[::1]:8081\""),
+        )
+    })?;
+    if a.port() == 0 || a.ip().is_unspecified() {
+        return Err(reject(
+            400,
+            "bad_request",
+            format!("{a} cannot be connected to: use a concrete address and a non-zero port"),
+        ));
+    }
+    Ok(a)
+}
+
 /// The `to` list: at least one concrete address, each once.
 fn addresses(list: &[String]) -> Result<Vec<SocketAddr>, Rejection> {
     if list.is_empty() {
-        return Err((
+        return Err(reject(
             400,
             "bad_request",
-            "\"to\" is empty: name at least one backend address".into(),
+            "\"to\" is empty: name at least one backend address",
         ));
     }
     let mut out: Vec<SocketAddr> = Vec::with_capacity(list.len());
     for s in list {
-        let a: SocketAddr = s.trim().parse().map_err(|_| {
-            (
-                400,
-                "bad_request",
-                format!("\"{s}\" is not an IP address with a port, e.g. \"127.0.0.1:8081\""),
-            )
-        })?;
-        if a.port() == 0 || a.ip().is_unspecified() {
-            return Err((
-                400,
-                "bad_request",
-                format!("{a} cannot be connected to: use a concrete address and a non-zero port"),
-            ));
-        }
+        let a = address(s)?;
         if out.contains(&a) {
-            return Err((400, "bad_request", format!("{a} is listed twice")));
+            return Err(reject(400, "bad_request", format!("{a} is listed twice")));
         }
         out.push(a);
     }
@@ -147,12 +280,13 @@ mod tests {
             Ok(Endpoint::Metrics { json: true })
         ));
         assert!(endpoint("/routes//switch", "").is_err());
-        assert_eq!(endpoint("/nope", "").err().map(|e| e.0), Some(404));
+        assert_eq!(endpoint("/nope", "").err().map(|e| e.status), Some(404));
+        let post = Method::POST;
         let sw = || Endpoint::Switch {
             route: "web".into(),
         };
         assert_eq!(
-            query(sw(), br#"{"to": ["127.0.0.1:8081"]}"#),
+            query(sw(), &post, br#"{"to": ["127.0.0.1:8081"]}"#, false),
             Ok(AdminQuery::Switch {
                 route: "web".into(),
                 to: vec!["127.0.0.1:8081".parse().unwrap()]
@@ -166,13 +300,101 @@ mod tests {
             br#"{"to": ["127.0.0.1:1", "127.0.0.1:1"]}"#,
             br#"{"to": ["127.0.0.1:1"], "extra": 1}"#,
         ] {
-            assert_eq!(query(sw(), bad).err().map(|e| e.0), Some(400), "{bad:?}");
+            assert_eq!(
+                query(sw(), &post, bad, false).err().map(|e| e.status),
+                Some(400),
+                "{bad:?}"
+            );
         }
         let rb = || Endpoint::Rollback {
             route: "web".into(),
         };
-        assert!(query(rb(), b"").is_ok());
-        assert!(query(rb(), b"{}").is_ok());
-        assert_eq!(query(rb(), b"{\"x\":1}").err().map(|e| e.0), Some(400));
+        assert!(query(rb(), &post, b"", false).is_ok());
+        assert!(query(rb(), &post, b"{}", false).is_ok());
+        assert_eq!(
+            query(rb(), &post, b"{\"x\":1}", false)
+                .err()
+                .map(|e| e.status),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn route_and_backend_endpoints() {
+        let web = || "web".to_string();
+        assert_eq!(
+            endpoint("/routes/web", ""),
+            Ok(Endpoint::Route { name: web() })
+        );
+        // IPv6 backends arrive percent-encoded.
+        assert_eq!(
+            endpoint("/routes/web/backends/%5B%3A%3A1%5D%3A8082", ""),
+            Ok(Endpoint::Backend {
+                route: web(),
+                addr: "[::1]:8082".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            endpoint("/routes/web/backends/nowhere", "")
+                .err()
+                .map(|e| e.status),
+            Some(400)
+        );
+        let route = Endpoint::Route { name: web() };
+        assert!(route.accepts(&Method::PUT) && route.accepts(&Method::DELETE));
+        assert!(!route.accepts(&Method::POST));
+        let put = query(
+            route.clone(),
+            &Method::PUT,
+            br#"{"backends": ["127.0.0.1:8080"], "connect_timeout": "2s"}"#,
+            false,
+        );
+        assert!(matches!(put, Ok(AdminQuery::PutRoute { .. })), "{put:?}");
+        let bad = query(
+            route.clone(),
+            &Method::PUT,
+            br#"{"backends": ["127.0.0.1:8080"], "connect_timeout": "soon"}"#,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!((bad.status, bad.code), (400, "invalid_route"));
+        assert_eq!(bad.problems[0].key, "connect_timeout");
+        assert_eq!(
+            query(route, &Method::DELETE, b"", false),
+            Ok(AdminQuery::DeleteRoute { name: web() })
+        );
+        let attach = query(
+            Endpoint::Backends { route: web() },
+            &Method::POST,
+            br#"{"addr": "127.0.0.1:8082", "check": false}"#,
+            false,
+        );
+        assert_eq!(
+            attach,
+            Ok(AdminQuery::Attach {
+                route: web(),
+                addr: "127.0.0.1:8082".parse().unwrap(),
+                check: false
+            })
+        );
+        let backend = Endpoint::Backend {
+            route: web(),
+            addr: "127.0.0.1:8082".parse().unwrap(),
+        };
+        assert!(matches!(
+            query(
+                backend.clone(),
+                &Method::PATCH,
+                br#"{"drain": true}"#,
+                false
+            ),
+            Ok(AdminQuery::Drain { drain: true, .. })
+        ));
+        assert_eq!(
+            query(backend, &Method::PATCH, br#"{"drain": "yes"}"#, false)
+                .err()
+                .map(|e| e.status),
+            Some(400)
+        );
     }
 }

@@ -60,12 +60,14 @@ pub struct Answer {
 /// Longest the CLI waits for an answer (a switch runs its health gate first).
 const TIMEOUT: Duration = Duration::from_secs(330);
 
+/// One request; `headers` are extra (name, value) pairs.
 pub fn request(
     target: &Target,
     token: &str,
     method: Method,
     path: &str,
     body: Option<String>,
+    headers: &[(&str, &str)],
 ) -> Result<Answer, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -79,13 +81,13 @@ pub fn request(
                     let s = tokio::net::TcpStream::connect(a)
                         .await
                         .map_err(|e| reach(target, &e))?;
-                    send(s, &a.to_string(), token, method, path, body).await
+                    send(s, &a.to_string(), token, (method, path, headers), body).await
                 }
                 Target::Unix(p) => {
                     let s = tokio::net::UnixStream::connect(p)
                         .await
                         .map_err(|e| reach(target, &e))?;
-                    send(s, "localhost", token, method, path, body).await
+                    send(s, "localhost", token, (method, path, headers), body).await
                 }
             }
         };
@@ -103,8 +105,7 @@ async fn send<S>(
     stream: S,
     host: &str,
     token: &str,
-    method: Method,
-    path: &str,
+    (method, path, headers): (Method, &str, &[(&str, &str)]),
     body: Option<String>,
 ) -> Result<Answer, String>
 where
@@ -121,6 +122,9 @@ where
         .header(AUTHORIZATION, format!("Bearer {token}"));
     if body.is_some() {
         req = req.header(CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -2,105 +2,221 @@
 //! tables, health in words, durations humanised.
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
+use crate::api::{
+    ChangeAction, ChangeDoc, HealthDoc, ReloadDoc, RouteDoc, RouteList, StatusDoc, SwitchDoc,
+    SwitchRecord,
+};
 
 /// `ringway status`.
-pub fn status(v: &Value) -> String {
+pub fn status(v: &StatusDoc) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "ringway {} · pid {} · up {} · generation {} · {} relay · {} workers",
-        s(&v["version"]),
-        v["pid"],
-        human(Duration::from_secs(
-            v["uptime_seconds"].as_u64().unwrap_or(0)
-        )),
-        v["generation"],
-        s(&v["runtime"]["relay"]),
-        v["runtime"]["workers"],
+        "ringway {} · pid {} · up {} · generation {} · {} relay · {} workers · admin {}",
+        v.version,
+        v.pid,
+        human(Duration::from_secs(v.uptime_seconds)),
+        v.generation,
+        v.runtime.relay,
+        v.runtime.workers,
+        v.admin,
     );
-    for r in v["routes"].as_array().into_iter().flatten() {
-        out.push('\n');
+    if let Some(r) = &v.last_reload {
         let _ = writeln!(
             out,
-            "route {}  listen {}  {}  active {}{}",
-            s(&r["name"]),
-            list(&r["listen"]),
-            if r["healthy"] == Value::Bool(true) {
-                "healthy"
-            } else {
-                "UNHEALTHY"
-            },
-            list(&r["active"]),
-            if r["switching"] == Value::Bool(true) {
-                "  (switching)"
-            } else {
-                ""
-            },
+            "last reload {} ({}): {}{}",
+            ago(&r.at),
+            r.trigger,
+            r.result,
+            r.error
+                .as_deref()
+                .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                .unwrap_or_default()
         );
-        let mut rows = vec![
-            [
-                "BACKEND",
-                "ROLE",
-                "HEALTH",
-                "ACTIVE",
-                "DRAINING",
-                "TOTAL",
-                "CONNECT ERRORS",
-            ]
+    }
+    for r in &v.routes {
+        out.push('\n');
+        out.push_str(&route(r));
+    }
+    out
+}
+
+/// `ringway route show NAME` (and each route of `ringway status`).
+pub fn route(r: &RouteDoc) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "route {} ({})  listen {}  {}  active {}{}",
+        r.name,
+        r.origin.as_str(),
+        list(&r.listen),
+        if r.healthy { "healthy" } else { "UNHEALTHY" },
+        list(&r.active),
+        if r.switching { "  (switching)" } else { "" },
+    );
+    let mut rows = vec![
+        [
+            "BACKEND",
+            "ROLE",
+            "HEALTH",
+            "ACTIVE",
+            "DRAINING",
+            "TOTAL",
+            "CONNECT ERRORS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for b in &r.backends {
+        let mut health = b.health.as_str().to_string();
+        if let Some(why) = b.health_reason.as_deref().filter(|_| health == "down") {
+            health = format!("down ({why})");
+        }
+        let mut role = b.role.as_str().to_string();
+        if b.drain {
+            role.push_str(", drained");
+        }
+        rows.push(vec![
+            b.addr.to_string(),
+            role,
+            health,
+            b.connections_active.to_string(),
+            b.draining.to_string(),
+            b.connections_total.to_string(),
+            b.connect_errors.total().to_string(),
+        ]);
+    }
+    table(&mut out, &rows, "  ");
+    if let Some(w) = &r.rollback_watch {
+        let _ = writeln!(
+            out,
+            "  rollback watch: {} left",
+            human(Duration::from_secs_f64(w.seconds_left.max(0.0)))
+        );
+    }
+    for (i, rec) in r.history.iter().enumerate() {
+        let label = if i == 0 {
+            "last switch:"
+        } else {
+            "            "
+        };
+        let _ = writeln!(out, "  {label} {}", record(rec));
+    }
+    out
+}
+
+/// `ringway route list`.
+pub fn routes(v: &RouteList) -> String {
+    let mut out = String::new();
+    let mut rows = vec![
+        ["ROUTE", "ORIGIN", "LISTEN", "ACTIVE", "STATE", "SESSIONS"]
             .map(String::from)
             .to_vec(),
-        ];
-        for b in r["backends"].as_array().into_iter().flatten() {
-            let e = &b["connect_errors"];
-            let errors = e["refused"].as_u64().unwrap_or(0)
-                + e["timeout"].as_u64().unwrap_or(0)
-                + e["other"].as_u64().unwrap_or(0);
-            let mut health = s(&b["health"]).to_string();
-            if let Some(why) = b["health_reason"].as_str().filter(|_| health == "down") {
-                health = format!("down ({why})");
-            }
-            rows.push(vec![
-                s(&b["addr"]).to_string(),
-                s(&b["role"]).to_string(),
-                health,
-                b["connections_active"].to_string(),
-                b["draining"].to_string(),
-                b["connections_total"].to_string(),
-                errors.to_string(),
-            ]);
-        }
-        table(&mut out, &rows, "  ");
-        if let Some(w) = r["rollback_watch"].as_object() {
-            let left = w["seconds_left"].as_f64().unwrap_or(0.0);
+    ];
+    for r in &v.routes {
+        rows.push(vec![
+            r.name.clone(),
+            r.origin.as_str().to_string(),
+            list(&r.listen),
+            list(&r.active),
+            if r.healthy { "healthy" } else { "UNHEALTHY" }.to_string(),
+            r.connections_active.to_string(),
+        ]);
+    }
+    table(&mut out, &rows, "");
+    out
+}
+
+/// A route or backend change.
+pub fn change(d: &ChangeDoc) -> String {
+    let mut out = String::new();
+    if d.action == ChangeAction::Unchanged {
+        let _ = writeln!(out, "unchanged: route {}: {}", d.route, d.message);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{} (generation {}; applied by every worker)",
+        d.message, d.generation
+    );
+    if d.action != ChangeAction::Removed {
+        let _ = writeln!(
+            out,
+            "  route {}: {} -> {}",
+            d.route,
+            list(&d.listen),
+            list(&d.active)
+        );
+    }
+    if !d.bound.is_empty() {
+        let _ = writeln!(out, "  now listening on {}", list(&d.bound));
+    }
+    if !d.released.is_empty() {
+        let _ = writeln!(out, "  no longer listening on {}", list(&d.released));
+    }
+    out
+}
+
+/// `ringway reload`.
+pub fn reload(d: &ReloadDoc) -> String {
+    let mut out = String::new();
+    match d.generation {
+        Some(g) => {
             let _ = writeln!(
                 out,
-                "  rollback watch: {} left",
-                human(Duration::from_secs_f64(left.max(0.0)))
+                "reloaded {} (generation {g}; applied by every worker)",
+                d.file
             );
         }
-        for (i, rec) in r["history"].as_array().into_iter().flatten().enumerate() {
-            let label = if i == 0 {
-                "last switch:"
-            } else {
-                "            "
-            };
-            let _ = writeln!(out, "  {label} {}", record(rec));
+        None => {
+            let _ = writeln!(out, "reloaded {}: no route changed", d.file);
         }
+    }
+    let names = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    for (label, v) in [
+        ("added", &d.added),
+        ("changed", &d.changed),
+        ("removed", &d.removed),
+        ("unchanged", &d.unchanged),
+        ("adopted from the API", &d.adopted),
+        ("API routes (left alone)", &d.api_routes),
+    ] {
+        if !v.is_empty() || matches!(label, "added" | "changed" | "removed") {
+            let _ = writeln!(out, "  {label:<24} {}", names(v));
+        }
+    }
+    if !d.bound.is_empty() {
+        let _ = writeln!(out, "  now listening on {}", list(&d.bound));
+    }
+    if !d.released.is_empty() {
+        let _ = writeln!(out, "  no longer listening on {}", list(&d.released));
+    }
+    if !d.restart_required.is_empty() {
+        let _ = writeln!(
+            out,
+            "  changed, takes effect at the next start: {}",
+            d.restart_required.join(", ")
+        );
     }
     out
 }
 
 /// `ringway health`.
-pub fn health(v: &Value) -> String {
+pub fn health(v: &HealthDoc) -> String {
     let mut out = String::new();
-    let healthy = v["healthy"] == Value::Bool(true);
     let _ = writeln!(
         out,
         "{}",
-        if healthy {
+        if v.healthy {
             "healthy: every route has a healthy active backend"
         } else {
             "UNHEALTHY: a route has no healthy active backend"
@@ -111,21 +227,15 @@ pub fn health(v: &Value) -> String {
             .map(String::from)
             .to_vec(),
     ];
-    for r in v["routes"].as_array().into_iter().flatten() {
-        let backends: Vec<String> = r["active"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| format!("{} {}", s(&b["addr"]), s(&b["health"])))
+    for r in &v.routes {
+        let backends: Vec<String> = r
+            .active
+            .iter()
+            .map(|b| format!("{} {}", b.addr, b.health.as_str()))
             .collect();
         rows.push(vec![
-            s(&r["name"]).to_string(),
-            if r["healthy"] == Value::Bool(true) {
-                "healthy"
-            } else {
-                "UNHEALTHY"
-            }
-            .to_string(),
+            r.name.clone(),
+            if r.healthy { "healthy" } else { "UNHEALTHY" }.to_string(),
             backends.join(", "),
         ]);
     }
@@ -134,42 +244,47 @@ pub fn health(v: &Value) -> String {
 }
 
 /// `ringway switch` / `ringway rollback`.
-pub fn switched(v: &Value) -> String {
-    if v["switched"] == Value::Bool(false) {
-        return format!("unchanged: {}\n", s(&v["message"]));
-    }
-    let r = &v["record"];
+pub fn switched(v: &SwitchDoc) -> String {
+    let Some(r) = v.record.as_ref().filter(|_| v.switched) else {
+        return format!("unchanged: {}\n", v.message.as_deref().unwrap_or(""));
+    };
     format!(
         "{} {}: {} -> {} (#{}, generation {}; acknowledged by every worker)\n",
-        match s(&r["reason"]) {
+        match r.reason.as_str() {
             "switch" => "switched",
             _ => "rolled back",
         },
-        s(&r["route"]),
-        list(&r["from"]),
-        list(&r["to"]),
-        r["id"],
-        r["generation"],
+        r.route,
+        list(&r.from),
+        list(&r.to),
+        r.id,
+        r.generation,
     )
 }
 
 /// One switch record: "#3 2m 5s ago: a -> b (switch)".
-fn record(r: &Value) -> String {
-    let ago = humantime::parse_rfc3339(s(&r["at"]))
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map_or_else(|| s(&r["at"]).to_string(), |d| format!("{} ago", human(d)));
-    let detail = r["detail"]
-        .as_str()
+fn record(r: &SwitchRecord) -> String {
+    let detail = r
+        .detail
+        .as_deref()
         .map(|d| format!(": {d}"))
         .unwrap_or_default();
     format!(
-        "#{} {ago}: {} -> {} ({}{detail})",
-        r["id"],
-        list(&r["from"]),
-        list(&r["to"]),
-        s(&r["reason"]).replace('_', " "),
+        "#{} {}: {} -> {} ({}{detail})",
+        r.id,
+        ago(&r.at),
+        list(&r.from),
+        list(&r.to),
+        r.reason.as_str().replace('_', " "),
     )
+}
+
+/// "2m 5s ago", or the timestamp as given when it cannot be read.
+fn ago(at: &str) -> String {
+    humantime::parse_rfc3339(at)
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map_or_else(|| at.to_string(), |d| format!("{} ago", human(d)))
 }
 
 /// "3h 12m", "2m 5s", "4s": two units at most.
@@ -184,16 +299,14 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
-}
-
-fn list(v: &Value) -> String {
-    let items: Vec<&str> = v.as_array().into_iter().flatten().map(s).collect();
-    if items.is_empty() {
+fn list(v: &[SocketAddr]) -> String {
+    if v.is_empty() {
         "-".into()
     } else {
-        items.join(",")
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -239,10 +352,11 @@ mod tests {
 
     #[test]
     fn health_table_is_aligned_and_in_words() {
-        let v = json!({"healthy": false, "routes": [
+        let v: HealthDoc = serde_json::from_value(json!({"healthy": false, "routes": [
             {"name": "web", "healthy": true, "active": [{"addr": "127.0.0.1:8081", "health": "up"}]},
             {"name": "api-long", "healthy": false, "active": [{"addr": "127.0.0.1:9000", "health": "down"}]},
-        ]});
+        ]}))
+        .unwrap();
         let text = health(&v);
         assert!(text.starts_with("UNHEALTHY"));
         assert!(

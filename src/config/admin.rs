@@ -31,6 +31,60 @@ pub struct AdminConfig {
     pub rate_limit: u32,
     /// A unix socket serving the same API (mode 0600), besides `listen`.
     pub unix: Option<PathBuf>,
+    /// Where a route created through the API without `listen` gets its address: the first
+    /// port of this range that is free.
+    pub listen_range: Option<ListenRange>,
+}
+
+/// `admin.listen_range`: an IP address and a range of ports, `"127.0.0.1:20000-20999"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenRange {
+    pub ip: std::net::IpAddr,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl ListenRange {
+    /// Every address of the range, in order.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        (self.first..=self.last).map(|p| SocketAddr::new(self.ip, p))
+    }
+
+    /// Parses `"IP:FIRST-LAST"` (`"[::1]:FIRST-LAST"` for IPv6).
+    pub fn parse(s: &str) -> Result<ListenRange, String> {
+        let s = s.trim();
+        let (ip, ports) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("\"{s}\" has no port range"))?;
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("\"{ip}\" is not an IP address"))?;
+        let (first, last) = ports
+            .split_once('-')
+            .ok_or_else(|| format!("\"{ports}\" is not a range FIRST-LAST"))?;
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("\"{p}\" is not a port from 1 to 65535"))
+        };
+        let (first, last) = (port(first)?, port(last)?);
+        if first > last {
+            return Err(format!("the range {first}-{last} is empty"));
+        }
+        Ok(ListenRange { ip, first, last })
+    }
+}
+
+impl fmt::Display for ListenRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            std::net::IpAddr::V4(ip) => write!(f, "{ip}:{}-{}", self.first, self.last),
+            std::net::IpAddr::V6(ip) => write!(f, "[{ip}]:{}-{}", self.first, self.last),
+        }
+    }
 }
 
 /// Where the admin token comes from.
@@ -176,6 +230,18 @@ pub(super) fn admin(a: FileAdmin, p: &mut Problems<'_>) -> Option<AdminConfig> {
         .unix
         .as_ref()
         .and_then(|s| nonempty_path(s, "admin.unix", p));
+    let listen_range = a.listen_range.as_ref().and_then(|s| {
+        ListenRange::parse(s.get_ref())
+            .map_err(|why| {
+                p.add(
+                    Some(s.span().start),
+                    "admin.listen_range",
+                    why,
+                    "write an address and a port range, e.g. \"127.0.0.1:20000-20999\" or \"[::1]:20000-20999\"",
+                )
+            })
+            .ok()
+    });
     if p.len() != before {
         return None;
     }
@@ -185,6 +251,7 @@ pub(super) fn admin(a: FileAdmin, p: &mut Problems<'_>) -> Option<AdminConfig> {
         allow,
         rate_limit,
         unix,
+        listen_range,
     })
 }
 
@@ -255,6 +322,24 @@ mod tests {
         assert!(allowed(&allow, "10.9.8.7".parse().unwrap()));
         assert!(allowed(&allow, "::ffff:127.0.0.1".parse().unwrap()));
         assert!(!allowed(&allow, "::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn listen_ranges_parse_and_print_back() {
+        let r = ListenRange::parse("127.0.0.1:20000-20002").unwrap();
+        assert_eq!(r.addrs().count(), 3);
+        assert_eq!(r.to_string(), "127.0.0.1:20000-20002");
+        let v6 = ListenRange::parse("[::1]:7000-7000").unwrap();
+        assert_eq!(ListenRange::parse(&v6.to_string()), Ok(v6));
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:5-1",
+            "x:1-2",
+            "127.0.0.1:0-9",
+            "127.0.0.1:1-70000",
+        ] {
+            assert!(ListenRange::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

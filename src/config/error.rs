@@ -48,6 +48,9 @@ impl fmt::Display for ConfigError {
 pub(crate) struct Problems<'a> {
     text: &'a str,
     list: Vec<Problem>,
+    /// False for text ringway generated itself (a JSON body turned into TOML): its line
+    /// numbers would mean nothing to whoever sent it.
+    lines: bool,
 }
 
 impl<'a> Problems<'a> {
@@ -55,6 +58,14 @@ impl<'a> Problems<'a> {
         Problems {
             text,
             list: Vec::new(),
+            lines: true,
+        }
+    }
+
+    pub(crate) fn without_lines(text: &'a str) -> Self {
+        Problems {
+            lines: false,
+            ..Problems::new(text)
         }
     }
 
@@ -66,7 +77,9 @@ impl<'a> Problems<'a> {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        let line = at.map(|offset| line_of(self.text, offset));
+        let line = at
+            .filter(|_| self.lines)
+            .map(|offset| line_of(self.text, offset));
         self.list.push(Problem {
             line,
             key: key.into(),

@@ -29,6 +29,7 @@ pub struct FileRuntime {
     pub shutdown_grace: Option<Spanned<String>>,
     pub buffer_size: Option<Spanned<String>>,
     pub pipe_size: Option<Spanned<String>>,
+    pub watch_config: Option<bool>,
 }
 
 /// `[admin]`: the admin HTTP API.
@@ -41,6 +42,7 @@ pub struct FileAdmin {
     pub allow: Option<Vec<Spanned<String>>>,
     pub rate_limit: Option<Spanned<i64>>,
     pub unix: Option<Spanned<String>>,
+    pub listen_range: Option<Spanned<String>>,
 }
 
 /// `[state]`: where switch state survives a restart.

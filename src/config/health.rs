@@ -107,7 +107,7 @@ pub(super) fn health(
     };
     let at = h.span().start;
     let h = h.get_ref();
-    let key = |k: &str| format!("{label}.health.{k}");
+    let key = |k: &str| format!("{label}health.{k}");
     let check = match h.check.as_ref().map(|c| c.get_ref().as_str()) {
         None | Some("tcp") => {
             if let Some(path) = &h.path {
@@ -198,7 +198,7 @@ pub(super) fn switch(s: Option<&FileSwitch>, label: &str, p: &mut Problems<'_>) 
     let Some(s) = s else {
         return SwitchConfig::default();
     };
-    let key = |k: &str| format!("{label}.switch.{k}");
+    let key = |k: &str| format!("{label}switch.{k}");
     SwitchConfig {
         drain: duration(s.drain.as_ref(), &key("drain"), DEFAULT_DRAIN, p),
         rollback_window: duration(

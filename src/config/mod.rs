@@ -10,6 +10,8 @@ mod duration;
 mod error;
 mod file;
 mod health;
+mod read;
+mod route_body;
 mod size;
 mod validate;
 
@@ -19,13 +21,16 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use admin::{
-    AdminConfig, DEFAULT_ADMIN_LISTEN, MIN_TOKEN_LEN, StateConfig, TokenSource, allowed,
-    default_state_file, euid, token_path_beside,
+    AdminConfig, DEFAULT_ADMIN_LISTEN, ListenRange, MIN_TOKEN_LEN, StateConfig, TokenSource,
+    allowed, default_state_file, euid, token_path_beside,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use health::{Check, HealthConfig, SwitchConfig};
+pub use read::{MAX_CONFIG_BYTES, read_config_file};
+pub use route_body::{parse_route_json, parse_route_toml, route_to_json};
 pub use size::{format_size, parse_size};
+pub use validate::{overlaps, valid_route_name};
 
 /// The embedded default configuration, printed by `ringway config default`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -76,6 +81,9 @@ pub struct RuntimeConfig {
     pub buffer_size: usize,
     /// Splice path: pipe capacity requested with F_SETPIPE_SZ.
     pub pipe_size: usize,
+    /// Reload by itself when the configuration file changes (debounced), as `ringway
+    /// reload` would.
+    pub watch_config: bool,
 }
 
 /// One `[[route]]`.
@@ -209,19 +217,31 @@ impl Config {
         validate::parse(text, file)
     }
 
-    /// Reads and validates a file.
+    /// Reads and validates a file (a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_config_file(path)?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Only `[admin]` and `[state]` of a file (what the CLI needs to reach a running
+    /// ringway), so that `ringway reload -c FILE` still reaches the server when a route in
+    /// FILE is invalid: the server then reports every problem. The file's TOML must parse.
+    pub fn load_admin(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_config_file(path)?;
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                line: None,
-                key: "(file)".into(),
-                message: format!("cannot read the file: {e}"),
-                fix: "check the path given with -c and that ringway may read it".into(),
-            }],
-        })?;
-        Config::parse(&text, &file)
+        let doc: toml::Table = match toml::from_str(&text) {
+            Ok(d) => d,
+            // The full parse reports the syntax error with its line.
+            Err(_) => return Config::parse(&text, &file),
+        };
+        let mut keep = toml::Table::new();
+        for key in ["admin", "state"] {
+            if let Some(v) = doc.get(key) {
+                keep.insert(key.to_string(), v.clone());
+            }
+        }
+        let only = toml::to_string(&keep).unwrap_or_default();
+        Config::parse(&only, &file)
     }
 
     /// The embedded default configuration.
@@ -254,6 +274,7 @@ impl Config {
             format_size(rt.buffer_size)
         ));
         out.push_str(&format!("pipe_size = \"{}\"\n", format_size(rt.pipe_size)));
+        out.push_str(&format!("watch_config = {}\n", rt.watch_config));
         let a = &self.admin;
         out.push_str("\n[admin]\n");
         out.push_str(&format!("listen = \"{}\"\n", a.listen));
@@ -278,6 +299,12 @@ impl Config {
             )),
             None => out.push_str("# unix: not set, no unix socket\n"),
         }
+        match &a.listen_range {
+            Some(r) => out.push_str(&format!("listen_range = \"{r}\"\n")),
+            None => out.push_str(
+                "# listen_range: not set, routes created through the API must name listen\n",
+            ),
+        }
         out.push_str("\n[state]\n");
         out.push_str(&format!(
             "file = {}\n",
@@ -296,6 +323,6 @@ fn addr_list(addrs: &[SocketAddr]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }

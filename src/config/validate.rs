@@ -39,11 +39,20 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 
     let mut routes = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+    let mut listens: Vec<(SocketAddr, String)> = Vec::new();
     for (i, spanned) in raw.routes.iter().enumerate() {
         let at = spanned.span().start;
-        if let Some(r) = route(i, at, spanned.get_ref(), &mut problems) {
-            let label = format!("route[{i}] (\"{}\")", r.name);
+        let opts = RouteRules {
+            listen_optional: false,
+        };
+        if let Some(r) = route(
+            &Label::Indexed(i),
+            at,
+            spanned.get_ref(),
+            &mut problems,
+            opts,
+        ) {
+            let label = format!("route[{i}] (\"{}\").", r.name);
             if let Some(first) = names.insert(r.name.clone(), i) {
                 problems.add(
                     Some(at),
@@ -56,19 +65,32 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 );
             }
             for l in &r.listen {
-                if let Some(other) = listens.insert(*l, r.name.clone()) {
+                if let Some((held, other)) = listens.iter().find(|(h, _)| overlaps(*h, *l)) {
+                    let message = if held == l {
+                        format!("{l} is already the listen address of route \"{other}\"")
+                    } else {
+                        format!(
+                            "{l} overlaps {held}, the listen address of route \"{other}\" (a wildcard address covers every address of its port)"
+                        )
+                    };
                     problems.add(
                         Some(at),
-                        format!("{label}.listen"),
-                        format!("{l} is already the listen address of route \"{other}\""),
-                        "give each route its own listen address (sharing a port between routes is not supported yet)",
+                        format!("{label}listen"),
+                        message,
+                        "give each route its own listen address (routes sharing an address need match rules, which a later version brings)",
                     );
+                }
+                if l.port() != 0 {
+                    listens.push((*l, r.name.clone()));
                 }
             }
             routes.push(r);
         }
     }
-    if let Some(route) = admin.as_ref().and_then(|a| listens.get(&a.listen)) {
+    if let Some((_, route)) = admin
+        .as_ref()
+        .and_then(|a| listens.iter().find(|(l, _)| overlaps(*l, a.listen)))
+    {
         problems.add(
             None,
             "admin.listen",
@@ -89,7 +111,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 }
 
 /// Hint for the most common TOML-level errors (syntax, unknown or mistyped keys).
-fn syntax_hint(message: &str) -> (String, String) {
+pub(super) fn syntax_hint(message: &str) -> (String, String) {
     if let Some(rest) = message.split("unknown field `").nth(1) {
         let key = rest.split('`').next().unwrap_or("?").to_string();
         let expected = message
@@ -177,16 +199,50 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         shutdown_grace,
         buffer_size,
         pipe_size,
+        watch_config: rt.watch_config.unwrap_or(false),
     })
 }
 
-fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<RouteConfig> {
+/// How a route's keys are named in problems: `route[0] ("web").backends[1]` in a file,
+/// `backends[1]` in an admin API body.
+pub(super) enum Label {
+    Indexed(usize),
+    Bare,
+}
+
+impl Label {
+    /// The prefix of the route's keys, given its name (empty when unknown).
+    fn prefix(&self, name: &str) -> String {
+        match self {
+            Label::Indexed(i) if name.is_empty() => format!("route[{i}]."),
+            Label::Indexed(i) => format!("route[{i}] (\"{name}\")."),
+            Label::Bare => String::new(),
+        }
+    }
+}
+
+/// What a route must have beyond its keys' own rules.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RouteRules {
+    /// A route without `listen` is valid (the admin API then picks an address from
+    /// `admin.listen_range`).
+    pub listen_optional: bool,
+}
+
+pub(super) fn route(
+    l: &Label,
+    at: usize,
+    r: &FileRoute,
+    p: &mut Problems<'_>,
+    rules: RouteRules,
+) -> Option<RouteConfig> {
     let before = p.len();
+    let name_key = format!("{}name", l.prefix(""));
     let name = match &r.name {
         None => {
             p.add(
                 Some(at),
-                format!("route[{i}].name"),
+                name_key,
                 "the route has no name",
                 "add name = \"...\" (letters, digits, '-', '_', '.'; used in the admin API and metrics)",
             );
@@ -194,14 +250,10 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
         }
         Some(n) => {
             let s = n.get_ref();
-            let valid = !s.is_empty()
-                && s.len() <= 64
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !valid {
+            if !valid_route_name(s) {
                 p.add(
                     Some(n.span().start),
-                    format!("route[{i}].name"),
+                    name_key,
                     format!("\"{s}\" is not a valid route name"),
                     "use 1 to 64 letters, digits, '-', '_' or '.'",
                 );
@@ -209,15 +261,11 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
             s.clone()
         }
     };
-    let label = if name.is_empty() {
-        format!("route[{i}]")
-    } else {
-        format!("route[{i}] (\"{name}\")")
-    };
-    if r.listen.is_empty() {
+    let label = l.prefix(&name);
+    if r.listen.is_empty() && !rules.listen_optional {
         p.add(
             Some(at),
-            format!("{label}.listen"),
+            format!("{label}listen"),
             "the route listens nowhere",
             "add listen = [\"127.0.0.1:3000\"]",
         );
@@ -225,18 +273,18 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
     if r.backends.is_empty() {
         p.add(
             Some(at),
-            format!("{label}.backends"),
+            format!("{label}backends"),
             "the route has no backends",
             "add backends = [\"127.0.0.1:8080\"] (at least one)",
         );
     }
-    let listen = addrs(&r.listen, &format!("{label}.listen"), p);
-    let backends = addrs(&r.backends, &format!("{label}.backends"), p);
+    let listen = addrs(&r.listen, &format!("{label}listen"), p);
+    let backends = addrs(&r.backends, &format!("{label}backends"), p);
     for (j, b) in backends.iter().enumerate() {
         if backends[..j].contains(b) {
             p.add(
                 Some(r.backends[j].span().start),
-                format!("{label}.backends[{j}]"),
+                format!("{label}backends[{j}]"),
                 format!("{b} is listed twice"),
                 "list each backend once",
             );
@@ -244,32 +292,32 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
         if b.port() == 0 || b.ip().is_unspecified() {
             p.add(
                 Some(r.backends[j].span().start),
-                format!("{label}.backends[{j}]"),
+                format!("{label}backends[{j}]"),
                 format!("{b} cannot be connected to"),
                 "use a concrete address and a non-zero port",
             );
         }
     }
     for (j, l) in listen.iter().enumerate() {
-        if l.port() == 0 {
+        if listen[..j].contains(l) {
             p.add(
                 Some(r.listen[j].span().start),
-                format!("{label}.listen[{j}]"),
-                "port 0 would pick a random port",
-                "choose a fixed port for the route to listen on",
+                format!("{label}listen[{j}]"),
+                format!("{l} is listed twice"),
+                "list each address once",
             );
         }
     }
     let connect_timeout = duration(
         r.connect_timeout.as_ref(),
-        &format!("{label}.connect_timeout"),
+        &format!("{label}connect_timeout"),
         DEFAULT_CONNECT_TIMEOUT,
         p,
     );
     if connect_timeout.is_zero() {
         p.add(
             r.connect_timeout.as_ref().map(|s| s.span().start),
-            format!("{label}.connect_timeout"),
+            format!("{label}connect_timeout"),
             "a zero connect timeout never connects",
             "use a duration such as \"1s\"",
         );
@@ -281,7 +329,7 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
         } else {
             p.add(
                 Some(v.span().start),
-                format!("{label}.connect_retries"),
+                format!("{label}connect_retries"),
                 format!("{n} is out of range"),
                 "use 0 to 100 (extra attempts after the first), or leave it out to try each backend once",
             );
@@ -289,11 +337,11 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
         }
     });
     let idle_timeout = r.idle_timeout.as_ref().map(|s| {
-        let d = duration(Some(s), &format!("{label}.idle_timeout"), Duration::ZERO, p);
+        let d = duration(Some(s), &format!("{label}idle_timeout"), Duration::ZERO, p);
         if d.is_zero() {
             p.add(
                 Some(s.span().start),
-                format!("{label}.idle_timeout"),
+                format!("{label}idle_timeout"),
                 "a zero idle timeout would close every session at once",
                 "use a duration such as \"5m\", or leave the key out for no idle timeout",
             );
@@ -307,7 +355,7 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
             None => {
                 p.add(
                     Some(v.span().start),
-                    format!("{label}.max_connections"),
+                    format!("{label}max_connections"),
                     format!("{n} is not a valid limit"),
                     "use a count from 1 to 4294967295, or leave the key out for no limit",
                 );
@@ -331,6 +379,25 @@ fn route(i: usize, at: usize, r: &FileRoute, p: &mut Problems<'_>) -> Option<Rou
         health,
         switch,
     })
+}
+
+/// 1 to 64 letters, digits, '-', '_' or '.' (the name is a URL path segment and a metric
+/// label).
+pub fn valid_route_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// True when a socket on `a` and one on `b` cannot both be bound: the same address, or the
+/// same port and family where one of them is the wildcard address. (Port 0 overlaps
+/// nothing: the kernel picks a free port.)
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 pub(super) fn addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<SocketAddr> {

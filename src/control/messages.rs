@@ -5,47 +5,61 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::ControlError;
+use crate::api::{ChangeDoc, HealthDoc, ReloadDoc, RouteDoc, RouteList, StatusDoc, SwitchDoc};
 use crate::config::RouteConfig;
 use crate::metrics::snapshot::WorkerSnapshot;
 
-/// A route as the workers run it in one generation: its configuration, the backends new
-/// sessions go to (the active set, which a switch changes), and which of them the health
-/// checks found down (they get no new sessions while another is up).
+/// A route as the workers run it in one generation: its configuration, the addresses it
+/// listens on, the backends new sessions go to (the active set, which a switch changes), and
+/// which of them get no new sessions (found down by the health checks, or drained).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
+    /// This route's identity for as long as it exists (a route removed and created again
+    /// under the same name is another route: drains of the old one never touch the new one).
+    pub id: u64,
     pub cfg: RouteConfig,
+    /// The bound listen addresses (the real ports where the configuration asks for 0).
+    pub listen: Vec<SocketAddr>,
     pub active: Vec<SocketAddr>,
     pub down: Vec<SocketAddr>,
+    pub drain: Vec<SocketAddr>,
 }
 
 impl RouteSpec {
-    /// A route as configured: its `backends` active, none known down.
-    pub fn configured(cfg: &RouteConfig) -> RouteSpec {
+    /// A route as configured: its `backends` active, listening where configured.
+    pub fn configured(id: u64, cfg: &RouteConfig) -> RouteSpec {
         RouteSpec {
+            id,
+            listen: cfg.listen.clone(),
             active: cfg.backends.clone(),
             down: Vec::new(),
+            drain: Vec::new(),
             cfg: cfg.clone(),
         }
     }
 }
 
-/// After a switch: when `after` has passed, sessions of `route` on a backend in `removed`
-/// (the set this switch took out) that is still not active then are closed (and counted as
-/// drained). A later switch back to their backend keeps them; sessions of other switches
-/// are left to their own deadlines.
+/// After `after`, closes the sessions of route `route_id` on `backends` (`None`: on any
+/// backend) unless their backend is active again in that route by then. Scheduled by a
+/// switch (the set it took out), a detach (that backend), a reconfiguration (the backends it
+/// dropped) and a removal (all of the route's sessions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
+    pub route_id: u64,
+    /// For logs.
     pub route: String,
     pub after: Duration,
-    pub removed: Vec<SocketAddr>,
+    pub backends: Option<Vec<SocketAddr>>,
 }
 
 /// Control → worker (crossbeam channel, followed by a wake-up byte).
 #[derive(Debug)]
 pub enum ToWorker {
     /// Switch to route generation `generation`: adopt the listeners in `add` (this worker's
-    /// own SO_REUSEPORT sockets), stop accepting on the addresses in `remove`, and schedule
-    /// `drains`. Acknowledged with [`FromWorker::Applied`].
+    /// own SO_REUSEPORT sockets), retire the addresses in `remove` (stop new connections,
+    /// serve what is already queued, close), and schedule `drains`. Acknowledged with
+    /// [`FromWorker::Applied`] once the retired listeners are closed.
     Apply {
         generation: u64,
         routes: Arc<Vec<RouteSpec>>,
@@ -76,23 +90,72 @@ pub enum FromWorker {
     Stopped { worker: usize, forced: usize },
 }
 
-/// What the admin API asks the control thread (already authenticated and well-formed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the admin API asks the control thread (already authenticated and well-formed;
+/// route bodies already validated).
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdminQuery {
-    Metrics { json: bool },
+    Metrics {
+        json: bool,
+    },
     Status,
     Health,
-    Switch { route: String, to: Vec<SocketAddr> },
-    Rollback { route: String },
+    Routes,
+    Route {
+        name: String,
+    },
+    /// The effective configuration as TOML.
+    Config,
+    Switch {
+        route: String,
+        to: Vec<SocketAddr>,
+    },
+    Rollback {
+        route: String,
+    },
+    /// Create or replace an API route (`cfg.listen` empty: an address from the range);
+    /// `create_only` (`If-None-Match: *`): refuse when the route exists.
+    PutRoute {
+        cfg: Box<RouteConfig>,
+        create_only: bool,
+    },
+    DeleteRoute {
+        name: String,
+    },
+    Attach {
+        route: String,
+        addr: SocketAddr,
+        check: bool,
+    },
+    Detach {
+        route: String,
+        addr: SocketAddr,
+    },
+    Drain {
+        route: String,
+        addr: SocketAddr,
+        drain: bool,
+    },
+    Reload,
 }
 
-/// The control thread's answer to an [`AdminQuery`].
+/// The control thread's answer: a typed document, or why not.
 #[derive(Debug)]
-pub struct AdminReply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
+pub enum Answer {
+    /// Prometheus text.
+    Metrics(String),
+    MetricsJson(serde_json::Value),
+    Status(Box<StatusDoc>),
+    Health(HealthDoc),
+    Routes(RouteList),
+    Route(Box<RouteDoc>),
+    /// TOML.
+    Config(String),
+    Switch(SwitchDoc),
+    Change(ChangeDoc),
+    Reload(ReloadDoc),
 }
+
+pub type AdminReply = Result<Answer, ControlError>;
 
 /// One admin request with its reply slot.
 #[derive(Debug)]

@@ -1,16 +1,27 @@
 //! Control side: the control thread. It owns the configuration and the runtime state, binds
 //! listeners, starts the workers, sends them route generations, gathers their metrics and
-//! answers the admin API. Start-up is "apply the configuration to an empty state".
+//! answers the admin API. Start-up is "apply the configuration to an empty state"; every
+//! later change of the route set (a reload, a route or backend change through the API) goes
+//! through one path, [`Control::install`]: plan the addresses (bind only what is new), publish
+//! a generation, and answer once every worker has applied it.
 
+mod commit;
+mod crud;
+mod error;
 pub mod messages;
+mod notify;
 mod persist;
+mod ports;
+mod reload;
 mod routes;
 mod startup;
 mod status;
 mod switch;
 mod token;
+mod watch;
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,17 +29,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
-use serde_json::json;
 
+use crate::api::ReloadStatusDoc;
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::metrics::render::{self, ControlMetrics};
 use crate::metrics::snapshot::MetricsStore;
 use crate::worker::Waker;
-use messages::{AdminQuery, AdminReply, AdminRequest, Drain, FromWorker, ToWorker};
+use messages::{AdminQuery, AdminReply, AdminRequest, Answer, Drain, FromWorker, ToWorker};
+use ports::Ports;
 use routes::RouteState;
 
+pub use error::ControlError;
 pub use persist::{PersistedRoute, ensure_dir, fingerprint};
+pub use ports::PortError;
+pub use reload::Trigger;
 pub use startup::StartError;
 pub use token::read_token_file;
 
@@ -47,36 +62,82 @@ struct WorkerHandle {
 
 /// The control thread's state.
 pub struct Control {
+    /// The running configuration: `[runtime]`, `[admin]`, `[state]` as started (or as
+    /// reloaded, for the keys a reload may change) and the file's routes.
     config: Config,
     source: Option<PathBuf>,
     generation: u64,
     workers: Vec<WorkerHandle>,
     from_workers: Receiver<FromWorker>,
     admin_rx: Receiver<AdminRequest>,
-    admin_addr: std::net::SocketAddr,
+    /// The admin API's bound address, and its unix socket.
+    admin_addr: SocketAddr,
+    admin_unix: Option<PathBuf>,
     metrics: MetricsStore,
     control_metrics: ControlMetrics,
     started: Instant,
-    /// Every route's runtime state (active set, health, history), in configuration order.
+    /// Every route's runtime state: the file's routes in file order, then the API's.
     routes: Vec<RouteState>,
+    /// The addresses ringway listens on, and which routes use them.
+    ports: Ports,
+    /// The last route id given out.
+    next_route_id: u64,
     health: Health,
     health_rx: Receiver<health::Event>,
+    /// Reload requests (SIGHUP, the file watcher).
+    reload_rx: Receiver<Trigger>,
+    reload_tx: crossbeam_channel::Sender<Trigger>,
+    /// The configuration file's watcher, while `runtime.watch_config` is on.
+    watcher: Option<watch::ConfigWatcher>,
+    /// The text of the file as last read by a reload (a watcher event that leaves it
+    /// unchanged is not a reload).
+    last_text: Option<String>,
+    last_reload: Option<ReloadStatusDoc>,
     /// The last generation each worker acknowledged.
     applied: Vec<u64>,
     gates: HashMap<u64, switch::PendingGate>,
-    commits: Vec<switch::PendingCommit>,
+    commits: Vec<commit::PendingCommit>,
     /// The last switch record id.
     next_id: u64,
     /// The last health gate id.
     next_gate: u64,
-    /// Set once shutdown began: switches and rollbacks are refused from then on.
+    /// Set once shutdown began: changes are refused from then on.
     stopping: bool,
 }
 
+/// What [`Control::install`] did.
+#[derive(Debug, Clone)]
+pub(crate) struct Installed {
+    generation: u64,
+    bound: Vec<SocketAddr>,
+    released: Vec<SocketAddr>,
+}
+
+/// Deals the listeners of each address out to `workers` workers: worker i gets the i-th.
+fn deal(
+    add: Vec<(SocketAddr, Vec<TcpListener>)>,
+    workers: usize,
+) -> Vec<Vec<(SocketAddr, TcpListener)>> {
+    let mut per_worker: Vec<Vec<(SocketAddr, TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (addr, listeners) in add {
+        for (slot, l) in per_worker.iter_mut().zip(listeners) {
+            slot.push((addr, l));
+        }
+    }
+    per_worker
+}
+
 /// Runs ringway until `stop` is set: binds, starts workers and the admin API, serves, then
-/// shuts down gracefully. Errors are start-up failures (exit code 1).
-pub fn run(config: Config, source: Option<PathBuf>, stop: StopFlag) -> Result<(), StartError> {
-    let mut control = startup::start(config, source)?;
+/// shuts down gracefully. Errors are start-up failures (exit code 1). Reloads come from
+/// `reload` (SIGHUP), the admin API and, when configured, the file watcher.
+pub fn run(
+    config: Config,
+    source: Option<PathBuf>,
+    stop: StopFlag,
+    reload: (crossbeam_channel::Sender<Trigger>, Receiver<Trigger>),
+) -> Result<(), StartError> {
+    let mut control = startup::start(config, source, reload)?;
     control.serve(&stop);
     control.shutdown();
     Ok(())
@@ -89,6 +150,7 @@ impl Control {
                 recv(self.from_workers) -> msg => if let Ok(msg) = msg { self.on_worker(msg) },
                 recv(self.admin_rx) -> req => if let Ok(req) = req { self.on_admin(req) },
                 recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
+                recv(self.reload_rx) -> t => if let Ok(t) = t { self.reload(t, None) },
                 default(Duration::from_millis(100)) => {}
             }
             if !self.commits.is_empty() {
@@ -148,40 +210,64 @@ impl Control {
     }
 
     fn on_admin(&mut self, req: AdminRequest) {
-        let reply = match req.query {
+        let changes = !matches!(
+            req.query,
+            AdminQuery::Metrics { .. }
+                | AdminQuery::Status
+                | AdminQuery::Health
+                | AdminQuery::Routes
+                | AdminQuery::Route { .. }
+                | AdminQuery::Config
+        );
+        if changes && self.stopping {
+            let _ = req.reply.send(Err(ControlError::ShuttingDown));
+            return;
+        }
+        let reply = req.reply;
+        let answer = match req.query {
             AdminQuery::Metrics { json: false } => {
-                self.refresh_backend_up();
-                let mut body =
-                    render::prometheus(&self.metrics.routes(), &self.metrics.worker_active());
+                self.refresh_control_metrics();
+                let mut body = render::prometheus(
+                    &self.metrics.routes(),
+                    &self.metrics.worker_active(),
+                    &self.metrics.listener_resets(),
+                );
                 render::prometheus_control(&mut body, &self.control_metrics);
-                AdminReply {
-                    status: 200,
-                    content_type: "text/plain; version=0.0.4; charset=utf-8",
-                    body,
-                }
+                Ok(Answer::Metrics(body))
             }
             AdminQuery::Metrics { json: true } => {
-                self.refresh_backend_up();
-                let mut v = render::json(&self.metrics.routes(), &self.metrics.worker_active());
+                self.refresh_control_metrics();
+                let mut v = render::json(
+                    &self.metrics.routes(),
+                    &self.metrics.worker_active(),
+                    &self.metrics.listener_resets(),
+                );
                 v["control"] = render::json_control(&self.control_metrics);
-                json_reply(200, v)
+                Ok(Answer::MetricsJson(v))
             }
-            AdminQuery::Status => json_reply(200, status::status(self)),
-            AdminQuery::Health => {
-                let (healthy, doc) = status::health(self);
-                json_reply(if healthy { 200 } else { 503 }, doc)
+            AdminQuery::Status => Ok(Answer::Status(Box::new(status::status(self)))),
+            AdminQuery::Health => Ok(Answer::Health(status::health(self))),
+            AdminQuery::Routes => Ok(Answer::Routes(status::route_list(self))),
+            AdminQuery::Route { name } => status::route_doc(self, &name)
+                .map(|d| Answer::Route(Box::new(d)))
+                .ok_or(ControlError::NoRoute(name)),
+            AdminQuery::Config => Ok(Answer::Config(self.effective_toml())),
+            AdminQuery::Switch { route, to } => return self.on_switch(route, to, reply),
+            AdminQuery::Rollback { route } => return self.on_rollback(route, reply),
+            AdminQuery::PutRoute { cfg, create_only } => {
+                return self.on_put_route(*cfg, create_only, reply);
             }
-            AdminQuery::Switch { .. } | AdminQuery::Rollback { .. } if self.stopping => {
-                error_reply(
-                    503,
-                    "shutting_down",
-                    "ringway is shutting down; nothing was changed",
-                )
+            AdminQuery::DeleteRoute { name } => return self.on_delete_route(name, reply),
+            AdminQuery::Attach { route, addr, check } => {
+                return self.on_attach(route, addr, check, reply);
             }
-            AdminQuery::Switch { route, to } => return self.on_switch(route, to, req.reply),
-            AdminQuery::Rollback { route } => return self.on_rollback(route, req.reply),
+            AdminQuery::Detach { route, addr } => return self.on_detach(route, addr, reply),
+            AdminQuery::Drain { route, addr, drain } => {
+                return self.on_drain_flag(route, addr, drain, reply);
+            }
+            AdminQuery::Reload => return self.reload(Trigger::Api, Some(reply)),
         };
-        let _ = req.reply.send(reply);
+        let _ = reply.send(answer);
     }
 
     /// `worker` has applied `generation` (`u64::MAX`: it stopped and will acknowledge
@@ -193,21 +279,101 @@ impl Control {
         self.settle();
     }
 
-    /// Sends every worker the current routes as a new generation (with `drains` to schedule).
-    /// Returns the generation.
+    /// Sends every worker the current routes as a new generation (with `drains` to schedule,
+    /// no listener change). Returns the generation.
     fn publish(&mut self, drains: Vec<Drain>) -> u64 {
+        self.publish_with(Vec::new(), Vec::new(), drains)
+    }
+
+    /// Sends every worker the current routes as a new generation: its own listener of each
+    /// address in `add`, the addresses in `remove` to retire, and `drains`.
+    fn publish_with(
+        &mut self,
+        add: Vec<(SocketAddr, Vec<TcpListener>)>,
+        remove: Vec<SocketAddr>,
+        drains: Vec<Drain>,
+    ) -> u64 {
         self.generation += 1;
         let routes = Arc::new(self.routes.iter().map(RouteState::spec).collect::<Vec<_>>());
-        for w in &self.workers {
+        for (w, add) in self.workers.iter().zip(deal(add, self.workers.len())) {
             w.waker.send(ToWorker::Apply {
                 generation: self.generation,
                 routes: routes.clone(),
-                add: Vec::new(),
-                remove: Vec::new(),
+                add,
+                remove: remove.clone(),
                 drains: drains.clone(),
             });
         }
         self.generation
+    }
+
+    /// Makes `next` the route set: binds the addresses that are new to ringway (all or
+    /// nothing), publishes a generation that hands out their listeners, retires the
+    /// addresses no route uses any more and schedules `drains`. On an error nothing changed.
+    fn install(
+        &mut self,
+        mut next: Vec<RouteState>,
+        drains: Vec<Drain>,
+    ) -> Result<Installed, ControlError> {
+        let wants: Vec<ports::Want> = next
+            .iter()
+            .map(|r| ports::Want {
+                route: r.cfg.name.clone(),
+                slots: r.slots(),
+            })
+            .collect();
+        let reserved = [(self.admin_addr, "the admin API's address")];
+        let plan = self.ports.plan(
+            &wants,
+            self.workers.len(),
+            self.config.admin.listen_range.as_ref(),
+            &reserved,
+        )?;
+        for (r, pairs) in next.iter_mut().zip(&plan.bound) {
+            r.place(pairs);
+        }
+        self.ports.commit(&plan);
+        let bound: Vec<SocketAddr> = plan.add.iter().map(|(a, _)| *a).collect();
+        let released = plan.release.clone();
+        let gone: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| !next.iter().any(|n| n.id == r.id))
+            .map(|r| r.cfg.name.clone())
+            .collect();
+        self.routes = next;
+        let generation = self.publish_with(plan.add, plan.release, drains);
+        for name in gone {
+            if !self.routes.iter().any(|r| r.cfg.name == name) {
+                self.health.send(health::Command::Targets {
+                    route: name.clone(),
+                    cfg: Default::default(),
+                    backends: Vec::new(),
+                });
+                self.health.send(health::Command::Unwatch { route: name });
+            }
+        }
+        let names: Vec<String> = self.routes.iter().map(|r| r.cfg.name.clone()).collect();
+        for name in &names {
+            self.send_health_targets(name);
+        }
+        for addr in &bound {
+            tracing::info!(listen = %addr, generation, "listening");
+        }
+        for addr in &released {
+            tracing::info!(listen = %addr, generation, "no longer listening");
+        }
+        Ok(Installed {
+            generation,
+            bound,
+            released,
+        })
+    }
+
+    /// A fresh route id.
+    fn new_route_id(&mut self) -> u64 {
+        self.next_route_id += 1;
+        self.next_route_id
     }
 
     /// Tells the health thread which backends of `route` to check (periodic checks only).
@@ -215,16 +381,18 @@ impl Control {
         let Some(r) = self.routes.iter().find(|r| r.cfg.name == route) else {
             return;
         };
-        if r.cfg.health.periodic {
-            self.health.send(health::Command::Targets {
-                route: route.to_string(),
-                cfg: r.cfg.health.clone(),
-                backends: r.checked_backends(),
-            });
-        }
+        self.health.send(health::Command::Targets {
+            route: route.to_string(),
+            cfg: r.cfg.health.clone(),
+            backends: if r.cfg.health.periodic {
+                r.checked_backends()
+            } else {
+                Vec::new()
+            },
+        });
     }
 
-    fn refresh_backend_up(&mut self) {
+    fn refresh_control_metrics(&mut self) {
         self.control_metrics.backend_up = self
             .routes
             .iter()
@@ -237,10 +405,41 @@ impl Control {
         self.control_metrics.backend_up.sort();
     }
 
+    /// The effective configuration: as running, the file's routes and the API's, as TOML
+    /// that `ringway check` accepts.
+    fn effective_toml(&self) -> String {
+        let mut cfg = self.config.clone();
+        cfg.routes = self.routes.iter().map(|r| r.cfg.clone()).collect();
+        let mut out = format!(
+            "# ringway effective configuration (generation {}), from {}.\n# Routes marked \"origin: api\" were created through the admin API and live in the\n# state file; copy them into the configuration file and reload to have the file own them.\n\n",
+            self.generation,
+            self.source.as_ref().map_or_else(
+                || crate::config::EMBEDDED_NAME.to_string(),
+                |p| p.display().to_string()
+            )
+        );
+        let text = cfg.to_toml();
+        // Mark each API route just above its table.
+        let mut api = self
+            .routes
+            .iter()
+            .map(|r| r.origin == crate::api::Origin::Api);
+        for line in text.lines() {
+            if line == "[[route]]" && api.next() == Some(true) {
+                out.push_str("# origin: api\n");
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
     /// Graceful stop: workers stop accepting, sessions get `shutdown_grace`, the rest are
     /// closed, metrics are gathered one last time, threads are joined.
     fn shutdown(mut self) {
         self.stopping = true;
+        notify::stopping();
+        self.watcher = None;
         let grace = self.config.runtime.shutdown_grace;
         let open: u64 = self.metrics.worker_active().iter().sum();
         tracing::info!(grace = ?grace, open_sessions = open, "shutting down: no longer accepting");
@@ -289,17 +488,4 @@ impl Control {
         }
         tracing::info!(closed_at_deadline = forced_total, "stopped");
     }
-}
-
-fn json_reply(status: u16, v: serde_json::Value) -> AdminReply {
-    AdminReply {
-        status,
-        content_type: "application/json",
-        body: v.to_string(),
-    }
-}
-
-/// A JSON error `{"error", "message"}`.
-fn error_reply(status: u16, code: &str, message: &str) -> AdminReply {
-    json_reply(status, json!({"error": code, "message": message}))
 }

@@ -1,5 +1,7 @@
 //! Control side: the state file — per route the active set, the set a rollback would go to,
-//! the last switch record, the generation and a fingerprint of the route's configuration.
+//! the last switch record, the generation, the drain flags and a fingerprint of the route's
+//! configuration; for routes created through the admin API, their whole definition too (the
+//! state file is where they live).
 //!
 //! Written atomically on every change (temporary file in the same directory, fsync, rename,
 //! fsync of the directory) in a versioned JSON format. Read once at start: a route resumes its
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::routes::{RouteState, SwitchRecord};
+use crate::api::Origin;
 use crate::config::RouteConfig;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -36,6 +39,15 @@ pub struct PersistedRoute {
     pub fingerprint: String,
     #[serde(default)]
     pub last_switch: Option<SwitchRecord>,
+    /// Who owns the route (absent in files from before runtime routes: the file).
+    #[serde(default)]
+    pub origin: Origin,
+    /// An API route's definition, as a `[[route]]` table (validated like the file on load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// Backends with the drain flag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drain: Vec<SocketAddr>,
 }
 
 /// A stable fingerprint of a route's configuration: FNV-1a 64 over a canonical JSON of every
@@ -114,6 +126,20 @@ pub fn set_aside(path: &Path) -> String {
     }
 }
 
+/// Copies the state file to `<file>.kept-<unix seconds>` (before a rewrite would lose part of
+/// it); returns the copy's name (or why there is none).
+pub fn keep_copy(path: &Path) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut copy = path.as_os_str().to_owned();
+    copy.push(format!(".kept-{secs}"));
+    match std::fs::copy(path, &copy) {
+        Ok(_) => PathBuf::from(copy).display().to_string(),
+        Err(e) => format!("(not copied: {e})"),
+    }
+}
+
 /// Writes the state of `routes` to `path` atomically.
 pub fn save(path: &Path, routes: &[RouteState]) -> std::io::Result<()> {
     let doc = StateDoc {
@@ -130,6 +156,9 @@ pub fn save(path: &Path, routes: &[RouteState]) -> std::io::Result<()> {
                         generation: r.generation,
                         fingerprint: fingerprint(&r.cfg),
                         last_switch: r.last().cloned(),
+                        origin: r.origin,
+                        definition: (r.origin == Origin::Api).then(|| r.cfg.to_toml()),
+                        drain: r.drain.iter().copied().collect(),
                     },
                 )
             })
@@ -238,6 +267,8 @@ pub fn resume(
         r.active = p.active;
         r.previous = p.previous;
         r.generation = p.generation;
+        let known = r.checked_backends();
+        r.drain = p.drain.into_iter().filter(|a| known.contains(a)).collect();
         if let Some(last) = p.last_switch {
             r.remember(last);
         }
@@ -274,7 +305,11 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        cfg.routes.into_iter().map(RouteState::new).collect()
+        cfg.routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| RouteState::new(i as u64 + 1, Origin::File, c))
+            .collect()
     }
 
     #[test]

@@ -2,78 +2,18 @@
 //! the set before the last switch (where a rollback goes), health as the checks last saw it,
 //! the switch history and the rollback watch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use super::messages::RouteSpec;
+use super::ports::Slot;
+use crate::api::{HealthWord, Origin};
+pub use crate::api::{Reason, SwitchRecord};
 use crate::config::RouteConfig;
 
 /// Switch records kept per route for `/status`.
 pub const HISTORY: usize = 10;
-
-/// Why the active set changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// `POST /routes/{name}/switch` (or `ringway switch`), after the health gate.
-    Switch,
-    /// Automatic: the new set failed its checks (or its connects) in the rollback window.
-    Rollback,
-    /// `POST /routes/{name}/rollback` (or `ringway rollback`).
-    ManualRollback,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Switch => "switch",
-            Reason::Rollback => "rollback",
-            Reason::ManualRollback => "manual_rollback",
-        }
-    }
-}
-
-/// One committed change of a route's active set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchRecord {
-    pub id: u64,
-    pub route: String,
-    pub from: Vec<SocketAddr>,
-    pub to: Vec<SocketAddr>,
-    /// RFC 3339, UTC.
-    pub at: String,
-    pub reason: Reason,
-    /// What triggered a rollback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The route generation that carries the change (acknowledged by every worker).
-    pub generation: u64,
-}
-
-impl SwitchRecord {
-    pub fn now(
-        id: u64,
-        route: &str,
-        from: Vec<SocketAddr>,
-        to: Vec<SocketAddr>,
-        reason: Reason,
-        detail: Option<String>,
-    ) -> Self {
-        SwitchRecord {
-            id,
-            route: route.to_string(),
-            from,
-            to,
-            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            reason,
-            detail,
-            generation: 0,
-        }
-    }
-}
 
 /// What the health checks last said of one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +35,13 @@ pub struct Watch {
 /// One route at run time.
 #[derive(Debug, Clone)]
 pub struct RouteState {
+    /// Unique for the life of the process (see [`RouteSpec::id`]).
+    pub id: u64,
+    pub origin: Origin,
     pub cfg: RouteConfig,
+    /// The bound listen addresses, one per `cfg.listen` entry (the real port where that asks
+    /// for port 0); set when the route's addresses are planned.
+    pub bound: Vec<SocketAddr>,
     pub active: Vec<SocketAddr>,
     /// The set before the last change: where a rollback goes.
     pub previous: Option<Vec<SocketAddr>>,
@@ -108,13 +54,18 @@ pub struct RouteState {
     pub busy: bool,
     /// A rollback that came due while a switch was being checked (why).
     pub pending_rollback: Option<String>,
+    /// Backends with the drain flag: no new sessions, open ones stay.
+    pub drain: BTreeSet<SocketAddr>,
 }
 
 impl RouteState {
     /// A route as configured: its `backends` are the initial active set.
-    pub fn new(cfg: RouteConfig) -> Self {
+    pub fn new(id: u64, origin: Origin, cfg: RouteConfig) -> Self {
         RouteState {
+            id,
+            origin,
             active: cfg.backends.clone(),
+            bound: cfg.listen.clone(),
             cfg,
             previous: None,
             generation: 1,
@@ -123,7 +74,80 @@ impl RouteState {
             watch: None,
             busy: false,
             pending_rollback: None,
+            drain: BTreeSet::new(),
         }
+    }
+
+    /// What this route asks to listen on (see [`Slot`]).
+    pub fn slots(&self) -> Vec<Slot> {
+        if self.cfg.listen.is_empty() {
+            return vec![Slot::Auto];
+        }
+        self.cfg
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match self.bound.get(i) {
+                Some(b) if c.port() == 0 && b.port() != 0 => Slot::Keep {
+                    configured: *c,
+                    bound: *b,
+                },
+                _ => Slot::Addr(*c),
+            })
+            .collect()
+    }
+
+    /// Records where the route listens, as planned: `(configured, bound)` per address. A
+    /// route created without `listen` keeps the address it was given from then on.
+    pub fn place(&mut self, pairs: &[(SocketAddr, SocketAddr)]) {
+        if self.cfg.listen.is_empty() {
+            self.cfg.listen = pairs.iter().map(|(_, b)| *b).collect();
+        }
+        self.bound = pairs.iter().map(|(_, b)| *b).collect();
+    }
+
+    /// Takes a new definition (a reload's changed route, a replacing `PUT`). Port-0
+    /// addresses it still names keep their bound ports. Where `backends` changed, the new
+    /// list becomes the active set (and there is nothing to roll back to); otherwise the
+    /// active set stays as switches left it. Returns the backends that are no longer active
+    /// (their sessions drain).
+    pub fn reconfigure(&mut self, cfg: RouteConfig) -> Vec<SocketAddr> {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let mut old_slots: Vec<Option<(SocketAddr, SocketAddr)>> = old
+            .listen
+            .iter()
+            .zip(&self.bound)
+            .map(|(c, b)| Some((*c, *b)))
+            .collect();
+        if self.cfg.listen.is_empty() {
+            // A replacing PUT without listen keeps the route where it is.
+            self.cfg.listen = old.listen.clone();
+        }
+        self.bound = self
+            .cfg
+            .listen
+            .iter()
+            .map(|c| {
+                old_slots
+                    .iter_mut()
+                    .find(|s| s.is_some_and(|(oc, _)| oc == *c))
+                    .and_then(Option::take)
+                    .map_or(*c, |(_, b)| b)
+            })
+            .collect();
+        let before = self.active.clone();
+        if old.backends != self.cfg.backends {
+            self.active = self.cfg.backends.clone();
+            self.previous = None;
+            self.watch = None;
+        }
+        let keep = self.checked_backends();
+        self.drain.retain(|a| keep.contains(a));
+        self.health.retain(|a, _| keep.contains(a));
+        before
+            .into_iter()
+            .filter(|a| !self.active.contains(a))
+            .collect()
     }
 
     pub fn last(&self) -> Option<&SwitchRecord> {
@@ -154,13 +178,13 @@ impl RouteState {
         self.health.get(addr).is_none_or(|h| h.up)
     }
 
-    /// The health word for `/status` and the CLI: "up", "down" or "unchecked".
-    pub fn health_word(&self, addr: &SocketAddr) -> &'static str {
+    /// The health word for `/status` and the CLI.
+    pub fn health_word(&self, addr: &SocketAddr) -> HealthWord {
         match self.health.get(addr) {
-            Some(h) if h.up => "up",
-            Some(_) => "down",
-            None if self.cfg.health.periodic => "checking",
-            None => "unchecked",
+            Some(h) if h.up => HealthWord::Up,
+            Some(_) => HealthWord::Down,
+            None if self.cfg.health.periodic => HealthWord::Checking,
+            None => HealthWord::Unchecked,
         }
     }
 
@@ -172,7 +196,15 @@ impl RouteState {
     /// What the workers get for this route.
     pub fn spec(&self) -> RouteSpec {
         RouteSpec {
+            id: self.id,
             cfg: self.cfg.clone(),
+            listen: self.bound.clone(),
+            drain: self
+                .active
+                .iter()
+                .filter(|a| self.drain.contains(a))
+                .copied()
+                .collect(),
             active: self.active.clone(),
             down: self
                 .active

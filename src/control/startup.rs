@@ -1,30 +1,32 @@
 //! Control side: start-up — apply the configuration to an empty state.
 //!
-//! Order matters for clear failures: read the state file (each route resumes its persisted
-//! active set where its configuration is unchanged), bind every listen address and the admin
-//! sockets (so a port held by another process is reported before anything runs or any file
-//! is written), write the admin token, start the workers (so a kernel without io_uring is
-//! reported), hand out the listeners as the first generation, start the health checks, then
-//! serve the admin API.
+//! Order matters for clear failures: read the state file (routes the admin API created come
+//! back from it; each route resumes its persisted active set where its configuration is
+//! unchanged), bind every listen address and the admin sockets (so a port held by another
+//! process is reported before anything runs or any file is written), write the admin token,
+//! start the workers (so a kernel without io_uring is reported), hand out the listeners as
+//! the first generation, start the health checks, serve the admin API, then tell systemd
+//! `READY=1`.
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::messages::{FromWorker, ToWorker};
+use super::ports::{PortError, Ports, Want};
+use super::reload::Trigger;
 use super::routes::RouteState;
 use super::token::{self, TokenError};
-use super::{Control, WorkerHandle, persist};
+use super::{Control, WorkerHandle, deal, notify, persist};
 use crate::admin::{self, AdminSettings, AdminSockets};
-use crate::config::Config;
+use crate::api::Origin;
+use crate::config::{Config, parse_route_toml};
 use crate::health::Health;
 use crate::metrics::render::ControlMetrics;
 use crate::metrics::snapshot::MetricsStore;
-use crate::net::listener::{ListenerError, bind_group};
 use crate::worker::{self, Waker, WorkerSpec};
 
 /// How long workers get to start and to apply the first generation.
@@ -34,7 +36,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Listener(#[from] ListenerError),
+    Port(#[from] PortError),
     #[error("worker {worker}: {error}")]
     Worker { worker: usize, error: String },
     #[error("admin API: cannot listen on {addr}: {source}")]
@@ -54,18 +56,48 @@ fn allowed_cores() -> Vec<core_affinity::CoreId> {
     core_affinity::get_core_ids().unwrap_or_default()
 }
 
-pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, StartError> {
-    let mut routes: Vec<RouteState> = config.routes.iter().cloned().map(RouteState::new).collect();
+pub(super) fn start(
+    config: Config,
+    source: Option<PathBuf>,
+    (reload_tx, reload_rx): (Sender<Trigger>, Receiver<Trigger>),
+) -> Result<Control, StartError> {
+    let mut next_route_id = 0;
+    let mut routes: Vec<RouteState> = Vec::new();
+    for cfg in &config.routes {
+        next_route_id += 1;
+        routes.push(RouteState::new(next_route_id, Origin::File, cfg.clone()));
+    }
     let state_file = &config.state.file;
-    let first_generation = match persist::load(state_file) {
-        Ok(Some(saved)) => persist::resume(&mut routes, saved, state_file).max(1),
-        Ok(None) => 1,
+    let saved = match persist::load(state_file) {
+        Ok(saved) => saved,
         Err(why) => {
             // Kept aside, not overwritten: it is evidence, or a newer version's file.
             let aside = persist::set_aside(state_file);
             tracing::error!(file = %state_file.display(), problem = %why, kept_as = %aside, "the state file is unusable; starting from the configuration");
-            1
+            None
         }
+    };
+    if let Some(saved) = &saved {
+        for (name, p) in saved.iter().filter(|(_, p)| p.origin == Origin::Api) {
+            if routes.iter().any(|r| &r.cfg.name == name) {
+                tracing::info!(route = %name, "the configuration file defines route {name}, which the admin API had created: the file owns it from now on");
+                continue;
+            }
+            let def = p.definition.as_deref().unwrap_or("");
+            match parse_route_toml(def, &format!("{} (route {name})", state_file.display())) {
+                Ok(cfg) if cfg.name == *name => {
+                    next_route_id += 1;
+                    routes.push(RouteState::new(next_route_id, Origin::Api, cfg));
+                }
+                Ok(_) | Err(_) => {
+                    drop_api_route(state_file, name, def, "its definition does not validate")
+                }
+            }
+        }
+    }
+    let first_generation = match saved {
+        Some(saved) => persist::resume(&mut routes, saved, state_file).max(1),
+        None => 1,
     };
     let cores = allowed_cores();
     let count = config
@@ -74,16 +106,45 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         .map(|n| n.get())
         .unwrap_or(cores.len().max(1));
 
-    // 1. Listeners: one SO_REUSEPORT socket per worker per address, bound synchronously.
-    let mut bound: BTreeMap<SocketAddr, Vec<TcpListener>> = BTreeMap::new();
-    for route in &config.routes {
-        for addr in &route.listen {
-            bound.insert(*addr, bind_group(*addr, count)?);
+    // 1. Listeners: one SO_REUSEPORT socket per worker per address, bound synchronously. An
+    //    API route that can no longer listen where it did is left out (and logged whole)
+    //    rather than keeping the file's routes down.
+    let mut ports = Ports::default();
+    let reserved = [(config.admin.listen, "the admin API's address")];
+    let plan = loop {
+        let wants: Vec<Want> = routes
+            .iter()
+            .map(|r| Want {
+                route: r.cfg.name.clone(),
+                slots: r.slots(),
+            })
+            .collect();
+        match ports.plan(&wants, count, config.admin.listen_range.as_ref(), &reserved) {
+            Ok(plan) => break plan,
+            Err(e) => {
+                let culprit = routes.iter().position(|r| {
+                    r.origin == Origin::Api && e.routes().contains(&r.cfg.name.as_str())
+                });
+                let Some(i) = culprit else {
+                    return Err(e.into());
+                };
+                let r = routes.remove(i);
+                drop_api_route(state_file, &r.cfg.name, &r.cfg.to_toml(), &e.to_string());
+            }
         }
+    };
+    for (r, pairs) in routes.iter_mut().zip(&plan.bound) {
+        r.place(pairs);
     }
-    let admin_addr = config.admin.listen;
-    let admin_sockets = AdminSockets::bind(admin_addr, config.admin.unix.as_deref())
+    ports.commit(&plan);
+    let admin_sockets = AdminSockets::bind(config.admin.listen, config.admin.unix.as_deref())
         .map_err(|(addr, source)| StartError::Admin { addr, source })?;
+    let admin_addr = admin_sockets
+        .local_addr()
+        .map_err(|source| StartError::Admin {
+            addr: config.admin.listen.to_string(),
+            source,
+        })?;
     // Only now, with every socket ours, may the token file be (re)written: a second
     // `ringway run` that fails on a busy port must not replace the running one's token.
     let (admin_token, token_file) = token::resolve(&config)?;
@@ -119,11 +180,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
 
     // 3. The first generation: every worker gets its own listener of each address.
     let specs = Arc::new(routes.iter().map(RouteState::spec).collect::<Vec<_>>());
-    for w in &workers {
-        let add = bound
-            .iter_mut()
-            .filter_map(|(addr, group)| group.pop().map(|l| (*addr, l)))
-            .collect();
+    for (w, add) in workers.iter().zip(deal(plan.add, count)) {
         w.waker.send(ToWorker::Apply {
             generation: first_generation,
             routes: specs.clone(),
@@ -147,7 +204,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     };
     admin::spawn(admin_sockets, settings, admin_tx).map_err(StartError::Thread)?;
 
-    summary(&config, &workers, admin_addr);
+    summary(&config, &routes, &workers, admin_addr);
     if let Some(path) = token_file {
         tracing::info!(file = %path.display(), "admin token generated (the CLI reads it from there)");
     }
@@ -157,7 +214,8 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         .flat_map(|r| r.history.iter().map(|s| s.id))
         .max()
         .unwrap_or(0);
-    let control = Control {
+    let admin_unix = config.admin.unix.clone();
+    let mut control = Control {
         metrics: MetricsStore::new(count),
         control_metrics: ControlMetrics::default(),
         config,
@@ -167,10 +225,18 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         from_workers,
         admin_rx,
         admin_addr,
+        admin_unix,
         started: Instant::now(),
         routes,
+        ports,
+        next_route_id,
         health,
         health_rx,
+        reload_rx,
+        reload_tx,
+        watcher: None,
+        last_text: None,
+        last_reload: None,
         applied: vec![first_generation; count],
         gates: Default::default(),
         commits: Vec::new(),
@@ -183,7 +249,22 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         control.send_health_targets(name);
     }
     control.persist();
+    control.sync_watcher();
+    notify::ready();
     Ok(control)
+}
+
+/// An API route from the state file that cannot come back: logged whole (so it can be
+/// created again) and the state file copied aside before it is rewritten without it.
+fn drop_api_route(state_file: &Path, name: &str, definition: &str, why: &str) {
+    let copy = persist::keep_copy(state_file);
+    tracing::error!(
+        route = %name,
+        reason = %why,
+        state_file_copy = %copy,
+        definition = %definition,
+        "a route created through the admin API cannot be restored; it is left out"
+    );
 }
 
 fn wait_started(rx: &Receiver<FromWorker>, workers: &mut [WorkerHandle]) -> Result<(), StartError> {
@@ -247,14 +328,14 @@ fn wait_applied(
 }
 
 /// The start-up summary: one line per listener, per worker→core, and the admin address.
-fn summary(config: &Config, workers: &[WorkerHandle], admin: SocketAddr) {
+fn summary(config: &Config, routes: &[RouteState], workers: &[WorkerHandle], admin: SocketAddr) {
     let rt = &config.runtime;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         workers = workers.len(),
         driver = rt.driver.as_str(),
         relay = if rt.splice { "splice" } else { "buffered" },
-        routes = config.routes.len(),
+        routes = routes.len(),
         "ringway started"
     );
     for (id, w) in workers.iter().enumerate() {
@@ -263,11 +344,12 @@ fn summary(config: &Config, workers: &[WorkerHandle], admin: SocketAddr) {
             None => tracing::info!(worker = id, "worker running unpinned"),
         }
     }
-    for route in &config.routes {
-        for addr in &route.listen {
-            let backends: Vec<String> = route.backends.iter().map(|b| b.to_string()).collect();
+    for route in routes {
+        for addr in &route.bound {
+            let backends: Vec<String> = route.active.iter().map(|b| b.to_string()).collect();
             tracing::info!(
-                route = %route.name,
+                route = %route.cfg.name,
+                origin = route.origin.as_str(),
                 listen = %addr,
                 backends = %backends.join(","),
                 "listening"

@@ -1,33 +1,28 @@
-//! Control side: the `GET /status` and `GET /health` documents.
+//! Control side: the `GET /status`, `GET /routes[/{name}]` and `GET /health` documents, built
+//! from the control thread's state and the merged metrics as [`crate::api`] types.
 
 use std::time::{Instant, SystemTime};
 
-use serde_json::{Value, json};
-
 use super::Control;
 use super::routes::RouteState;
+use crate::api::{
+    ActiveHealth, BackendDoc, BackendRole, ConnectErrorsDoc, HealthDoc, ListenerDoc, RouteDoc,
+    RouteHealthDoc, RouteList, RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
+};
 use crate::metrics::render::quantiles;
 use crate::metrics::snapshot::RouteTotals;
 
-pub(super) fn status(c: &Control) -> Value {
-    let totals = c.metrics.routes();
+pub(super) fn status(c: &Control) -> StatusDoc {
     let active = c.metrics.worker_active();
-    let routes: Vec<Value> = c
-        .routes
-        .iter()
-        .map(|r| route(r, totals.get(&r.cfg.name)))
-        .collect();
-    let workers: Vec<Value> = c
+    let workers = c
         .workers
         .iter()
         .enumerate()
-        .map(|(i, w)| {
-            json!({
-                "worker": i,
-                "core": w.core,
-                "connections_active": active.get(i).copied().unwrap_or(0),
-                "generation": c.applied.get(i).copied().unwrap_or(0),
-            })
+        .map(|(i, w)| WorkerDoc {
+            worker: i,
+            core: w.core,
+            connections_active: active.get(i).copied().unwrap_or(0),
+            generation: c.applied.get(i).copied().unwrap_or(0),
         })
         .collect();
     let rt = &c.config.runtime;
@@ -35,29 +30,62 @@ pub(super) fn status(c: &Control) -> Value {
         .routes
         .iter()
         .filter_map(|r| r.last())
-        .max_by_key(|s| s.id);
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptime_seconds": c.started.elapsed().as_secs(),
-        "config_file": c.source.as_ref().map(|p| p.display().to_string()),
-        "state_file": c.config.state.file.display().to_string(),
-        "generation": c.generation,
-        "admin": c.admin_addr.to_string(),
-        "runtime": {
-            "driver": rt.driver.as_str(),
-            "relay": if rt.splice { "splice" } else { "buffered" },
-            "workers": c.workers.len(),
+        .max_by_key(|s| s.id)
+        .cloned();
+    let listeners = c
+        .ports
+        .list()
+        .map(|(addr, configured, routes)| ListenerDoc {
+            addr,
+            configured,
+            routes: routes.to_vec(),
+        })
+        .collect();
+    StatusDoc {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        uptime_seconds: c.started.elapsed().as_secs(),
+        config_file: c.source.as_ref().map(|p| p.display().to_string()),
+        state_file: c.config.state.file.display().to_string(),
+        generation: c.generation,
+        admin: c.admin_addr,
+        admin_unix: c.admin_unix.as_ref().map(|p| p.display().to_string()),
+        runtime: RuntimeDoc {
+            driver: rt.driver.as_str().to_string(),
+            relay: if rt.splice { "splice" } else { "buffered" }.to_string(),
+            workers: c.workers.len(),
         },
-        "workers": workers,
-        "routes": routes,
-        "last_switch": last_switch,
-    })
+        workers,
+        routes: route_list(c).routes,
+        listeners,
+        last_switch,
+        last_reload: c.last_reload.clone(),
+    }
 }
 
-fn route(r: &RouteState, t: Option<&RouteTotals>) -> Value {
+/// `GET /routes`: every route, file routes first.
+pub(super) fn route_list(c: &Control) -> RouteList {
+    let totals = c.metrics.routes();
+    RouteList {
+        generation: c.generation,
+        routes: c
+            .routes
+            .iter()
+            .map(|r| route(r, totals.get(&r.cfg.name)))
+            .collect(),
+    }
+}
+
+/// `GET /routes/{name}`.
+pub(super) fn route_doc(c: &Control, name: &str) -> Option<RouteDoc> {
+    let r = c.routes.iter().find(|r| r.cfg.name == name)?;
+    let totals = c.metrics.routes();
+    Some(route(r, totals.get(name)))
+}
+
+fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
     let mut addrs = r.checked_backends();
-    // Backends that only carry draining sessions (an older set) are shown too.
+    // Backends that only carry draining sessions (an older set, a detached one) are shown too.
     if let Some(t) = t {
         for (addr, b) in &t.backends {
             if b.active > 0 && !addrs.contains(addr) {
@@ -65,28 +93,39 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> Value {
             }
         }
     }
-    let backends: Vec<Value> = addrs
+    let known = r.checked_backends();
+    let backends = addrs
         .iter()
         .map(|addr| {
             let b = t.and_then(|t| t.backends.get(addr));
             let is_active = r.active.contains(addr);
             let open = b.map_or(0, |b| b.active);
             let h = r.health.get(addr);
-            json!({
-                "addr": addr.to_string(),
-                "role": if is_active { "active" } else if r.previous.as_ref().is_some_and(|p| p.contains(addr)) { "previous" } else { "standby" },
-                "health": r.health_word(addr),
-                "health_reason": h.and_then(|h| h.reason.clone()),
-                "health_since_seconds": h.map(|h| since(h.since)),
-                "connections_active": open,
-                "draining": if is_active { 0 } else { open },
-                "connections_total": b.map_or(0, |b| b.connections),
-                "connect_errors": {
-                    "refused": b.map_or(0, |b| b.refused),
-                    "timeout": b.map_or(0, |b| b.timeouts),
-                    "other": b.map_or(0, |b| b.other_errors),
+            let role = if is_active {
+                BackendRole::Active
+            } else if r.previous.as_ref().is_some_and(|p| p.contains(addr)) {
+                BackendRole::Previous
+            } else if known.contains(addr) {
+                BackendRole::Standby
+            } else {
+                BackendRole::Detached
+            };
+            BackendDoc {
+                addr: *addr,
+                role,
+                health: r.health_word(addr),
+                health_reason: h.and_then(|h| h.reason.clone()),
+                health_since_seconds: h.map(|h| since(h.since)),
+                drain: r.drain.contains(addr),
+                connections_active: open,
+                draining: if is_active { 0 } else { open },
+                connections_total: b.map_or(0, |b| b.connections),
+                connect_errors: ConnectErrorsDoc {
+                    refused: b.map_or(0, |b| b.refused),
+                    timeout: b.map_or(0, |b| b.timeouts),
+                    other: b.map_or(0, |b| b.other_errors),
                 },
-            })
+            }
         })
         .collect();
     let draining: u64 = t.map_or(0, |t| {
@@ -96,49 +135,64 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> Value {
             .map(|(_, b)| b.active)
             .sum()
     });
-    let watch = r.watch.as_ref().map(|w| {
-        json!({
-            "switch_id": w.switch_id,
-            "seconds_left": w.until.saturating_duration_since(Instant::now()).as_secs_f64(),
-        })
+    let watch = r.watch.as_ref().map(|w| WatchDoc {
+        switch_id: w.switch_id,
+        seconds_left: w
+            .until
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64(),
     });
-    json!({
-        "name": r.cfg.name,
-        "listen": r.cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "active": r.active.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "previous": r.previous.as_ref().map(|p| p.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
-        "healthy": r.healthy(),
-        "health_check": if r.cfg.health.periodic { r.cfg.health.check_name() } else { "none" },
-        "generation": r.generation,
-        "switching": r.busy,
-        "rollback_watch": watch,
-        "backends": backends,
-        "connections_active": t.map_or(0, |t| t.counters.active),
-        "draining": draining,
-        "connections_total": t.map_or(0, |t| t.counters.accepted),
-        "bytes_to_backend": t.map_or(0, |t| t.counters.bytes_to_backend),
-        "bytes_to_client": t.map_or(0, |t| t.counters.bytes_to_client),
-        "connect_duration_seconds": t.map(|t| quantiles(&t.connect_us)),
-        "last_switch": r.last(),
-        "history": r.history.iter().rev().collect::<Vec<_>>(),
-    })
+    RouteDoc {
+        name: r.cfg.name.clone(),
+        origin: r.origin,
+        listen: r.bound.clone(),
+        listen_configured: r.cfg.listen.clone(),
+        active: r.active.clone(),
+        previous: r.previous.clone(),
+        healthy: r.healthy(),
+        health_check: if r.cfg.health.periodic {
+            r.cfg.health.check_name()
+        } else {
+            "none"
+        }
+        .to_string(),
+        generation: r.generation,
+        switching: r.busy,
+        rollback_watch: watch,
+        backends,
+        connections_active: t.map_or(0, |t| t.counters.active),
+        draining,
+        connections_total: t.map_or(0, |t| t.counters.accepted),
+        bytes_to_backend: t.map_or(0, |t| t.counters.bytes_to_backend),
+        bytes_to_client: t.map_or(0, |t| t.counters.bytes_to_client),
+        connect_duration_seconds: t.map(|t| quantiles(&t.connect_us)),
+        last_switch: r.last().cloned(),
+        history: r.history.iter().rev().cloned().collect(),
+    }
 }
 
 /// `GET /health`: healthy when every route has an active backend that is not down.
-pub(super) fn health(c: &Control) -> (bool, Value) {
-    let routes: Vec<Value> = c
+pub(super) fn health(c: &Control) -> HealthDoc {
+    let routes = c
         .routes
         .iter()
-        .map(|r| {
-            json!({
-                "name": r.cfg.name,
-                "healthy": r.healthy(),
-                "active": r.active.iter().map(|a| json!({"addr": a.to_string(), "health": r.health_word(a)})).collect::<Vec<_>>(),
-            })
+        .map(|r| RouteHealthDoc {
+            name: r.cfg.name.clone(),
+            healthy: r.healthy(),
+            active: r
+                .active
+                .iter()
+                .map(|a| ActiveHealth {
+                    addr: *a,
+                    health: r.health_word(a),
+                })
+                .collect(),
         })
         .collect();
-    let healthy = c.routes.iter().all(RouteState::healthy);
-    (healthy, json!({"healthy": healthy, "routes": routes}))
+    HealthDoc {
+        healthy: c.routes.iter().all(RouteState::healthy),
+        routes,
+    }
 }
 
 fn since(t: SystemTime) -> u64 {

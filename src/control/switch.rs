@@ -11,77 +11,88 @@
 //!                   ▼ `rollback_fail_threshold` failed checks, or a burst of connect failures
 //!                commit back to the previous set (reason "rollback")
 //! ```
-//! A route has at most one change in flight (`busy`); a second one gets 409.
+//! A route has at most one gated change in flight (`busy`); a second one gets 409. The same
+//! gate also precedes attaching a backend (`crud.rs`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::messages::{AdminReply, Drain};
+use super::commit::Then;
+use super::messages::{Answer, Drain};
 use super::persist::{self, join};
 use super::routes::{BackendHealth, Reason, SwitchRecord, Watch};
-use super::{Control, Reply, error_reply, json_reply};
+use super::{Control, ControlError, Reply};
+use crate::api::SwitchDoc;
 use crate::health::Command;
 use crate::metrics::local::Outcome;
 
-/// A switch whose health gate is running.
+/// A change whose health gate is running.
 pub(super) struct PendingGate {
     route: String,
-    to: Vec<SocketAddr>,
+    then: AfterGate,
     reply: Reply,
     /// Past this the gate counts as failed even if the health thread never answers.
     deadline: Instant,
 }
 
-/// A committed change waiting for every worker's acknowledgement.
-pub(super) struct PendingCommit {
-    record: SwitchRecord,
-    reply: Option<Reply>,
-    since: Instant,
+/// What a gate that passes lets happen.
+pub(super) enum AfterGate {
+    /// Switch the active set to `to`.
+    Switch { to: Vec<SocketAddr> },
+    /// Attach `addr` to the route.
+    Attach { addr: SocketAddr },
 }
-
-/// How long workers get to acknowledge a generation before the caller hears of it.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Control {
     pub(super) fn on_switch(&mut self, route: String, to: Vec<SocketAddr>, reply: Reply) {
         let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
-            let _ = reply.send(no_route(&route));
+            let _ = reply.send(Err(ControlError::NoRoute(route)));
             return;
         };
         if r.busy {
-            let _ = reply.send(busy(&route));
+            let _ = reply.send(Err(ControlError::Busy(route)));
             return;
         }
         if r.active == to {
-            let _ = reply.send(json_reply(
-                200,
-                json!({
-                    "switched": false,
-                    "message": format!("{} is already the active set of route {route}", join(&to)),
-                    "active": to,
-                }),
-            ));
+            let _ = reply.send(Ok(Answer::Switch(SwitchDoc {
+                switched: false,
+                message: Some(format!(
+                    "{} is already the active set of route {route}",
+                    join(&to)
+                )),
+                active: Some(to),
+                record: None,
+            })));
             return;
         }
+        tracing::info!(route = %route, to = %join(&to), "switch requested: checking the new backends");
+        self.gate(route, to.clone(), AfterGate::Switch { to }, reply);
+    }
+
+    /// Runs the route's health gate on `targets`; when it passes, does `then`.
+    pub(super) fn gate(
+        &mut self,
+        route: String,
+        targets: Vec<SocketAddr>,
+        then: AfterGate,
+        reply: Reply,
+    ) {
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
+            let _ = reply.send(Err(ControlError::NoRoute(route)));
+            return;
+        };
         r.busy = true;
         let cfg = r.cfg.health.clone();
         // The gate's own worst case (every probe timing out) plus a margin.
         let worst = cfg.timeout * (cfg.rise + cfg.fall) + Duration::from_secs(5);
         self.next_gate += 1;
         let id = self.next_gate;
-        tracing::info!(route = %route, to = %join(&to), "switch requested: checking the new backends");
-        self.health.send(Command::Gate {
-            id,
-            cfg,
-            targets: to.clone(),
-        });
+        self.health.send(Command::Gate { id, cfg, targets });
         self.gates.insert(
             id,
             PendingGate {
                 route,
-                to,
+                then,
                 reply,
                 deadline: Instant::now() + worst,
             },
@@ -107,49 +118,61 @@ impl Control {
             return;
         };
         let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == g.route) else {
-            let _ = g.reply.send(no_route(&g.route));
+            let _ = g.reply.send(Err(ControlError::NoRoute(g.route)));
             return;
         };
         let pending = r.pending_rollback.take();
-        match result {
-            Err(why) => {
+        match (result, g.then) {
+            (Err(why), then) => {
                 r.busy = false;
-                self.count(&g.route, "rejected");
-                tracing::info!(route = %g.route, to = %join(&g.to), reason = %why, "switch refused: the health gate failed");
-                let _ = g.reply.send(error_reply(
-                    409,
-                    "health_gate_failed",
-                    &format!("the health gate failed, nothing was switched: {why}"),
-                ));
+                let what = match then {
+                    AfterGate::Switch { to } => {
+                        self.count(&g.route, "rejected");
+                        format!("switch to {}", join(&to))
+                    }
+                    AfterGate::Attach { addr } => format!("attaching {addr}"),
+                };
+                tracing::info!(route = %g.route, change = %what, reason = %why, "change refused: the health gate failed");
+                let _ = g.reply.send(Err(ControlError::GateFailed(why)));
                 // The current set failed its rollback watch while the gate ran: act on it now.
                 if let Some(why) = pending {
                     self.auto_rollback(&g.route, why);
                 }
             }
-            Ok(()) => {
+            (Ok(()), AfterGate::Switch { to }) => {
                 if let Some(why) = pending {
                     tracing::warn!(route = %g.route, reason = %why, "the current set failed its rollback watch during a switch; the switch moves the route away from it instead");
                 }
-                self.commit(&g.route, g.to, Reason::Switch, None, Some(g.reply))
+                self.commit(&g.route, to, Reason::Switch, None, Some(g.reply))
+            }
+            (Ok(()), AfterGate::Attach { addr }) => {
+                r.busy = false;
+                r.pending_rollback = pending;
+                self.attach_now(&g.route, addr, g.reply);
+                // A rollback due meanwhile acts on the set as it is now.
+                let due = self
+                    .routes
+                    .iter_mut()
+                    .find(|r| r.cfg.name == g.route)
+                    .and_then(|r| r.pending_rollback.take());
+                if let Some(why) = due {
+                    self.auto_rollback(&g.route, why);
+                }
             }
         }
     }
 
     pub(super) fn on_rollback(&mut self, route: String, reply: Reply) {
         let Some(r) = self.routes.iter().find(|r| r.cfg.name == route) else {
-            let _ = reply.send(no_route(&route));
+            let _ = reply.send(Err(ControlError::NoRoute(route)));
             return;
         };
         if r.busy {
-            let _ = reply.send(busy(&route));
+            let _ = reply.send(Err(ControlError::Busy(route)));
             return;
         }
         let Some(prev) = r.previous.clone() else {
-            let _ = reply.send(error_reply(
-                409,
-                "nothing_to_roll_back",
-                &format!("route {route} has not been switched: there is no previous set"),
-            ));
+            let _ = reply.send(Err(ControlError::NothingToRollBack(route)));
             return;
         };
         self.commit(&route, prev, Reason::ManualRollback, None, Some(reply));
@@ -174,7 +197,7 @@ impl Control {
             // Never reached (the API and the state file refuse empty sets); never publish one.
             r.busy = false;
             if let Some(reply) = reply {
-                let _ = reply.send(error_reply(409, "empty_set", "no backend to switch to"));
+                let _ = reply.send(Err(ControlError::EmptySet));
             }
             return;
         }
@@ -183,6 +206,7 @@ impl Control {
         let from = std::mem::replace(&mut r.active, to.clone());
         r.previous = Some(from.clone());
         let drain = r.cfg.switch.drain;
+        let route_id = r.id;
         let mut record = SwitchRecord::now(id, route, from, to, reason, detail);
         self.health.send(Command::Unwatch {
             route: route.to_string(),
@@ -194,38 +218,25 @@ impl Control {
             .copied()
             .collect();
         let generation = self.publish(vec![Drain {
+            route_id,
             route: route.to_string(),
             after: drain,
-            removed,
+            backends: Some(removed),
         }]);
         record.generation = generation;
         if let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) {
             r.generation = generation;
         }
         self.send_health_targets(route);
-        self.commits.push(PendingCommit {
-            record,
-            reply,
-            since: Instant::now(),
-        });
-        self.settle();
+        self.expect(generation, Then::Switch { record, reply });
     }
 
-    /// Completes every change that all workers have acknowledged (or that timed out).
-    pub(super) fn settle(&mut self) {
-        let acked = self.applied.iter().copied().min().unwrap_or(0);
-        let now = Instant::now();
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.commits)
-            .into_iter()
-            .partition(|c| c.record.generation <= acked || now - c.since > ACK_TIMEOUT);
-        self.commits = waiting;
-        for c in done {
-            let complete = c.record.generation <= acked;
-            self.finish(c.record, c.reply, complete);
-        }
-    }
-
-    fn finish(&mut self, record: SwitchRecord, reply: Option<Reply>, complete: bool) {
+    pub(super) fn finish_switch(
+        &mut self,
+        record: SwitchRecord,
+        reply: Option<Reply>,
+        complete: bool,
+    ) {
         let route = record.route.clone();
         let failed_now = self.connect_failed_sessions(&route);
         let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
@@ -271,18 +282,17 @@ impl Control {
         );
         let Some(reply) = reply else { return };
         let answer = if complete {
-            json_reply(200, json!({"switched": true, "record": record}))
+            Ok(Answer::Switch(SwitchDoc {
+                switched: true,
+                message: None,
+                active: None,
+                record: Some(record),
+            }))
         } else {
-            tracing::error!(route = %route, generation = record.generation, "not every worker acknowledged the generation in time");
-            error_reply(
-                503,
-                "not_acknowledged",
-                &format!(
-                    "the change was published as generation {} and saved, but not every worker acknowledged it within {}s (see the log)",
-                    record.generation,
-                    ACK_TIMEOUT.as_secs()
-                ),
-            )
+            Err(ControlError::NotAcknowledged {
+                generation: record.generation,
+                seconds: super::commit::ACK_TIMEOUT.as_secs(),
+            })
         };
         let _ = reply.send(answer);
     }
@@ -408,16 +418,4 @@ impl Control {
             tracing::error!(file = %self.config.state.file.display(), error = %e, "cannot write the state file; this change will not survive a restart");
         }
     }
-}
-
-fn no_route(route: &str) -> AdminReply {
-    error_reply(404, "not_found", &format!("no route named {route}"))
-}
-
-fn busy(route: &str) -> AdminReply {
-    error_reply(
-        409,
-        "switch_in_progress",
-        &format!("route {route} is already being switched; retry when that has finished"),
-    )
 }

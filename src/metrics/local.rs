@@ -2,7 +2,7 @@
 //! touched only by the worker thread; the control thread gets copies ([`super::snapshot`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -211,6 +211,9 @@ impl RouteMetrics {
 pub struct WorkerMetrics {
     routes: RefCell<HashMap<String, Rc<RouteMetrics>>>,
     pub active: Cell<u64>,
+    /// Connections still queued when a listener closed, per address (control path: touched
+    /// only when a listener retires).
+    listener_resets: RefCell<BTreeMap<SocketAddr, u64>>,
 }
 
 impl WorkerMetrics {
@@ -223,11 +226,31 @@ impl WorkerMetrics {
             .clone()
     }
 
+    /// Counts `n` connections reset by the close of the listener on `addr` (the entry exists
+    /// from the first retirement on, so a 0 is shown too).
+    pub fn listener_reset(&self, addr: SocketAddr, n: u64) {
+        *self.listener_resets.borrow_mut().entry(addr).or_insert(0) += n;
+    }
+
+    /// Forgets the metrics of routes for which `keep` is false and that no session holds
+    /// (a removed route's counters stay until its last session ends).
+    pub fn prune(&self, keep: impl Fn(&str) -> bool) {
+        self.routes
+            .borrow_mut()
+            .retain(|name, m| keep(name) || Rc::strong_count(m) > 1);
+    }
+
     /// Copies counters and takes (moves out) the histograms recorded since the last call.
     pub fn snapshot(&self, worker: usize) -> WorkerSnapshot {
         WorkerSnapshot {
             worker,
             active: self.active.get(),
+            listener_resets: self
+                .listener_resets
+                .borrow()
+                .iter()
+                .map(|(a, n)| (*a, *n))
+                .collect(),
             routes: self
                 .routes
                 .borrow()

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use super::local::Outcome;
 use super::names::*;
 use super::snapshot::RouteTotals;
+use crate::api::Quantiles;
 
 /// Bucket bounds (seconds) of the connect-duration histogram.
 const CONNECT_BUCKETS: [f64; 14] = [
@@ -20,7 +22,11 @@ const SESSION_BUCKETS: [f64; 14] = [
 ];
 
 /// Prometheus text exposition format 0.0.4.
-pub fn prometheus(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64]) -> String {
+pub fn prometheus(
+    routes: &BTreeMap<String, RouteTotals>,
+    worker_active: &[u64],
+    listener_resets: &BTreeMap<SocketAddr, u64>,
+) -> String {
     let mut out = String::with_capacity(4096);
     // Written family by family so every sample of a family is contiguous.
     header(
@@ -185,6 +191,20 @@ pub fn prometheus(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64])
             *n,
         );
     }
+    header(
+        &mut out,
+        LISTENER_QUEUE_RESETS_TOTAL,
+        "counter",
+        "Connections still queued on a listener when it closed (reset by the kernel), per listen address; retiring a listener drains its queue first.",
+    );
+    for (addr, n) in listener_resets {
+        sample(
+            &mut out,
+            LISTENER_QUEUE_RESETS_TOTAL,
+            &[("listen", &addr.to_string())],
+            *n,
+        );
+    }
     out
 }
 
@@ -241,20 +261,24 @@ fn bucket_line(out: &mut String, bucket: &str, route: &str, le: &str, count: u64
     let _ = writeln!(out, " {count}");
 }
 
-/// Quantiles of a µs histogram, in seconds, for JSON.
-pub fn quantiles(h: &Histogram<u64>) -> Value {
+/// Quantiles of a µs histogram, in seconds.
+pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
     let s = |us: u64| us as f64 / 1e6;
-    json!({
-        "count": h.len(),
-        "p50": s(h.value_at_quantile(0.5)),
-        "p90": s(h.value_at_quantile(0.9)),
-        "p99": s(h.value_at_quantile(0.99)),
-        "max": s(h.max()),
-    })
+    Quantiles {
+        count: h.len(),
+        p50: s(h.value_at_quantile(0.5)),
+        p90: s(h.value_at_quantile(0.9)),
+        p99: s(h.value_at_quantile(0.99)),
+        max: s(h.max()),
+    }
 }
 
 /// The same metrics as JSON (`GET /metrics?format=json`).
-pub fn json(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64]) -> Value {
+pub fn json(
+    routes: &BTreeMap<String, RouteTotals>,
+    worker_active: &[u64],
+    listener_resets: &BTreeMap<SocketAddr, u64>,
+) -> Value {
     let routes: serde_json::Map<String, Value> = routes
         .iter()
         .map(|(name, t)| {
@@ -291,16 +315,26 @@ pub fn json(routes: &BTreeMap<String, RouteTotals>, worker_active: &[u64]) -> Va
             )
         })
         .collect();
-    json!({ "routes": routes, "workers": worker_active.iter().enumerate().map(|(i, a)| json!({"worker": i, "connections_active": a})).collect::<Vec<_>>() })
+    let resets: serde_json::Map<String, Value> = listener_resets
+        .iter()
+        .map(|(a, n)| (a.to_string(), json!(n)))
+        .collect();
+    json!({
+        "routes": routes,
+        "workers": worker_active.iter().enumerate().map(|(i, a)| json!({"worker": i, "connections_active": a})).collect::<Vec<_>>(),
+        "listener_queue_resets": resets,
+    })
 }
 
-/// Metrics the control thread itself owns: switch results and backend health.
+/// Metrics the control thread itself owns: switch results, backend health, reloads.
 #[derive(Debug, Default)]
 pub struct ControlMetrics {
     /// (route, result) → count.
     pub switches: BTreeMap<(String, &'static str), u64>,
     /// (route, backend, up) for every backend the checks have judged.
     pub backend_up: Vec<(String, String, bool)>,
+    /// Configuration reloads by result ("ok", "failed").
+    pub reloads: BTreeMap<&'static str, u64>,
 }
 
 /// Appends the control thread's metrics to a Prometheus exposition.
@@ -333,6 +367,16 @@ pub fn prometheus_control(out: &mut String, c: &ControlMetrics) {
             u64::from(*up),
         );
     }
+    header(
+        out,
+        RELOADS_TOTAL,
+        "counter",
+        "Configuration reloads, per result (ok, failed).",
+    );
+    for result in ["ok", "failed"] {
+        let n = c.reloads.get(result).copied().unwrap_or(0);
+        sample(out, RELOADS_TOTAL, &[("result", result)], n);
+    }
 }
 
 /// The control thread's metrics as JSON.
@@ -347,5 +391,9 @@ pub fn json_control(c: &ControlMetrics) -> Value {
         .iter()
         .map(|(route, backend, up)| json!({"route": route, "backend": backend, "up": up}))
         .collect();
-    json!({"switches": switches, "backend_up": up})
+    let reloads: serde_json::Map<String, Value> = ["ok", "failed"]
+        .iter()
+        .map(|r| (r.to_string(), json!(c.reloads.get(r).copied().unwrap_or(0))))
+        .collect();
+    json!({"switches": switches, "backend_up": up, "reloads": reloads})
 }

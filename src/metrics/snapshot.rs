@@ -74,6 +74,8 @@ pub struct RouteSnapshot {
 pub struct WorkerSnapshot {
     pub worker: usize,
     pub active: u64,
+    /// Connections reset by a listener's close, per address (cumulative).
+    pub listener_resets: Vec<(SocketAddr, u64)>,
     pub routes: Vec<RouteSnapshot>,
 }
 
@@ -90,6 +92,7 @@ pub struct RouteTotals {
 #[derive(Debug, Clone, Default)]
 struct WorkerLatest {
     active: u64,
+    listener_resets: Vec<(SocketAddr, u64)>,
     routes: BTreeMap<String, (RouteCounters, Vec<BackendCounters>)>,
 }
 
@@ -110,17 +113,36 @@ impl MetricsStore {
         }
     }
 
-    /// Takes in one worker's snapshot.
+    /// Takes in one worker's snapshot. A route the worker no longer reports (removed, its
+    /// last session ended) leaves the worker's counters; its histograms go once no worker
+    /// reports it.
     pub fn absorb(&mut self, snap: WorkerSnapshot) {
         let Some(latest) = self.workers.get_mut(snap.worker) else {
             return;
         };
         latest.active = snap.active;
+        latest.listener_resets = snap.listener_resets;
+        latest.routes.clear();
         for r in snap.routes {
             merge_hist(&mut self.connect, &r.name, &r.connect_us);
             merge_hist(&mut self.session, &r.name, &r.session_us);
             latest.routes.insert(r.name, (r.counters, r.backends));
         }
+        let workers = &self.workers;
+        let reported = |name: &String| workers.iter().any(|w| w.routes.contains_key(name));
+        self.connect.retain(|name, _| reported(name));
+        self.session.retain(|name, _| reported(name));
+    }
+
+    /// Connections reset by listener closes, per address, summed over workers.
+    pub fn listener_resets(&self) -> BTreeMap<SocketAddr, u64> {
+        let mut out = BTreeMap::new();
+        for w in &self.workers {
+            for (addr, n) in &w.listener_resets {
+                *out.entry(*addr).or_insert(0) += n;
+            }
+        }
+        out
     }
 
     /// Active sessions per worker.

@@ -1,9 +1,17 @@
 //! Control side: creating the per-worker SO_REUSEPORT listeners for one address.
 //!
 //! Before the group is bound, a probe socket *without* SO_REUSEPORT is bound to the address:
-//! if that fails, another process holds the port (an outside SO_REUSEPORT holder of the same
-//! user would otherwise silently share our traffic), and the error names it when /proc says
-//! who it is. Then one socket per worker is bound with SO_REUSEPORT, in worker order.
+//! if that fails, something else holds the port (an outside SO_REUSEPORT holder of the same
+//! user would otherwise silently share our traffic), and the error says who when /proc
+//! tells: a process (named), a process this user cannot see, or no process at all (the local
+//! end of a connection, or a socket the kernel is still releasing). Then one socket per
+//! worker is bound with SO_REUSEPORT, in worker order.
+//!
+//! Binding and listening are two steps ([`Group::listen`]): a change that binds several new
+//! addresses binds them all first and listens only when every bind succeeded, so a change
+//! that fails never had a socket in LISTEN state (no client could have been queued on it,
+//! and no queued connection is reset when its sockets are dropped). Port 0 asks the kernel
+//! for a free port; the group is bound on the port it gave.
 
 use std::fs;
 use std::io;
@@ -14,16 +22,52 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Backlog asked for each listener (the kernel caps it at net.core.somaxconn).
 pub const BACKLOG: i32 = 4096;
 
+/// Who holds a port that could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A process that /proc shows: "pid 1234 (nginx)".
+    Process { pid: u32, comm: String },
+    /// A socket listens on the port, but no process this user can inspect holds it.
+    Hidden,
+    /// No socket listens on the port: it is the local end of a connection, or a socket the
+    /// kernel is still releasing.
+    NoListener { states: Vec<&'static str> },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Process { pid, comm } => write!(f, "pid {pid} {comm}"),
+            Holder::Hidden => f.write_str("a process this user cannot inspect"),
+            Holder::NoListener { states } if states.is_empty() => {
+                f.write_str("no listener: a socket the kernel is still releasing")
+            }
+            Holder::NoListener { states } => write!(
+                f,
+                "no listener: the local end of a connection ({})",
+                states.join(", ")
+            ),
+        }
+    }
+}
+
 /// Why a listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
+    #[error("{addr} is held by another process ({holder}); stop it or choose another port")]
+    HeldByProcess { addr: SocketAddr, holder: Holder },
     #[error(
-        "{addr} is already in use by another process{}; stop it or choose another port",
-        holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+        "{addr} is held by another process that this user cannot inspect (as root: ss -ltnp 'sport = :{}'); stop it or choose another port",
+        addr.port()
     )]
-    InUse {
+    HeldHidden { addr: SocketAddr },
+    #[error(
+        "{addr} cannot be bound, yet no process listens on it: it is {}; retry in a moment or choose another port",
+        describe_no_listener(states)
+    )]
+    NoListener {
         addr: SocketAddr,
-        holder: Option<String>,
+        states: Vec<&'static str>,
     },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -33,34 +77,101 @@ pub enum ListenerError {
     },
 }
 
-/// Binds `count` SO_REUSEPORT listeners on `addr`, after checking nobody else holds it.
-pub fn bind_group(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, ListenerError> {
-    probe(addr)?;
-    (0..count)
-        .map(|_| bind_one(addr, true))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|source| classify(addr, source))
-}
-
-/// Binds and drops a socket without SO_REUSEPORT: fails when anyone holds the address.
-fn probe(addr: SocketAddr) -> Result<(), ListenerError> {
-    bind_one(addr, false)
-        .map(drop)
-        .map_err(|source| classify(addr, source))
-}
-
-fn classify(addr: SocketAddr, source: io::Error) -> ListenerError {
-    if source.kind() == io::ErrorKind::AddrInUse {
-        ListenerError::InUse {
-            addr,
-            holder: find_holder(addr.port()),
-        }
+fn describe_no_listener(states: &[&'static str]) -> String {
+    if states.is_empty() {
+        "a socket the kernel is still releasing (for example just after a killed process)".into()
     } else {
-        ListenerError::Bind { addr, source }
+        format!(
+            "the local end of an existing connection ({}) or a socket the kernel is still releasing",
+            states.join(", ")
+        )
     }
 }
 
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+impl ListenerError {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            ListenerError::HeldByProcess { addr, .. }
+            | ListenerError::HeldHidden { addr }
+            | ListenerError::NoListener { addr, .. }
+            | ListenerError::Bind { addr, .. } => *addr,
+        }
+    }
+}
+
+/// A bound (not yet listening) SO_REUSEPORT group: one socket per worker.
+#[derive(Debug)]
+pub struct Group {
+    /// The bound address (the real port when port 0 was asked for).
+    pub addr: SocketAddr,
+    sockets: Vec<Socket>,
+}
+
+impl Group {
+    /// Puts every socket of the group in LISTEN state, in worker order.
+    pub fn listen(self) -> Result<Vec<TcpListener>, ListenerError> {
+        let addr = self.addr;
+        self.sockets
+            .into_iter()
+            .map(|s| {
+                s.listen(BACKLOG)
+                    .map(|()| s.into())
+                    .map_err(|source| ListenerError::Bind { addr, source })
+            })
+            .collect()
+    }
+}
+
+/// Binds `count` SO_REUSEPORT sockets on `addr` (not yet listening), after checking nobody
+/// else holds it. Port 0: on a free port the kernel picks.
+pub fn bind_group(addr: SocketAddr, count: usize) -> Result<Group, ListenerError> {
+    try_bind_group(addr, count).map_err(|(at, source)| classify(at, source))
+}
+
+/// [`bind_group`] without looking up who holds a busy port (scanning /proc is slow): for
+/// trying the ports of a range one after the other.
+pub fn try_bind_group(addr: SocketAddr, count: usize) -> Result<Group, (SocketAddr, io::Error)> {
+    let addr = if addr.port() == 0 {
+        // The kernel's pick, from a socket without SO_REUSEPORT (never a port shared with
+        // another reuseport group); released at once and bound again below.
+        let probe = bind_one(addr, false).map_err(|e| (addr, e))?;
+        probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| {
+                (
+                    addr,
+                    io::Error::other("the kernel reported no bound address"),
+                )
+            })?
+    } else {
+        addr
+    };
+    // Fails when anyone holds the address. It never listens, so no connection can ever be
+    // queued on it.
+    bind_one(addr, false).map(drop).map_err(|e| (addr, e))?;
+    let sockets = (0..count)
+        .map(|_| bind_one(addr, true))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| (addr, e))?;
+    Ok(Group { addr, sockets })
+}
+
+fn classify(addr: SocketAddr, source: io::Error) -> ListenerError {
+    if source.kind() != io::ErrorKind::AddrInUse {
+        return ListenerError::Bind { addr, source };
+    }
+    match find_holder(addr.port()) {
+        h @ Holder::Process { .. } => ListenerError::HeldByProcess { addr, holder: h },
+        Holder::Hidden => ListenerError::HeldHidden { addr },
+        Holder::NoListener { states } => ListenerError::NoListener { addr, states },
+    }
+}
+
+/// A bound socket with SO_REUSEADDR (and SO_REUSEPORT when asked), non-blocking, IPv6-only
+/// for IPv6 addresses. Not listening.
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -73,22 +184,35 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
-/// Finds "pid N (comm)" of a process listening on `port`, from /proc. Best effort.
-pub fn find_holder(port: u16) -> Option<String> {
-    let inodes = listening_inodes(port);
-    if inodes.is_empty() {
-        return None;
+/// Who holds `port`, from /proc: the process owning a listening socket on it, or why none
+/// can be named. Best effort, read-only.
+pub fn find_holder(port: u16) -> Holder {
+    let sockets = port_sockets(port);
+    let listening: Vec<&str> = sockets
+        .iter()
+        .filter(|s| s.listening && s.inode != "0")
+        .map(|s| s.inode.as_str())
+        .collect();
+    if listening.is_empty() {
+        let mut states: Vec<&'static str> = sockets.iter().map(|s| s.state).collect();
+        states.sort_unstable();
+        states.dedup();
+        return Holder::NoListener { states };
     }
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
+    let mut unreadable = false;
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Holder::Hidden;
+    };
+    for entry in procs.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            unreadable = true;
             continue;
         };
         for fd in fds.flatten() {
@@ -102,17 +226,32 @@ pub fn find_holder(port: u16) -> Option<String> {
             else {
                 continue;
             };
-            if inodes.iter().any(|i| i == inode) {
+            if listening.contains(&inode) {
                 let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                return Some(format!("pid {pid} {}", comm.trim()));
+                return Holder::Process {
+                    pid,
+                    comm: comm.trim().to_string(),
+                };
             }
         }
     }
-    Some("a process this user cannot inspect".to_string())
+    if unreadable {
+        Holder::Hidden
+    } else {
+        // Every process was inspected and none holds it: a listener whose owner is gone (an
+        // io_uring process's sockets outlive it for a moment).
+        Holder::NoListener { states: Vec::new() }
+    }
 }
 
-/// Inodes of sockets in LISTEN (or bound) state on `port`, from /proc/net/tcp{,6}.
-fn listening_inodes(port: u16) -> Vec<String> {
+struct PortSocket {
+    inode: String,
+    state: &'static str,
+    listening: bool,
+}
+
+/// Sockets whose local port is `port`, from /proc/net/tcp{,6}.
+fn port_sockets(port: u16) -> Vec<PortSocket> {
     let mut out = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
@@ -129,13 +268,36 @@ fn listening_inodes(port: u16) -> Vec<String> {
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            // 0A = LISTEN, 07 = CLOSE (bound, not listening)
-            if local_port == Some(port) && (*state == "0A" || *state == "07") && *inode != "0" {
-                out.push((*inode).to_string());
+            if local_port != Some(port) {
+                continue;
             }
+            let state = state_name(state);
+            out.push(PortSocket {
+                inode: (*inode).to_string(),
+                // LISTEN, or CLOSE: bound and not listening (another bind-only holder)
+                listening: matches!(state, "LISTEN" | "CLOSE"),
+                state,
+            });
         }
     }
     out
+}
+
+fn state_name(hex: &str) -> &'static str {
+    match hex {
+        "01" => "ESTABLISHED",
+        "02" => "SYN_SENT",
+        "03" => "SYN_RECV",
+        "04" => "FIN_WAIT1",
+        "05" => "FIN_WAIT2",
+        "06" => "TIME_WAIT",
+        "07" => "CLOSE",
+        "08" => "CLOSE_WAIT",
+        "09" => "LAST_ACK",
+        "0A" => "LISTEN",
+        "0B" => "CLOSING",
+        _ => "OTHER",
+    }
 }
 
 #[cfg(test)]
@@ -143,31 +305,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn group_binds_and_shares_the_port() {
-        let first = bind_group("127.0.0.1:0".parse().unwrap(), 1).unwrap();
-        let addr = first[0].local_addr().unwrap();
-        drop(first);
-        let group = bind_group(addr, 3).unwrap();
-        assert_eq!(group.len(), 3);
-        for l in &group {
+    fn group_binds_on_the_port_the_kernel_picks_and_shares_it() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let addr = group.addr;
+        assert_ne!(addr.port(), 0);
+        let listeners = group.listen().unwrap();
+        assert_eq!(listeners.len(), 3);
+        for l in &listeners {
             assert_eq!(l.local_addr().unwrap(), addr);
         }
+        // Once listening, a client connects.
+        std::net::TcpStream::connect(addr).unwrap();
+    }
+
+    /// A bound group that never listened refuses connections, and dropping it frees the port.
+    #[test]
+    fn bound_but_not_listening_refuses_and_frees_on_drop() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = group.addr;
+        assert_eq!(
+            std::net::TcpStream::connect(addr).unwrap_err().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+        drop(group);
+        bind_group(addr, 2).unwrap();
     }
 
     /// An outside SO_REUSEPORT holder is detected, not silently shared, and named.
     #[test]
     fn outside_reuseport_holder_is_refused_and_named() {
         let outside = bind_one("127.0.0.1:0".parse().unwrap(), true).unwrap();
-        let addr = outside.local_addr().unwrap();
-        match bind_group(addr, 2) {
-            Err(ListenerError::InUse { holder, .. }) => {
-                let holder = holder.unwrap();
-                assert!(
-                    holder.contains(&format!("pid {}", std::process::id())),
-                    "{holder}"
-                );
+        outside.listen(16).unwrap();
+        let addr = outside.local_addr().unwrap().as_socket().unwrap();
+        let err = bind_group(addr, 2).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("held by another process")
+                && text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+    }
+
+    /// A port used only as the local end of a connection is told apart from a listener.
+    #[test]
+    fn a_connections_local_end_is_not_called_a_process() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let local = client.local_addr().unwrap();
+        let err = bind_group(local, 1).unwrap_err();
+        match &err {
+            ListenerError::NoListener { states, .. } => {
+                assert!(states.contains(&"ESTABLISHED"), "{err}")
             }
-            other => panic!("expected InUse, got {other:?}"),
+            other => panic!("expected NoListener, got {other}"),
         }
+        assert!(
+            err.to_string().contains("no process listens on it"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Hot side: the few raw system calls the relay needs that neither std, socket2 nor monoio
-//! expose on a borrowed fd (linger, shutdown, non-blocking, splice, pipes).
+//! expose on a borrowed fd (linger, shutdown, non-blocking, splice, pipes), and the three a
+//! worker uses to retire a listener without resetting a queued connection (a SYN filter, a
+//! non-blocking accept, the accept queue's length).
 //!
 //! This is one of the two modules where `unsafe` is allowed. Every call takes a raw fd that
 //! the caller keeps open for the duration of the call (it is borrowed from a live socket or
@@ -123,6 +125,93 @@ pub fn set_pipe_size(pipe: &OwnedFd, size: usize) -> usize {
     if get > 0 { get as usize } else { 4096 }
 }
 
+/// `SO_ATTACH_FILTER` (asm-generic value, as on x86-64 and arm64).
+const SO_ATTACH_FILTER: libc::c_int = 26;
+
+/// Attaches a classic BPF socket filter to a listening socket that drops every segment with
+/// SYN set and ACK clear (a new connection attempt) and passes everything else: handshakes
+/// already under way still complete into the accept queue, but no new one starts. A client
+/// whose SYN is dropped retries it about a second later, and by then the listener is closed
+/// (a refused connection, not a reset one). The filter runs on the TCP header (`skb->data`
+/// points there when a TCP socket's filter runs); byte 13 holds the flags.
+pub fn drop_new_connections(fd: RawFd) -> io::Result<()> {
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut program = [
+        // A = tcp flags
+        op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 13),
+        // A &= SYN|ACK
+        op(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, 0, SYN | ACK),
+        // A == SYN ? drop : pass
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, SYN),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fd` is a socket the caller keeps open; `fprog` and the program it points to
+    // live on our stack for the whole call (the kernel copies the program in).
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// One `accept4` on a non-blocking listening socket (ringway's listeners all are):
+/// `Ok(None)` when its queue is empty. The new socket is non-blocking and close-on-exec.
+pub fn accept_now(fd: RawFd) -> io::Result<Option<std::net::TcpStream>> {
+    // SAFETY: `fd` is a listening socket the caller keeps open; null address pointers are
+    // allowed (we do not need the peer's address here).
+    let ret = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    match cvt(ret) {
+        // SAFETY: on success `ret` is a new socket descriptor owned by nobody else.
+        Ok(new) => Ok(Some(unsafe { std::net::TcpStream::from_raw_fd(new) })),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Connections waiting in a listening socket's accept queue (`tcpi_unacked` of TCP_INFO,
+/// which holds the accept backlog for a socket in LISTEN state).
+pub fn accept_queue_len(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which lives on our stack
+    // for the call, and updates `len`; `fd` is kept open by the caller.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info.tcpi_unacked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +254,34 @@ mod tests {
             a.read(&mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    /// The SYN filter stops new connections but not established ones; the queue is counted
+    /// and drained with non-blocking accepts.
+    #[test]
+    fn syn_filter_queue_length_and_drain() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (mut c, mut s) = (TcpStream::connect(addr).unwrap(), l.accept().unwrap().0);
+        l.set_nonblocking(true).unwrap();
+        let queued: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let fd = l.as_raw_fd();
+        assert_eq!(accept_queue_len(fd).unwrap(), 3);
+        drop_new_connections(fd).unwrap();
+        let refused = TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300));
+        assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        c.write_all(b"still here").unwrap();
+        let mut buf = [0u8; 10];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"still here");
+        let mut drained = 0;
+        while let Some(conn) = accept_now(fd).unwrap() {
+            assert_eq!(conn.local_addr().unwrap(), addr);
+            drained += 1;
+        }
+        assert_eq!(drained, 3);
+        assert_eq!(accept_queue_len(fd).unwrap(), 0);
+        drop(queued);
     }
 
     /// Bytes go socket → pipe → socket intact, and an empty socket says WouldBlock.

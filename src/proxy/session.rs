@@ -31,7 +31,7 @@ pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
     }
     bump(&m.active, 1);
     bump(&worker.metrics.active, 1);
-    let key = worker.sessions.open(client.as_raw_fd(), &route.name);
+    let key = worker.sessions.open(client.as_raw_fd(), route.id);
 
     let outcome = match Box::pin(connect(&route)).await {
         None => {

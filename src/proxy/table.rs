@@ -18,14 +18,15 @@ use crate::metrics::local::{BackendMetrics, RouteMetrics, WorkerMetrics};
 /// One route as a worker sees it.
 #[derive(Debug)]
 pub struct Route {
+    /// The route's identity (see [`RouteSpec::id`]): drains find its sessions by it.
+    pub id: u64,
     pub cfg: RouteConfig,
-    /// The route's name, shared with the session registry (drains find sessions by it).
-    pub name: Rc<str>,
     pub metrics: Rc<RouteMetrics>,
     /// The active set: where new sessions go.
     pub active: Vec<SocketAddr>,
-    /// The active backends that are not down, or all of them when every one is down (better
-    /// to try than to refuse).
+    /// Where new sessions go: the active backends that are neither down nor drained; when
+    /// every one is down, the ones not drained (better to try than to refuse); when every
+    /// one is drained too, all of them (a route always has somewhere to go).
     backends: Vec<Rc<BackendMetrics>>,
     /// Round-robin cursor (per worker).
     next: Cell<usize>,
@@ -84,27 +85,34 @@ impl RouteTable {
                 continue;
             }
             let m = metrics.route(&cfg.name);
-            let up: Vec<SocketAddr> = spec
-                .active
-                .iter()
-                .filter(|a| !spec.down.contains(a))
-                .copied()
-                .collect();
-            let pickable = if up.is_empty() { &spec.active } else { &up };
+            let pick = |skip_down: bool| -> Vec<SocketAddr> {
+                spec.active
+                    .iter()
+                    .filter(|a| !(spec.drain.contains(a) || skip_down && spec.down.contains(a)))
+                    .copied()
+                    .collect()
+            };
+            let mut pickable = pick(true);
+            if pickable.is_empty() {
+                pickable = pick(false);
+            }
+            if pickable.is_empty() {
+                pickable = spec.active.clone();
+            }
             let backends = pickable.iter().map(|a| m.backend(*a)).collect();
             let max_per_worker = cfg
                 .max_connections
                 .map(|n| u64::from(n.get()).div_ceil(workers.max(1) as u64));
             let route = Rc::new(Route {
+                id: spec.id,
                 cfg: cfg.clone(),
-                name: Rc::from(cfg.name.as_str()),
                 metrics: m,
                 active: spec.active.clone(),
                 backends,
                 next: Cell::new(0),
                 max_per_worker,
             });
-            for addr in &cfg.listen {
+            for addr in &spec.listen {
                 by_listen.insert(*addr, route.clone());
             }
             by_name.insert(cfg.name.clone(), route);
@@ -119,6 +127,11 @@ impl RouteTable {
     /// The route named `name`.
     pub fn by_name(&self, name: &str) -> Option<&Rc<Route>> {
         self.by_name.get(name)
+    }
+
+    /// True when route `name` is in this table.
+    pub fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
     }
 
     /// The route that owns listen address `addr`.
@@ -148,9 +161,8 @@ mod tests {
         .unwrap();
         let metrics = WorkerMetrics::default();
         let spec = |down: &[&str]| RouteSpec {
-            cfg: cfg.routes[0].clone(),
-            active: cfg.routes[0].backends.clone(),
             down: down.iter().map(|a| a.parse().unwrap()).collect(),
+            ..RouteSpec::configured(1, &cfg.routes[0])
         };
         let table = RouteTable::build(1, &[spec(&[])], &metrics, 2);
         let route = table.lookup(&"127.0.0.1:3000".parse().unwrap()).unwrap();
@@ -173,6 +185,25 @@ mod tests {
             &metrics,
             2,
         );
+        let route = table.by_name("web").unwrap();
+        let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
+        assert_eq!(picks, [8080, 8081]);
+
+        // A drained backend gets no new sessions, even when the other one is down ...
+        let drained = RouteSpec {
+            drain: vec!["127.0.0.1:8081".parse().unwrap()],
+            ..spec(&["127.0.0.1:8080"])
+        };
+        let table = RouteTable::build(4, std::slice::from_ref(&drained), &metrics, 2);
+        let route = table.by_name("web").unwrap();
+        let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
+        assert_eq!(picks, [8080, 8080]);
+        // ... unless every backend is drained.
+        let all = RouteSpec {
+            drain: drained.active.clone(),
+            ..drained
+        };
+        let table = RouteTable::build(5, &[all], &metrics, 2);
         let route = table.by_name("web").unwrap();
         let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
         assert_eq!(picks, [8080, 8081]);

@@ -1,40 +1,67 @@
-//! Hot side: the accept loop of one listener on one worker.
+//! Hot side: the accept loop of one listener on one worker, and the listener's retirement.
+//!
+//! Retiring a listener (its address left the route table, or ringway stops) must not reset
+//! a connection the kernel already accepted into its queue: closing a listening socket
+//! resets everything queued on it. So the worker first stops new connections with a socket
+//! filter that drops SYNs (`sys::drop_new_connections`: handshakes already under way still
+//! complete), cancels the pending accept (a connection it already took is still delivered),
+//! then accepts what is queued without blocking, twice with a short pause between (the
+//! handshakes in flight when the filter went on), and serves those connections with the
+//! route the address had. Whatever is still queued at the close is counted in
+//! `ringway_listener_queue_resets_total`.
 
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::io::CancelHandle;
-use monoio::net::TcpListener;
+use monoio::net::{TcpListener, TcpStream};
 
 use super::Worker;
+use crate::net::sys;
 use crate::proxy::session;
+use crate::proxy::table::Route;
 
-/// Accepts until cancelled; each connection becomes a session task on this worker.
+/// Pause between the two drains of a retiring listener's queue: a loopback handshake takes
+/// microseconds, a LAN one well under this.
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(2);
+
+/// Shared by an accept loop and whoever retires its listener.
+#[derive(Debug, Default)]
+pub(super) struct Retire {
+    requested: Cell<bool>,
+    /// The route the retiring address had: queued connections are served by it.
+    route: RefCell<Option<Rc<Route>>>,
+    done: Cell<bool>,
+}
+
+impl Retire {
+    pub(super) fn request(&self, route: Option<Rc<Route>>) {
+        *self.route.borrow_mut() = route;
+        self.requested.set(true);
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.done.get()
+    }
+}
+
+/// Accepts until retired; each connection becomes a session task on this worker.
 pub(super) async fn run(
     worker: Rc<Worker>,
     listener: TcpListener,
     addr: SocketAddr,
     cancel: CancelHandle,
+    retire: Rc<Retire>,
 ) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
-            Ok((stream, _peer)) => {
-                let route = worker.table.borrow().lookup(&addr).cloned();
-                match route {
-                    Some(route) => {
-                        monoio::spawn(session::run(worker.clone(), route, stream));
-                    }
-                    // The address left the table in a generation applied after this
-                    // connection was queued: close it.
-                    None => drop(stream),
-                }
-            }
-            // Cancelled, or the listener was shut down (EINVAL): this loop is done.
-            Err(_) if worker.stopping.get() || !worker.listeners.borrow().contains_key(&addr) => {
-                break;
-            }
+            Ok((stream, _peer)) => serve(&worker, addr, stream, &retire),
+            // Cancelled (retiring), or the listener failed for good: this loop is done.
+            Err(_) if retire.requested.get() || worker.stopping.get() => break,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINVAL)) => break,
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning; warn at most every 5s.
@@ -46,9 +73,52 @@ pub(super) async fn run(
             }
         }
     }
+    let fd = listener.as_raw_fd();
+    let mut served = 0;
+    for round in 0..2 {
+        if round == 1 {
+            monoio::time::sleep(HANDSHAKE_GRACE).await;
+        }
+        loop {
+            match sys::accept_now(fd) {
+                Ok(Some(std)) => match TcpStream::from_std(std) {
+                    Ok(stream) => {
+                        serve(&worker, addr, stream, &retire);
+                        served += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = worker.id, %addr, error = %e, "cannot adopt a queued connection")
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker = worker.id, %addr, error = %e, "draining the accept queue failed");
+                    break;
+                }
+            }
+        }
+    }
+    let residue = sys::accept_queue_len(fd).unwrap_or(0);
+    worker.metrics.listener_reset(addr, u64::from(residue));
     drop(listener);
-    worker
-        .accepting
-        .set(worker.accepting.get().saturating_sub(1));
-    tracing::debug!(worker = worker.id, %addr, "accept loop stopped");
+    tracing::debug!(worker = worker.id, %addr, served, residue, "listener retired");
+    retire.done.set(true);
+}
+
+/// Starts a session for `stream` with the route that owns `addr` (the retiring route while
+/// the address is being retired); without one, closes it.
+fn serve(worker: &Rc<Worker>, addr: SocketAddr, stream: TcpStream, retire: &Retire) {
+    let route = worker
+        .table
+        .borrow()
+        .lookup(&addr)
+        .cloned()
+        .or_else(|| retire.route.borrow().clone());
+    match route {
+        Some(route) => {
+            monoio::spawn(session::run(worker.clone(), route, stream));
+        }
+        // Never listened for a route (cannot happen): close it.
+        None => drop(stream),
+    }
 }

@@ -5,7 +5,6 @@
 //! timer polling), then drains the channel with `try_recv`.
 
 use std::io::{ErrorKind, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,9 +14,13 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use monoio::io::AsyncReadRent;
 use monoio::net::{TcpListener, UnixStream};
 
-use super::{Worker, accept};
+use super::Worker;
+use super::accept::Retire;
 use crate::control::messages::{Drain, FromWorker, RouteSpec, ToWorker};
 use crate::proxy::table::RouteTable;
+
+/// Longest a worker waits for retiring listeners to close before it acknowledges anyway.
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
 
 /// The control thread's handle on one worker's inbox.
 #[derive(Debug)]
@@ -62,7 +65,7 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
                     remove,
                     drains,
                 }) => {
-                    apply(&worker, generation, &routes, add, &remove);
+                    apply(&worker, generation, &routes, add, &remove).await;
                     for d in drains {
                         monoio::spawn(drain(worker.clone(), d));
                     }
@@ -82,7 +85,11 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
     }
 }
 
-fn apply(
+/// Swaps in the generation's table, starts accepting on the new addresses, retires the
+/// removed ones (their queued connections are served by the route they had), and
+/// acknowledges once those listeners are closed: when the control thread answers a change,
+/// a removed address already refuses connections.
+async fn apply(
     worker: &Rc<Worker>,
     generation: u64,
     routes: &Arc<Vec<RouteSpec>>,
@@ -90,28 +97,19 @@ fn apply(
     remove: &[std::net::SocketAddr],
 ) {
     let table = RouteTable::build(generation, routes, &worker.metrics, worker.workers);
-    *worker.table.borrow_mut() = Rc::new(table);
-    for addr in remove {
-        worker.stop_listening(addr);
-    }
+    let old = std::mem::replace(&mut *worker.table.borrow_mut(), Rc::new(table));
     let mut error = None;
     for (addr, std_listener) in add {
         match TcpListener::from_std(std_listener) {
-            Ok(listener) => {
-                let canceller = monoio::io::Canceller::new();
-                let fd = listener.as_raw_fd();
-                worker.accepting.set(worker.accepting.get() + 1);
-                monoio::spawn(accept::run(
-                    worker.clone(),
-                    listener,
-                    addr,
-                    canceller.handle(),
-                ));
-                worker.listeners.borrow_mut().insert(addr, (canceller, fd));
-            }
+            Ok(listener) => worker.listen(addr, listener),
             Err(e) => error = Some(format!("cannot adopt the listener for {addr}: {e}")),
         }
     }
+    let retiring: Vec<Rc<Retire>> = remove
+        .iter()
+        .filter_map(|addr| worker.retire(addr, old.lookup(addr).cloned()))
+        .collect();
+    wait_retired(&retiring).await;
     let _ = worker.to_control.send(FromWorker::Applied {
         worker: worker.id,
         generation,
@@ -119,26 +117,33 @@ fn apply(
     });
 }
 
-/// A drain deadline: after `d.after`, closes the route's sessions on the backends this switch
-/// removed that are still outside its active set *then* (a later switch back keeps them).
+/// Waits (bounded) until every listener in `retiring` is closed.
+async fn wait_retired(retiring: &[Rc<Retire>]) {
+    let until = Instant::now() + RETIRE_WAIT;
+    while retiring.iter().any(|r| !r.is_done()) && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A drain deadline: after `d.after`, closes the route's sessions on the backends the change
+/// took out (all, for a removed route) that are still outside its active set *then* (a later
+/// switch back keeps them).
 async fn drain(worker: Rc<Worker>, d: Drain) {
     monoio::time::sleep(d.after).await;
     if worker.stopping.get() {
         return;
     }
     let table = worker.table.borrow().clone();
-    // A route that is gone keeps no backend active.
+    // A route that is gone (or was made again: another id) keeps no backend active.
     let active = table
         .by_name(&d.route)
+        .filter(|r| r.id == d.route_id)
         .map(|r| r.active.as_slice())
         .unwrap_or(&[]);
-    let stale: Vec<std::net::SocketAddr> = d
-        .removed
-        .iter()
-        .filter(|a| !active.contains(a))
-        .copied()
-        .collect();
-    let closed = worker.sessions.close_drained(&d.route, &stale);
+    let listed = |a: std::net::SocketAddr| d.backends.as_ref().is_none_or(|b| b.contains(&a));
+    let closed = worker
+        .sessions
+        .close_drained(d.route_id, |a| listed(a) && !active.contains(&a));
     if closed > 0 {
         tracing::info!(
             worker = worker.id,
@@ -149,19 +154,19 @@ async fn drain(worker: Rc<Worker>, d: Drain) {
     }
 }
 
-/// Stops accepting, waits for sessions up to `grace`, closes the rest, reports `Stopped`.
+/// Stops accepting (each listener retired: what is queued is served, nothing is reset),
+/// waits for sessions up to `grace`, closes the rest, reports `Stopped`.
 async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     worker.stopping.set(true);
     let addrs: Vec<_> = worker.listeners.borrow().keys().copied().collect();
-    for addr in &addrs {
-        worker.stop_listening(addr);
-    }
-    // Let the accept loops end and their listeners' closes reach the kernel before this
-    // runtime can go away (an op still in flight at runtime drop would keep its fd open).
-    let until = Instant::now() + Duration::from_secs(1);
-    while worker.accepting.get() > 0 && Instant::now() < until {
-        monoio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let table = worker.table.borrow().clone();
+    let retiring: Vec<Rc<Retire>> = addrs
+        .iter()
+        .filter_map(|addr| worker.retire(addr, table.lookup(addr).cloned()))
+        .collect();
+    // The listeners' closes reach the kernel before this runtime can go away (an op still
+    // in flight at runtime drop would keep its fd open).
+    wait_retired(&retiring).await;
     monoio::time::sleep(Duration::from_millis(1)).await;
     let deadline = Instant::now() + grace;
     while !worker.sessions.is_empty() && Instant::now() < deadline {

@@ -13,7 +13,7 @@ mod sessions;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::thread::JoinHandle;
@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use monoio::io::Canceller;
+use monoio::net::TcpListener;
 
 pub use inbox::Waker;
 pub use sessions::Sessions;
@@ -29,7 +30,7 @@ use crate::config::{Driver, RuntimeConfig};
 use crate::control::messages::{FromWorker, ToWorker};
 use crate::metrics::local::WorkerMetrics;
 use crate::proxy::pool::{BufferPool, PipePool};
-use crate::proxy::table::RouteTable;
+use crate::proxy::table::{Route, RouteTable};
 
 /// io_uring submission queue size per worker (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 2048;
@@ -48,12 +49,17 @@ pub struct Worker {
     pub table: RefCell<Rc<RouteTable>>,
     pub metrics: WorkerMetrics,
     pub sessions: Sessions,
-    /// Accept loops by listen address: the canceller and the listener's fd.
-    listeners: RefCell<HashMap<SocketAddr, (Canceller, RawFd)>>,
-    /// Accept loops still running (their listeners are open until they end).
-    accepting: Cell<usize>,
+    /// Accept loops by listen address.
+    listeners: RefCell<HashMap<SocketAddr, ListenerHandle>>,
     stopping: Cell<bool>,
     to_control: Sender<FromWorker>,
+}
+
+/// A running accept loop, as the worker holds it.
+struct ListenerHandle {
+    canceller: Canceller,
+    fd: RawFd,
+    retire: Rc<accept::Retire>,
 }
 
 /// What a worker thread is started with.
@@ -126,7 +132,6 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         metrics: WorkerMetrics::default(),
         sessions: Sessions::default(),
         listeners: RefCell::new(HashMap::new()),
-        accepting: Cell::new(0),
         stopping: Cell::new(false),
         to_control: spec.to_control,
     });
@@ -148,10 +153,13 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
     inbox::run(worker, spec.inbox, wake).await;
 }
 
-/// Sends metrics to the control thread every [`SNAPSHOT_EVERY`].
+/// Sends metrics to the control thread every [`SNAPSHOT_EVERY`]; forgets the metrics of
+/// routes that are gone and hold no session.
 async fn snapshots(worker: Rc<Worker>) {
     while !worker.stopping.get() {
         monoio::time::sleep(SNAPSHOT_EVERY).await;
+        let table = worker.table.borrow().clone();
+        worker.metrics.prune(|name| table.has(name));
         worker.send_snapshot();
         worker.buffers.trim();
         worker.pipes.trim();
@@ -159,15 +167,37 @@ async fn snapshots(worker: Rc<Worker>) {
 }
 
 impl Worker {
-    /// Stops accepting on `addr`: the listener leaves the SO_REUSEPORT group at once
-    /// (`shutdown(SHUT_RD)` on a listening socket stops it listening; with
-    /// `net.ipv4.tcp_migrate_req=1` its queued connections move to the other workers), and
-    /// its accept loop ends and closes it.
-    fn stop_listening(&self, addr: &SocketAddr) {
-        if let Some((canceller, fd)) = self.listeners.borrow_mut().remove(addr) {
-            let _ = crate::net::sys::shutdown(fd, libc::SHUT_RD);
-            canceller.cancel();
+    /// Starts the accept loop of a listener handed over by the control thread.
+    fn listen(self: &Rc<Self>, addr: SocketAddr, listener: TcpListener) {
+        let canceller = Canceller::new();
+        let retire = Rc::new(accept::Retire::default());
+        let handle = ListenerHandle {
+            fd: listener.as_raw_fd(),
+            canceller,
+            retire: retire.clone(),
+        };
+        monoio::spawn(accept::run(
+            self.clone(),
+            listener,
+            addr,
+            handle.canceller.handle(),
+            retire,
+        ));
+        self.listeners.borrow_mut().insert(addr, handle);
+    }
+
+    /// Retires the listener of `addr` (see `accept.rs`): no new connections from now on,
+    /// those already queued are served by `route`, then it closes. Returns what to wait on.
+    fn retire(&self, addr: &SocketAddr, route: Option<Rc<Route>>) -> Option<Rc<accept::Retire>> {
+        let h = self.listeners.borrow_mut().remove(addr)?;
+        if let Err(e) = crate::net::sys::drop_new_connections(h.fd) {
+            // Without the filter a connection may still land between the last drain and the
+            // close; it is counted then.
+            tracing::warn!(worker = self.id, %addr, error = %e, "cannot stop new connections before closing the listener");
         }
+        h.retire.request(route);
+        h.canceller.cancel();
+        Some(h.retire)
     }
 
     fn send_snapshot(&self) {

@@ -8,7 +8,6 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::rc::Rc;
 
 use slab::Slab;
 
@@ -18,7 +17,8 @@ use crate::net::sys;
 #[derive(Debug)]
 struct Entry {
     client: RawFd,
-    route: Rc<str>,
+    /// The route's id (see `RouteSpec::id`).
+    route: u64,
     backend: Cell<Option<(RawFd, SocketAddr)>>,
     /// Set when ringway closes the session: `Shutdown` or `Drained`.
     closed_by: Cell<Option<Outcome>>,
@@ -41,11 +41,11 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Registers a session of `route` by its client socket; returns its key.
-    pub fn open(&self, client: RawFd, route: &Rc<str>) -> usize {
+    /// Registers a session of route `route` (its id) by its client socket; returns its key.
+    pub fn open(&self, client: RawFd, route: u64) -> usize {
         self.slab.borrow_mut().insert(Entry {
             client,
-            route: route.clone(),
+            route,
             backend: Cell::new(None),
             closed_by: Cell::new(None),
         })
@@ -84,17 +84,15 @@ impl Sessions {
         slab.len()
     }
 
-    /// A drain deadline of `route`: closes its sessions connected to one of the `stale`
-    /// backends. Returns how many were closed.
-    pub fn close_drained(&self, route: &str, stale: &[SocketAddr]) -> usize {
-        if stale.is_empty() {
-            return 0;
-        }
+    /// A drain deadline of route `route` (its id): closes its sessions connected to a
+    /// backend for which `stale` is true (still connecting: not yet; they drain with the
+    /// next deadline or end by themselves). Returns how many were closed.
+    pub fn close_drained(&self, route: u64, stale: impl Fn(SocketAddr) -> bool) -> usize {
         let slab = self.slab.borrow();
         let mut n = 0;
         for (_, e) in slab.iter() {
-            let stale = matches!(e.backend.get(), Some((_, addr)) if stale.contains(&addr));
-            if stale && &*e.route == route && e.closed_by.get().is_none() {
+            let stale = matches!(e.backend.get(), Some((_, addr)) if stale(addr));
+            if stale && e.route == route && e.closed_by.get().is_none() {
                 e.force(Outcome::Drained);
                 n += 1;
             }
@@ -111,21 +109,21 @@ mod tests {
     #[test]
     fn drain_closes_only_stale_sessions_of_its_route() {
         let pair = || std::os::unix::net::UnixStream::pair().unwrap();
-        let (web, api): (Rc<str>, Rc<str>) = (Rc::from("web"), Rc::from("api"));
+        let (web, api) = (1, 2);
         let old: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let new: SocketAddr = "127.0.0.1:8081".parse().unwrap();
         let s = Sessions::default();
         let (a, a2) = pair();
         let (b, b2) = pair();
         let (c, c2) = pair();
-        let on_old = s.open(a.as_raw_fd(), &web);
+        let on_old = s.open(a.as_raw_fd(), web);
         s.set_backend(on_old, a2.as_raw_fd(), old);
-        let on_new = s.open(b.as_raw_fd(), &web);
+        let on_new = s.open(b.as_raw_fd(), web);
         s.set_backend(on_new, b2.as_raw_fd(), new);
-        let other_route = s.open(c.as_raw_fd(), &api);
+        let other_route = s.open(c.as_raw_fd(), api);
         s.set_backend(other_route, c2.as_raw_fd(), old);
-        assert_eq!(s.close_drained("web", &[]), 0);
-        assert_eq!(s.close_drained("web", &[old]), 1);
+        assert_eq!(s.close_drained(web, |_| false), 0);
+        assert_eq!(s.close_drained(web, |a| a == old), 1);
         assert_eq!(s.close(on_old), Some(Outcome::Drained));
         assert_eq!(s.close(on_new), None);
         assert_eq!(s.close(other_route), None);

@@ -1,0 +1,121 @@
+//! Both sides: the answers to changes — switch, route and backend changes, reload — and the
+//! error document every refusal carries.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::SwitchRecord;
+
+/// `POST /routes/{name}/switch` and `/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchDoc {
+    /// False when the asked-for set was already active (nothing was published).
+    pub switched: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<Vec<SocketAddr>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<SwitchRecord>,
+}
+
+/// What a route or backend change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    Created,
+    Replaced,
+    Removed,
+    Attached,
+    Detached,
+    Drained,
+    Undrained,
+    /// The request asked for what already is: nothing was published.
+    Unchanged,
+}
+
+impl ChangeAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Created => "created",
+            ChangeAction::Replaced => "replaced",
+            ChangeAction::Removed => "removed",
+            ChangeAction::Attached => "attached",
+            ChangeAction::Detached => "detached",
+            ChangeAction::Drained => "drained",
+            ChangeAction::Undrained => "undrained",
+            ChangeAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// `PUT`/`DELETE /routes/{name}`, `POST`/`DELETE`/`PATCH` on its backends. Sent once every
+/// worker has applied the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDoc {
+    pub action: ChangeAction,
+    pub route: String,
+    /// The generation that carries the change (the current one when unchanged).
+    pub generation: u64,
+    /// The route's listen addresses after the change (bound: a port picked from
+    /// `admin.listen_range` shows here); empty once removed.
+    pub listen: Vec<SocketAddr>,
+    /// The route's active set after the change; empty once removed.
+    pub active: Vec<SocketAddr>,
+    /// Addresses this change started listening on, and stopped listening on.
+    pub bound: Vec<SocketAddr>,
+    pub released: Vec<SocketAddr>,
+    pub message: String,
+}
+
+/// `POST /reload` (and `ringway reload`): what a reload did, route by route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadDoc {
+    pub file: String,
+    /// The generation it published; `None` when nothing changed.
+    pub generation: Option<u64>,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    /// File routes the file left as they were (their sessions never noticed).
+    pub unchanged: Vec<String>,
+    /// Routes the API had created that the file now defines: the file owns them from now on.
+    pub adopted: Vec<String>,
+    /// Routes owned by the API, which a reload never touches.
+    pub api_routes: Vec<String>,
+    pub bound: Vec<SocketAddr>,
+    pub released: Vec<SocketAddr>,
+    /// Keys that changed in the file but take effect only at the next start.
+    pub restart_required: Vec<String>,
+}
+
+impl ReloadDoc {
+    /// True when the reload changed no route.
+    pub fn is_noop(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.adopted.is_empty()
+    }
+}
+
+/// Every refusal: `{"error": code, "message": text}`, plus the configuration problems when
+/// a route body or the configuration file was invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDoc {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<ProblemDoc>,
+}
+
+/// One problem of an invalid route body or configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}

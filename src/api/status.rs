@@ -1,0 +1,227 @@
+//! Both sides: `GET /status`, `GET /routes`, `GET /health` documents.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Origin, SwitchRecord};
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    /// The configuration file ringway runs with; `None`: the embedded default.
+    pub config_file: Option<String>,
+    pub state_file: String,
+    /// The route generation last published to the workers.
+    pub generation: u64,
+    /// The admin API's bound TCP address (the real port when `admin.listen` asks for 0).
+    pub admin: SocketAddr,
+    /// The admin unix socket, when configured.
+    pub admin_unix: Option<String>,
+    pub runtime: RuntimeDoc,
+    pub workers: Vec<WorkerDoc>,
+    pub routes: Vec<RouteDoc>,
+    /// Every address ringway listens on, and the routes that use it.
+    pub listeners: Vec<ListenerDoc>,
+    pub last_switch: Option<SwitchRecord>,
+    pub last_reload: Option<ReloadStatusDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeDoc {
+    pub driver: String,
+    pub relay: String,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerDoc {
+    pub worker: usize,
+    pub core: Option<usize>,
+    pub connections_active: u64,
+    /// The last generation this worker acknowledged.
+    pub generation: u64,
+}
+
+/// One bound listen address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerDoc {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    /// As configured (differs when the configuration asks for port 0).
+    pub configured: SocketAddr,
+    /// The routes on it (one until routes can be told apart by SNI, Host or source).
+    pub routes: Vec<String>,
+}
+
+/// The last configuration reload, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatusDoc {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// "ok" or "failed".
+    pub result: String,
+    /// What triggered it: "api", "signal", "watch".
+    pub trigger: String,
+    /// Why it failed (the configuration errors, or the bind failure).
+    pub error: Option<String>,
+    /// The generation it published (none when it failed or changed nothing).
+    pub generation: Option<u64>,
+}
+
+/// One route (`GET /routes/{name}`, and each entry of `/status` and `GET /routes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteDoc {
+    pub name: String,
+    pub origin: Origin,
+    /// The addresses clients connect to (bound; real ports where port 0 was asked for).
+    pub listen: Vec<SocketAddr>,
+    /// The listen addresses as the route's definition writes them.
+    pub listen_configured: Vec<SocketAddr>,
+    /// Where new sessions go.
+    pub active: Vec<SocketAddr>,
+    /// Where a rollback would go.
+    pub previous: Option<Vec<SocketAddr>>,
+    pub healthy: bool,
+    /// "tcp", "http" or "none" (no periodic checks).
+    pub health_check: String,
+    /// The generation that last changed this route.
+    pub generation: u64,
+    /// A switch or change is between its gate and every worker's acknowledgement.
+    pub switching: bool,
+    pub rollback_watch: Option<WatchDoc>,
+    pub backends: Vec<BackendDoc>,
+    pub connections_active: u64,
+    /// Sessions on backends that are no longer active (they drain).
+    pub draining: u64,
+    pub connections_total: u64,
+    pub bytes_to_backend: u64,
+    pub bytes_to_client: u64,
+    pub connect_duration_seconds: Option<Quantiles>,
+    pub last_switch: Option<SwitchRecord>,
+    /// Newest first.
+    pub history: Vec<SwitchRecord>,
+}
+
+/// `GET /routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteList {
+    pub generation: u64,
+    pub routes: Vec<RouteDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchDoc {
+    pub switch_id: u64,
+    pub seconds_left: f64,
+}
+
+/// One backend of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendDoc {
+    pub addr: SocketAddr,
+    pub role: BackendRole,
+    pub health: HealthWord,
+    pub health_reason: Option<String>,
+    pub health_since_seconds: Option<u64>,
+    /// The drain flag (`ringway backend drain`): no new sessions, open ones stay.
+    pub drain: bool,
+    pub connections_active: u64,
+    /// Open sessions on it while it is not active (they drain).
+    pub draining: u64,
+    pub connections_total: u64,
+    pub connect_errors: ConnectErrorsDoc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendRole {
+    /// In the active set: new sessions go here (unless down or drained).
+    Active,
+    /// The set a rollback would go to.
+    Previous,
+    /// Configured or checked, not active.
+    Standby,
+    /// No longer part of the route; only its open sessions remain.
+    Detached,
+}
+
+impl BackendRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendRole::Active => "active",
+            BackendRole::Previous => "previous",
+            BackendRole::Standby => "standby",
+            BackendRole::Detached => "detached",
+        }
+    }
+}
+
+/// What the health checks say of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthWord {
+    Up,
+    Down,
+    /// Periodic checks run but have not decided yet.
+    Checking,
+    /// The route has no periodic checks.
+    Unchecked,
+}
+
+impl HealthWord {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthWord::Up => "up",
+            HealthWord::Down => "down",
+            HealthWord::Checking => "checking",
+            HealthWord::Unchecked => "unchecked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectErrorsDoc {
+    pub refused: u64,
+    pub timeout: u64,
+    pub other: u64,
+}
+
+impl ConnectErrorsDoc {
+    pub fn total(&self) -> u64 {
+        self.refused + self.timeout + self.other
+    }
+}
+
+/// Quantiles of a latency histogram, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthDoc {
+    pub healthy: bool,
+    pub routes: Vec<RouteHealthDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHealthDoc {
+    pub name: String,
+    pub healthy: bool,
+    pub active: Vec<ActiveHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveHealth {
+    pub addr: SocketAddr,
+    pub health: HealthWord,
+}
