@@ -9,9 +9,10 @@ use crate::support::*;
 #[test]
 fn refused_backend_is_skipped_for_the_next() {
     let live = Backend::echo();
-    let dead = free_addr();
-    let (b, addr) = ProxyBuilder::new(true).route(&[dead, live.addr], "");
+    let dead = dead_addr();
+    let b = ProxyBuilder::new(true).route(&[dead, live.addr], "");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     for i in 0..20 {
         let mut c = connect(addr);
         c.write_all(b"x").unwrap();
@@ -30,9 +31,10 @@ fn refused_backend_is_skipped_for_the_next() {
 /// Every backend down: the client is reset, well within connect_timeout + 100 ms.
 #[test]
 fn all_backends_down_resets_client_within_timeout() {
-    let (b, addr) =
-        ProxyBuilder::new(true).route(&[free_addr(), free_addr()], "connect_timeout = \"500ms\"");
+    let b =
+        ProxyBuilder::new(true).route(&[dead_addr(), dead_addr()], "connect_timeout = \"500ms\"");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     let start = Instant::now();
     assert_eq!(connect_and_read(addr), Err(ErrorKind::ConnectionReset));
     let took = start.elapsed();
@@ -48,8 +50,9 @@ fn all_backends_down_resets_client_within_timeout() {
 #[test]
 fn black_holed_backend_is_given_up_at_connect_timeout() {
     let hole = BlackHole::new();
-    let (b, addr) = ProxyBuilder::new(true).route(&[hole.addr], "connect_timeout = \"700ms\"");
+    let b = ProxyBuilder::new(true).route(&[hole.addr], "connect_timeout = \"700ms\"");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     let mut c = connect(addr);
     let start = Instant::now();
     assert_eq!(read_to_end(&mut c), Err(ErrorKind::ConnectionReset));
@@ -72,8 +75,9 @@ fn max_connections_resets_the_excess() {
     let backend = Backend::start(|mut s| {
         let _ = read_to_end(&mut s);
     });
-    let (b, addr) = ProxyBuilder::new(true).route(&[backend.addr], "max_connections = 3");
+    let b = ProxyBuilder::new(true).route(&[backend.addr], "max_connections = 3");
     let proxy = b.workers(1).start();
+    let addr = proxy.addr("r0");
     let held: Vec<_> = (0..3).map(|_| connect(addr)).collect();
     assert!(proxy.eventually(Duration::from_secs(3), |p| {
         p.metric("ringway_connections_active{route=\"r0\"}") == Some(3.0)
@@ -98,13 +102,11 @@ fn ipv6_loopback_route() {
             s.write_all(&buf).unwrap();
         }
     });
-    let port = free_addr().port();
-    let listen: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let mut b = ProxyBuilder::new(true);
-    b.routes.push(format!(
-        "[[route]]\nname = \"v6\"\nlisten = [\"{listen}\"]\nbackends = [\"{backend_addr}\"]\n"
-    ));
-    let _proxy = b.start();
+    let proxy = ProxyBuilder::new(true)
+        .named_route("v6", "[::1]:0".parse().unwrap(), &[backend_addr], "")
+        .start();
+    let listen = proxy.addr("v6");
+    assert!(listen.is_ipv6() && listen.port() != 0, "{listen}");
     let mut c = connect(listen);
     c.write_all(b"six!").unwrap();
     let mut got = [0u8; 4];

@@ -16,8 +16,9 @@ fn sigterm_lets_open_sessions_finish_then_exits_0() {
         let got = read_to_end(&mut s).unwrap();
         s.write_all(&got).unwrap();
     });
-    let (b, addr) = ProxyBuilder::new(true).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(true).route(&[backend.addr], "");
     let mut proxy = b.grace("5s").start();
+    let addr = proxy.addr("r0");
     let mut open = connect(addr);
     open.write_all(b"first half, ").unwrap();
     thread::sleep(Duration::from_millis(200));
@@ -41,8 +42,9 @@ fn sigterm_closes_sessions_left_at_the_grace_deadline() {
     let backend = Backend::start(|mut s| {
         let _ = read_to_end(&mut s);
     });
-    let (b, addr) = ProxyBuilder::new(false).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(false).route(&[backend.addr], "");
     let mut proxy = b.grace("1s").start();
+    let addr = proxy.addr("r0");
     let mut stuck = connect(addr);
     stuck.write_all(b"x").unwrap();
     thread::sleep(Duration::from_millis(200));
@@ -74,8 +76,7 @@ fn port_held_by_another_process_fails_start_with_exit_1() {
     std::fs::write(
         &path,
         format!(
-            "[admin]\nlisten = \"{}\"\n[state]\nfile = \"{}\"\n[[route]]\nname = \"x\"\nlisten = [\"{held}\"]\nbackends = [\"127.0.0.1:9\"]\n",
-            free_addr(),
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[state]\nfile = \"{}\"\n[[route]]\nname = \"x\"\nlisten = [\"{held}\"]\nbackends = [\"127.0.0.1:9\"]\n",
             dir.path().join("state.json").display()
         ),
     )
@@ -84,7 +85,8 @@ fn port_held_by_another_process_fails_start_with_exit_1() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&held.to_string()), "{err}");
     assert!(
-        err.contains(&format!("pid {}", std::process::id())),
+        err.contains("held by another process")
+            && err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
 }
@@ -132,9 +134,10 @@ fn embedded_default_runs_and_relays() {
 fn epoll_driver_relays_on_both_paths() {
     for splice in [true, false] {
         let backend = Backend::echo();
-        let (mut b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+        let mut b = ProxyBuilder::new(splice).route(&[backend.addr], "");
         b.driver = "epoll";
         let proxy = b.start();
+        let addr = proxy.addr("r0");
         let mut c = connect(addr);
         let w = c.try_clone().unwrap();
         let sender = thread::spawn(move || {
@@ -160,16 +163,21 @@ fn io_uring_refused_fails_start_and_names_the_epoll_choice() {
     for (driver, expect_start) in [("io_uring", false), ("epoll", true)] {
         let mut b = ProxyBuilder::new(true);
         b.driver = driver;
-        let (b, addr) = b.route(&[backend.addr], "");
+        let b = b.route(&[backend.addr], "");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, b.toml(free_addr(), &dir.path().join("state.json"))).unwrap();
+        std::fs::write(&path, b.toml(dir.path(), &dir.path().join("state.json"))).unwrap();
         let mut cmd = Command::new(ringway_bin());
         cmd.args(["run", "-c"]).arg(&path);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         seccomp::deny_io_uring(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         if expect_start {
+            let status = wait_status(&dir.path().join("admin.sock"), Duration::from_secs(10));
+            let addr = status["routes"][0]["listen"][0]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .expect("the route's bound address");
             let mut c = wait_connect(addr, Duration::from_secs(10));
             c.write_all(b"ok?").unwrap();
             let mut got = [0u8; 3];

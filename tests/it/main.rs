@@ -9,6 +9,7 @@ mod lifecycle;
 mod relay;
 mod support;
 mod switch;
+mod units;
 
 /// Generates `splice::NAME` and `buffered::NAME` tests from `fn NAME(splice: bool)`.
 #[macro_export]

@@ -31,8 +31,9 @@ fn bulk_64mib_each_way_at_once(splice: bool) {
         assert_eq!(check_pattern(&mut r, 1).unwrap(), MIB64, "backend received");
         sender.join().unwrap();
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     let client = connect(addr);
     let mut w = client.try_clone().unwrap();
     let sender = thread::spawn(move || send_pattern(&mut w, 1, MIB64).unwrap());
@@ -53,8 +54,9 @@ fn half_close_client_first(splice: bool) {
         assert_eq!(got, b"request");
         s.write_all(b"response after your EOF").unwrap();
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let _proxy = b.start();
+    let addr = _proxy.addr("r0");
     let mut c = connect(addr);
     c.write_all(b"request").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
@@ -69,8 +71,9 @@ fn half_close_backend_first(splice: bool) {
         s.shutdown(Shutdown::Write).unwrap();
         tx.send(read_to_end(&mut s)).unwrap();
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let _proxy = b.start();
+    let addr = _proxy.addr("r0");
     let mut c = connect(addr);
     let mut banner = [0u8; 6];
     c.read_exact(&mut banner).unwrap();
@@ -96,8 +99,9 @@ fn reset_from_backend_reaches_client(splice: bool) {
         thread::sleep(Duration::from_millis(50));
         reset(s);
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     let mut c = connect(addr);
     c.write_all(b"hello").unwrap();
     let mut got = [0u8; 7];
@@ -121,8 +125,9 @@ fn reset_from_client_reaches_backend(splice: bool) {
         s.read_exact(&mut buf).unwrap();
         tx.send(read_to_end(&mut s)).unwrap();
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let _proxy = b.start();
+    let addr = _proxy.addr("r0");
     let mut c = connect(addr);
     c.write_all(b"hello").unwrap();
     thread::sleep(Duration::from_millis(100));
@@ -141,8 +146,9 @@ fn no_reset_on_1000_clean_cycles(splice: bool) {
         // The backend closes first, as an HTTP/1.0 server would.
         drop(s);
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     let threads: Vec<_> = (0..4)
         .map(|_| {
             thread::spawn(move || {
@@ -170,8 +176,9 @@ fn no_reset_on_1000_clean_cycles(splice: bool) {
 /// descriptors return to their baseline afterwards.
 fn thousand_concurrent_connections_and_fds_back_to_baseline(splice: bool) {
     let backend = Backend::echo();
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let proxy = b.workers(2).start();
+    let addr = proxy.addr("r0");
     // Let the admin connection of the readiness probe close before taking the baseline.
     thread::sleep(Duration::from_millis(300));
     let baseline = proxy.fd_count();
@@ -210,8 +217,9 @@ fn idle_connections_do_not_add_threads(splice: bool) {
     let backend = Backend::start(|mut s| {
         let _ = read_to_end(&mut s);
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
     let proxy = b.workers(2).start();
+    let addr = proxy.addr("r0");
     let conns: Vec<_> = (0..1000).map(|_| connect(addr)).collect();
     assert!(proxy.eventually(Duration::from_secs(5), |p| {
         p.metric("ringway_connections_active{route=\"r0\"}") == Some(1000.0)
@@ -232,8 +240,9 @@ fn idle_timeout_closes_both_sides(splice: bool) {
         s.write_all(b"hi").unwrap();
         tx.send(read_to_end(&mut s)).unwrap();
     });
-    let (b, addr) = ProxyBuilder::new(splice).route(&[backend.addr], "idle_timeout = \"400ms\"");
+    let b = ProxyBuilder::new(splice).route(&[backend.addr], "idle_timeout = \"400ms\"");
     let proxy = b.start();
+    let addr = proxy.addr("r0");
     let mut c = connect(addr);
     let mut hi = [0u8; 2];
     c.read_exact(&mut hi).unwrap();

@@ -19,36 +19,11 @@ pub fn ringway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ringway"))
 }
 
-/// A free loopback port (the kernel picks it; the listener is closed right away).
-pub fn free_addr() -> SocketAddr {
+/// An address nobody listens on (for a backend that must refuse): a port the kernel gave a
+/// listener that is closed right away.
+pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr")
-}
-
-/// A loopback address for a test that restarts ringway on it: a free port below the kernel's
-/// ephemeral range, so no parallel test's `free_addr` (port 0) can take it between restarts.
-pub fn stable_addr() -> SocketAddr {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-        .unwrap_or(32768);
-    let low = range.saturating_sub(12_000).max(1024);
-    let mut x = u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64;
-    for _ in 0..200 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = low + ((x >> 33) % 10_000) as u16;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
-    panic!("no free port below the ephemeral range");
 }
 
 /// A listener with a deep backlog (std's 128 drops SYNs under 1,000 simultaneous connects).
@@ -274,17 +249,26 @@ impl BlackHole {
     }
 }
 
-/// Builds a configuration and starts `ringway run -c` on it.
+/// Builds a configuration and starts `ringway run -c` on it. Every address is port 0 unless
+/// a test names one: ringway binds what the kernel gives, and the test learns the addresses
+/// from `/status` (over the admin unix socket, with the crate's own client) once ringway has
+/// said `READY=1` on a stand-in `NOTIFY_SOCKET`.
 pub struct ProxyBuilder {
     pub workers: usize,
     pub splice: bool,
     pub grace: &'static str,
     pub routes: Vec<String>,
     pub driver: &'static str,
-    /// Extra `[admin]` lines (allow, rate_limit, unix, ...).
+    /// Extra `[admin]` lines (allow, unix, listen_range, ...).
     pub admin_extra: String,
+    /// Requests per second per source (high by default: tests poll `/status`).
+    pub rate_limit: u32,
     /// The state file; default: one in the proxy's own temporary directory.
     pub state_file: Option<PathBuf>,
+    /// Extra `[runtime]` lines.
+    pub runtime_extra: String,
+    /// The admin unix socket; default: `admin.sock` in the proxy's temporary directory.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// The admin token the test configurations set.
@@ -299,8 +283,16 @@ impl ProxyBuilder {
             routes: Vec::new(),
             driver: "io_uring",
             admin_extra: String::new(),
+            rate_limit: 100_000,
             state_file: None,
+            runtime_extra: String::new(),
+            admin_socket: None,
         }
+    }
+
+    pub fn admin_socket(mut self, path: &std::path::Path) -> Self {
+        self.admin_socket = Some(path.to_path_buf());
+        self
     }
 
     pub fn admin_extra(mut self, lines: &str) -> Self {
@@ -309,25 +301,43 @@ impl ProxyBuilder {
         self
     }
 
+    pub fn runtime_extra(mut self, lines: &str) -> Self {
+        self.runtime_extra.push_str(lines);
+        self.runtime_extra.push('\n');
+        self
+    }
+
+    pub fn rate_limit(mut self, n: u32) -> Self {
+        self.rate_limit = n;
+        self
+    }
+
     pub fn state_file(mut self, path: &std::path::Path) -> Self {
         self.state_file = Some(path.to_path_buf());
         self
     }
 
-    /// Adds a route listening on a fresh port; returns the builder and that address.
-    pub fn route(self, backends: &[SocketAddr], extra: &str) -> (Self, SocketAddr) {
-        let listen = free_addr();
-        (self.route_at(listen, backends, extra), listen)
+    /// Adds a route (named r0, r1, ...) on a port the kernel picks; after `start`,
+    /// `proxy.addr("r0")` says which.
+    pub fn route(self, backends: &[SocketAddr], extra: &str) -> Self {
+        self.route_at("127.0.0.1:0".parse().unwrap(), backends, extra)
     }
 
     /// Adds a route (named r0, r1, ...) listening on `listen`.
-    pub fn route_at(mut self, listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> Self {
-        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-        self.routes.push(format!(
-            "[[route]]\nname = \"r{}\"\nlisten = [\"{listen}\"]\nbackends = [{}]\n{extra}\n",
-            self.routes.len(),
-            list.join(", ")
-        ));
+    pub fn route_at(self, listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> Self {
+        let name = format!("r{}", self.routes.len());
+        self.named_route(&name, listen, backends, extra)
+    }
+
+    /// Adds a route named `name` listening on `listen`.
+    pub fn named_route(
+        mut self,
+        name: &str,
+        listen: SocketAddr,
+        backends: &[SocketAddr],
+        extra: &str,
+    ) -> Self {
+        self.routes.push(route_toml(name, listen, backends, extra));
         self
     }
 
@@ -341,13 +351,24 @@ impl ProxyBuilder {
         self
     }
 
-    pub fn toml(&self, admin: SocketAddr, state: &std::path::Path) -> String {
+    fn admin_sock(&self, dir: &std::path::Path) -> PathBuf {
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| dir.join("admin.sock"))
+    }
+
+    /// The configuration file's text; the admin API listens on a port the kernel picks and
+    /// on a unix socket (`admin.sock` in `dir` unless set).
+    pub fn toml(&self, dir: &std::path::Path, state: &std::path::Path) -> String {
         format!(
-            "[runtime]\nworkers = {}\npin = false\nsplice = {}\ndriver = \"{}\"\nshutdown_grace = \"{}\"\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n{}\n[state]\nfile = \"{}\"\n\n{}",
+            "[runtime]\nworkers = {}\npin = false\nsplice = {}\ndriver = \"{}\"\nshutdown_grace = \"{}\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\nunix = \"{}\"\ntoken = \"{TOKEN}\"\nrate_limit = {}\n{}\n[state]\nfile = \"{}\"\n\n{}",
             self.workers,
             self.splice,
             self.driver,
             self.grace,
+            self.runtime_extra,
+            self.admin_sock(dir).display(),
+            self.rate_limit,
             self.admin_extra,
             state.display(),
             self.routes.join("\n")
@@ -355,62 +376,126 @@ impl ProxyBuilder {
     }
 
     pub fn start(self) -> Proxy {
-        let admin = free_addr();
+        self.try_start()
+            .unwrap_or_else(|logs| panic!("ringway did not start:\n{logs}"))
+    }
+
+    /// Starts ringway; `Err(log)` when it exits before it is ready.
+    pub fn try_start(self) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringway.toml");
         let state = self
             .state_file
             .clone()
             .unwrap_or_else(|| dir.path().join("state.json"));
-        std::fs::write(&config, self.toml(admin, &state)).unwrap();
+        std::fs::write(&config, self.toml(dir.path(), &state)).unwrap();
+        let sock = self.admin_sock(dir.path());
+        Proxy::spawn(dir, config, sock, self.workers)
+    }
+}
+
+/// One `[[route]]` table.
+pub fn route_toml(name: &str, listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "[[route]]\nname = \"{name}\"\nlisten = [\"{listen}\"]\nbackends = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// A running ringway process (killed on drop if still running).
+pub struct Proxy {
+    pub child: Child,
+    /// The admin API's TCP address (as `/status` reports it).
+    pub admin: SocketAddr,
+    pub admin_sock: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    pub workers: usize,
+    /// The stand-in for systemd's notify socket.
+    notify: std::os::unix::net::UnixDatagram,
+    /// Notifications received so far (READY=1, RELOADING=1, ...), one datagram each.
+    pub notified: std::cell::RefCell<Vec<String>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts `ringway run -c config` and waits for READY=1 (or its exit).
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        admin_sock: PathBuf,
+        workers: usize,
+    ) -> Result<Proxy, String> {
         let log = dir.path().join("ringway.log");
+        let notify_path = dir.path().join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let child = Command::new(ringway_bin())
             .args(["run", "-c"])
             .arg(&config)
             .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn ringway");
         let mut p = Proxy {
             child,
-            admin,
+            admin: "127.0.0.1:0".parse().unwrap(),
+            admin_sock,
             log,
             config,
-            _dir: dir,
-            workers: self.workers,
+            workers,
+            notify,
+            notified: Default::default(),
+            dir,
         };
-        p.wait_ready();
-        p
+        p.wait_ready()?;
+        let status = p.status();
+        p.admin = status["admin"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("/status names the admin address");
+        Ok(p)
     }
-}
 
-/// A running ringway process (killed on drop if still running).
-pub struct Proxy {
-    pub child: Child,
-    pub admin: SocketAddr,
-    pub log: PathBuf,
-    pub config: PathBuf,
-    pub workers: usize,
-    _dir: tempfile::TempDir,
-}
-
-impl Proxy {
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if self.wait_notified("READY=1", Duration::from_millis(100)) {
+                return Ok(());
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "ringway exited during start-up ({status}):\n{}",
-                    self.logs()
-                );
+                return Err(format!("exited ({status}):\n{}", self.logs()));
             }
-            if TcpStream::connect_timeout(&self.admin, Duration::from_millis(100)).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
         }
-        panic!("ringway did not start:\n{}", self.logs());
+        Err(format!("no READY=1 within 20s:\n{}", self.logs()))
+    }
+
+    /// Waits up to `limit` for a notification containing `what` that was not seen yet;
+    /// consumes it.
+    pub fn wait_notified(&self, what: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let mut seen = self.notified.borrow_mut();
+                if let Some(i) = seen.iter().position(|m| m.contains(what)) {
+                    seen.remove(i);
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.notified.borrow_mut().push(msg);
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -419,6 +504,20 @@ impl Proxy {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first listen address of route `name`, as bound.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        let status = self.status();
+        let routes = status["routes"].as_array().expect("routes");
+        let route = routes
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no route {name} in {status}"));
+        route["listen"][0]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("route {name} has no listen address: {route}"))
     }
 
     /// Open file descriptors of the process.
@@ -435,19 +534,37 @@ impl Proxy {
             .unwrap_or(0)
     }
 
-    /// `GET` on the admin API with curl (and the token); returns the body.
+    /// `GET` on the admin API; returns the body.
     pub fn admin_get(&self, path: &str) -> String {
         self.admin_call("GET", path, None).1
     }
 
-    /// An authenticated admin call; returns (status, body).
+    /// An authenticated admin call over the unix socket, with the crate's own client;
+    /// returns (status, body).
     pub fn admin_call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let auth = format!("Authorization: Bearer {TOKEN}");
-        let mut args = vec!["-X", method, "-H", &auth];
-        if let Some(b) = body {
-            args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        curl(&format!("http://{}{}", self.admin, path), &args)
+        self.admin_call_with(method, path, body, &[])
+    }
+
+    /// [`Proxy::admin_call`] with extra headers.
+    pub fn admin_call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let target = ringway::client::Target::Unix(self.admin_sock.clone());
+        let method = hyper::Method::from_bytes(method.as_bytes()).expect("a method");
+        let a = ringway::client::http::request(
+            &target,
+            TOKEN,
+            method,
+            path,
+            body.map(str::to_string),
+            headers,
+        )
+        .unwrap_or_else(|e| panic!("admin API: {e}\n{}", self.logs()));
+        (a.status, a.body)
     }
 
     /// `POST /routes/{route}/switch {"to": [...]}`; returns (status, body).
@@ -459,7 +576,8 @@ impl Proxy {
 
     /// The `/status` document.
     pub fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&self.admin_get("/status")).expect("status is JSON")
+        let body = self.admin_get("/status");
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("status is JSON: {body}"))
     }
 
     /// The value of one Prometheus sample line (exact name+labels), after a fresh snapshot.
@@ -485,14 +603,18 @@ impl Proxy {
         }
     }
 
+    /// Sends a signal (libc::kill, no shell).
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
+        // SAFETY: kill(2) with a pid this test spawned (and has not reaped: `child` is
+        // still held) and a valid signal number; no memory is passed.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -TERM failed");
+        self.signal(libc::SIGTERM);
     }
 
     /// Waits for exit up to `limit`.
@@ -517,6 +639,32 @@ impl Drop for Proxy {
     }
 }
 
+/// `/status` from a ringway started outside [`Proxy`], over its admin unix socket, once it
+/// answers (up to `limit`).
+pub fn wait_status(sock: &std::path::Path, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let target = ringway::client::Target::Unix(sock.to_path_buf());
+        let answer = ringway::client::http::request(
+            &target,
+            TOKEN,
+            hyper::Method::GET,
+            "/status",
+            None,
+            &[],
+        );
+        if let Some(a) = answer.ok().filter(|a| a.status == 200) {
+            return serde_json::from_str(&a.body).expect("status is JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /status on {}",
+            sock.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `ringway` with arguments; returns (exit code, stdout, stderr).
 pub fn ringway(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(ringway_bin())
@@ -530,7 +678,8 @@ pub fn ringway(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// curl with extra arguments; returns (HTTP status, body). Status 0: no answer.
+/// curl with extra arguments; returns (HTTP status, body). Status 0: no answer. For what
+/// only a separate client can do (another source address, raw headers).
 pub fn curl(url: &str, args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}"])

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::apps::{HttpBackend, Load, get, outcome};
-use crate::support::{Backend, BlackHole, ProxyBuilder, free_addr};
+use crate::support::{Backend, BlackHole, ProxyBuilder, dead_addr};
 
 /// HTTP checks every 200 ms: one pass makes a backend up, two failures down; the rollback
 /// watch checks every 200 ms and switches back after two failed rounds.
@@ -27,8 +27,9 @@ fn active(p: &crate::support::Proxy) -> Vec<String> {
 #[test]
 fn switch_under_load_loses_no_connection() {
     let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], FAST_HTTP);
+    let pb = ProxyBuilder::new(true).route(&[a.addr], FAST_HTTP);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     let load = Load::conn(addr, 1000, Duration::from_secs(10));
     thread::sleep(Duration::from_secs(5));
     let (code, body) = proxy.switch("r0", &[b.addr]);
@@ -70,9 +71,10 @@ fn health_gate_refuses_bad_targets() {
     let sick = HttpBackend::start("sick");
     sick.health.store(500, std::sync::atomic::Ordering::SeqCst);
     let hole = BlackHole::new();
-    let down = free_addr();
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], FAST_HTTP);
+    let down = dead_addr();
+    let pb = ProxyBuilder::new(true).route(&[a.addr], FAST_HTTP);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     let load = Load::conn(addr, 200, Duration::from_secs(6));
     thread::sleep(Duration::from_millis(300));
     for (target, reason) in [
@@ -119,8 +121,9 @@ fn health_gate_refuses_bad_targets() {
 #[test]
 fn auto_rollback_when_the_new_backend_turns_bad() {
     let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
-    let (pb, addr) = ProxyBuilder::new(false).route(&[a.addr], FAST_HTTP);
+    let pb = ProxyBuilder::new(false).route(&[a.addr], FAST_HTTP);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     let (code, body) = proxy.switch("r0", &[b.addr]);
     assert_eq!(code, 200, "{body}");
     assert_eq!(get(addr).as_deref(), Ok("B"));
@@ -164,8 +167,9 @@ fn connect_failures_roll_back_without_waiting_for_a_check() {
     let slow = FAST_HTTP
         .replace("rollback_check = \"200ms\"", "rollback_check = \"10s\"")
         .replace("interval = \"200ms\"", "interval = \"10s\"");
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], &slow);
+    let pb = ProxyBuilder::new(true).route(&[a.addr], &slow);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     assert_eq!(proxy.switch("r0", &[b.addr]).0, 200);
     b.refuse();
     let t = Instant::now();
@@ -186,8 +190,9 @@ fn connect_failures_roll_back_without_waiting_for_a_check() {
 #[test]
 fn old_sessions_drain_until_the_deadline() {
     let (a, b) = (Backend::echo(), Backend::echo());
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], "[route.switch]\ndrain = \"3s\"\n");
+    let pb = ProxyBuilder::new(true).route(&[a.addr], "[route.switch]\ndrain = \"3s\"\n");
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     let mut streams: Vec<TcpStream> = (0..200)
         .map(|_| {
             let s = TcpStream::connect(addr).unwrap();
@@ -255,8 +260,9 @@ fn old_sessions_drain_until_the_deadline() {
 fn fifty_switches_under_load() {
     let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
     let extra = FAST_HTTP.replace("drain = \"5s\"", "drain = \"1s\"");
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], &extra);
+    let pb = ProxyBuilder::new(true).route(&[a.addr], &extra);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     thread::sleep(Duration::from_millis(500));
     let baseline = proxy.fd_count();
     let load = Load::conn(addr, 300, Duration::from_secs(11));
@@ -298,12 +304,11 @@ fn restart_resumes_from_the_state_file() {
     let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    // Outside the ephemeral range: no parallel test takes it between restarts.
-    let listen = crate::support::stable_addr();
+    // Port 0 each time: the route is the same route wherever it listens.
     let start = |extra: &str| {
         ProxyBuilder::new(true)
             .state_file(&state)
-            .route_at(listen, &[a.addr], extra)
+            .route(&[a.addr], extra)
             .start()
     };
     let mut p = start("");
@@ -314,7 +319,7 @@ fn restart_resumes_from_the_state_file() {
 
     let mut p = start("");
     assert_eq!(active(&p), vec![b.addr.to_string()], "{}", p.logs());
-    assert_eq!(get(listen).as_deref(), Ok("B"));
+    assert_eq!(get(p.addr("r0")).as_deref(), Ok("B"));
     assert_eq!(
         p.status()["routes"][0]["last_switch"]["to"][0],
         b.addr.to_string()
@@ -327,8 +332,6 @@ fn restart_resumes_from_the_state_file() {
     let mut p = start("connect_timeout = \"2s\"\n");
     assert_eq!(active(&p), vec![a.addr.to_string()]);
     assert!(p.logs().contains("configuration changed"), "{}", p.logs());
-    // (a graceful stop: after SIGKILL the kernel closes an io_uring process's listeners a
-    // moment later, and an immediate restart could find the port still held)
     p.sigterm();
     assert!(p.wait_exit(Duration::from_secs(10)).is_some());
     drop(p);
@@ -337,15 +340,16 @@ fn restart_resumes_from_the_state_file() {
     let p = start("");
     assert_eq!(active(&p), vec![a.addr.to_string()]);
     assert!(p.logs().contains("state file is unusable"), "{}", p.logs());
-    assert_eq!(get(listen).as_deref(), Ok("A"));
+    assert_eq!(get(p.addr("r0")).as_deref(), Ok("A"));
 }
 
 /// A manual rollback returns to the previous set; with nothing to roll back to it is a 409.
 #[test]
 fn manual_rollback() {
     let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], FAST_HTTP);
+    let pb = ProxyBuilder::new(true).route(&[a.addr], FAST_HTTP);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     let (code, body) = proxy.admin_call("POST", "/routes/r0/rollback", None);
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("nothing_to_roll_back"));
@@ -365,8 +369,9 @@ fn rollback_due_during_a_gate_happens_when_the_gate_fails() {
     let hole = BlackHole::new();
     // Gate to the black hole: 3 probes × 1 s; the watch on B: 2 failed rounds × 200 ms.
     let cfg = "[route.health]\ncheck = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 1\nfall = 3\n[route.switch]\nrollback_window = \"30s\"\nrollback_check = \"200ms\"\nrollback_fail_threshold = 2\nrollback_connect_errors = 0\n";
-    let (pb, addr) = ProxyBuilder::new(true).route(&[a.addr], cfg);
+    let pb = ProxyBuilder::new(true).route(&[a.addr], cfg);
     let proxy = pb.start();
+    let addr = proxy.addr("r0");
     assert_eq!(proxy.switch("r0", &[b.addr]).0, 200);
     b.refuse();
     let (code, body) = proxy.switch("r0", &[hole.addr]);
