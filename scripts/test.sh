@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs ringway's whole test suite on a fresh Debian machine: installs what the tests use
 # (curl for the admin API checks; build tools for the Rust toolchain's C deps; shellcheck;
-# procps for kill),
+# procps for kill; systemd for systemd-analyze, which verifies the units in tuning/systemd),
 # then script lints, the host check, formatting, lints, unit and integration tests (ringway and
 # the bench/load tool).
 set -euo pipefail
@@ -13,6 +13,9 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 # The integration tests send SIGTERM with kill(1) (procps), not a shell builtin.
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
+# The units test runs `systemd-analyze verify` on tuning/systemd/*.service (package systemd:
+# minimal containers lack it; installing it there starts nothing).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
