@@ -10,7 +10,6 @@ use clap::Parser;
 use ringway::cli::{BackendCommand, Cli, Command, ConfigCommand, RouteCommand};
 use ringway::client::{self, Call};
 use ringway::config::{Config, DEFAULT_TOML};
-use ringway::control::Trigger;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -174,31 +173,15 @@ fn serve(command: Command) -> ExitCode {
                 }
             }
             // SIGHUP: reload the configuration file (installed before anything starts, so
-            // an early SIGHUP never takes the default action, which ends the process).
-            let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
-            let hup = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("ringway: cannot install a signal handler: {e}");
-                    return ExitCode::from(EXIT_RUNTIME);
-                }
-            };
-            let tx = reload_tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name("ringway-signals".into())
-                .spawn(move || {
-                    let mut hup = hup;
-                    for _ in hup.forever() {
-                        if tx.send(Trigger::Signal).is_err() {
-                            break;
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                eprintln!("ringway: cannot start a thread: {e}");
+            // an early SIGHUP never takes the default action, which ends the process). The
+            // control thread looks at the flag every tick (100 ms).
+            let reload = Arc::new(AtomicBool::new(false));
+            if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+            {
+                eprintln!("ringway: cannot install a signal handler: {e}");
                 return ExitCode::from(EXIT_RUNTIME);
             }
-            match ringway::control::run(cfg, config, stop, (reload_tx, reload_rx)) {
+            match ringway::control::run(cfg, config, ringway::control::Signals { stop, reload }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "ringway could not start");

@@ -106,11 +106,31 @@ pub struct RouteDoc {
     pub history: Vec<SwitchRecord>,
 }
 
-/// `GET /routes`.
+/// `GET /routes`: every route's definition and routing state; no traffic counters (those
+/// are in `/status`), so the document changes only when a route does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteList {
     pub generation: u64,
-    pub routes: Vec<RouteDoc>,
+    pub routes: Vec<RouteView>,
+}
+
+/// `GET /routes/{name}`: a route's definition, in the shape `PUT /routes/{name}` takes, and
+/// where its traffic goes now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub name: String,
+    pub origin: Origin,
+    /// The generation that last changed this route.
+    pub generation: u64,
+    /// The addresses clients connect to (bound).
+    pub listen: Vec<SocketAddr>,
+    /// Where new sessions go (a switch changes it).
+    pub active: Vec<SocketAddr>,
+    pub previous: Option<Vec<SocketAddr>>,
+    /// Backends with the drain flag.
+    pub drained: Vec<SocketAddr>,
+    /// Every key of the route, defaults written out: a valid `PUT /routes/{name}` body.
+    pub definition: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 pub use http::Target;
 
 use crate::api::{
-    ChangeDoc, ErrorDoc, HealthDoc, ReloadDoc, RouteDoc, RouteList, StatusDoc, SwitchDoc,
+    ChangeDoc, ErrorDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc,
 };
 use crate::cli::ClientArgs;
 use crate::config::{Config, TokenSource, default_state_file};
@@ -233,7 +233,7 @@ pub fn run(call: Call, args: &ClientArgs) -> u8 {
             typed(&answer.body, |d: SwitchDoc| render::switched(&d))
         }
         Call::Routes => typed(&answer.body, |d: RouteList| render::routes(&d)),
-        Call::Route { .. } => typed(&answer.body, |d: RouteDoc| render::route(&d)),
+        Call::Route { .. } => typed(&answer.body, |d: RouteView| render::view(&d)),
         Call::PutRoute { .. }
         | Call::RemoveRoute { .. }
         | Call::Attach { .. }

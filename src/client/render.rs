@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::api::{
-    ChangeAction, ChangeDoc, HealthDoc, ReloadDoc, RouteDoc, RouteList, StatusDoc, SwitchDoc,
-    SwitchRecord,
+    ChangeAction, ChangeDoc, HealthDoc, ReloadDoc, RouteDoc, RouteList, RouteView, StatusDoc,
+    SwitchDoc, SwitchRecord,
 };
 
 /// `ringway status`.
@@ -44,7 +44,7 @@ pub fn status(v: &StatusDoc) -> String {
     out
 }
 
-/// `ringway route show NAME` (and each route of `ringway status`).
+/// Each route of `ringway status`.
 pub fn route(r: &RouteDoc) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -112,9 +112,16 @@ pub fn route(r: &RouteDoc) -> String {
 pub fn routes(v: &RouteList) -> String {
     let mut out = String::new();
     let mut rows = vec![
-        ["ROUTE", "ORIGIN", "LISTEN", "ACTIVE", "STATE", "SESSIONS"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "ROUTE",
+            "ORIGIN",
+            "LISTEN",
+            "ACTIVE",
+            "DRAINED",
+            "GENERATION",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for r in &v.routes {
         rows.push(vec![
@@ -122,11 +129,47 @@ pub fn routes(v: &RouteList) -> String {
             r.origin.as_str().to_string(),
             list(&r.listen),
             list(&r.active),
-            if r.healthy { "healthy" } else { "UNHEALTHY" }.to_string(),
-            r.connections_active.to_string(),
+            list(&r.drained),
+            r.generation.to_string(),
         ]);
     }
     table(&mut out, &rows, "");
+    out
+}
+
+/// `ringway route show NAME`: where it listens and sends traffic, then its definition as a
+/// `[[route]]` table (what to paste into the configuration file to have the file own it).
+pub fn view(r: &RouteView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "route {} ({}, generation {})\n  listen   {}\n  active   {}",
+        r.name,
+        r.origin.as_str(),
+        r.generation,
+        list(&r.listen),
+        list(&r.active),
+    );
+    if let Some(p) = &r.previous {
+        let _ = writeln!(out, "  previous {}", list(p));
+    }
+    if !r.drained.is_empty() {
+        let _ = writeln!(out, "  drained  {}", list(&r.drained));
+    }
+    let mut def = serde_json::Map::new();
+    def.insert("name".into(), serde_json::Value::String(r.name.clone()));
+    if let serde_json::Value::Object(m) = &r.definition {
+        def.extend(m.clone());
+    }
+    let mut doc = toml::Table::new();
+    if let Ok(t) = serde_json::from_value::<toml::Value>(serde_json::Value::Object(def)) {
+        doc.insert("route".into(), toml::Value::Array(vec![t]));
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        toml::to_string(&doc).unwrap_or_default().trim_end()
+    );
     out
 }
 

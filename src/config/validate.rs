@@ -278,36 +278,41 @@ pub(super) fn route(
             "add backends = [\"127.0.0.1:8080\"] (at least one)",
         );
     }
+    // Each entry keeps its index in the file, so a problem names the right key and line
+    // even when an earlier entry did not parse.
     let listen = addrs(&r.listen, &format!("{label}listen"), p);
-    let backends = addrs(&r.backends, &format!("{label}backends"), p);
-    for (j, b) in backends.iter().enumerate() {
-        if backends[..j].contains(b) {
+    for (j, l) in listen.iter().enumerate() {
+        if listen[..j].iter().any(|(_, x)| x == &l.1) {
             p.add(
-                Some(r.backends[j].span().start),
-                format!("{label}backends[{j}]"),
+                Some(r.listen[l.0].span().start),
+                format!("{label}listen[{}]", l.0),
+                format!("{} is listed twice", l.1),
+                "list each address once",
+            );
+        }
+    }
+    let backends = addrs(&r.backends, &format!("{label}backends"), p);
+    for (j, (i, b)) in backends.iter().enumerate() {
+        let at = Some(r.backends[*i].span().start);
+        if backends[..j].iter().any(|(_, x)| x == b) {
+            p.add(
+                at,
+                format!("{label}backends[{i}]"),
                 format!("{b} is listed twice"),
                 "list each backend once",
             );
         }
         if b.port() == 0 || b.ip().is_unspecified() {
             p.add(
-                Some(r.backends[j].span().start),
-                format!("{label}backends[{j}]"),
+                at,
+                format!("{label}backends[{i}]"),
                 format!("{b} cannot be connected to"),
                 "use a concrete address and a non-zero port",
             );
         }
     }
-    for (j, l) in listen.iter().enumerate() {
-        if listen[..j].contains(l) {
-            p.add(
-                Some(r.listen[j].span().start),
-                format!("{label}listen[{j}]"),
-                format!("{l} is listed twice"),
-                "list each address once",
-            );
-        }
-    }
+    let listen: Vec<SocketAddr> = listen.into_iter().map(|(_, a)| a).collect();
+    let backends: Vec<SocketAddr> = backends.into_iter().map(|(_, a)| a).collect();
     let connect_timeout = duration(
         r.connect_timeout.as_ref(),
         &format!("{label}connect_timeout"),
@@ -415,10 +420,11 @@ pub(super) fn addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Opti
     }
 }
 
-fn addrs(list: &[Spanned<String>], key: &str, p: &mut Problems<'_>) -> Vec<SocketAddr> {
+/// The entries that parse, each with its index in the list.
+fn addrs(list: &[Spanned<String>], key: &str, p: &mut Problems<'_>) -> Vec<(usize, SocketAddr)> {
     list.iter()
         .enumerate()
-        .filter_map(|(j, s)| addr(s, &format!("{key}[{j}]"), p))
+        .filter_map(|(j, s)| addr(s, &format!("{key}[{j}]"), p).map(|a| (j, a)))
         .collect()
 }
 

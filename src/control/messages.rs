@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ControlError;
-use crate::api::{ChangeDoc, HealthDoc, ReloadDoc, RouteDoc, RouteList, StatusDoc, SwitchDoc};
+use crate::api::{ChangeDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc};
 use crate::config::RouteConfig;
 use crate::metrics::snapshot::WorkerSnapshot;
 
@@ -147,7 +147,7 @@ pub enum Answer {
     Status(Box<StatusDoc>),
     Health(HealthDoc),
     Routes(RouteList),
-    Route(Box<RouteDoc>),
+    Route(Box<RouteView>),
     /// TOML.
     Config(String),
     Switch(SwitchDoc),

@@ -53,6 +53,15 @@ type Reply = tokio::sync::oneshot::Sender<AdminReply>;
 /// How ringway is asked to stop (SIGTERM/SIGINT set it; tests may set it directly).
 pub type StopFlag = Arc<AtomicBool>;
 
+/// What the signal handlers set; the control thread looks at them every tick.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// SIGTERM, SIGINT: stop gracefully.
+    pub stop: StopFlag,
+    /// SIGHUP: reload the configuration file.
+    pub reload: Arc<AtomicBool>,
+}
+
 /// A worker as the control thread sees it.
 struct WorkerHandle {
     waker: Waker,
@@ -84,11 +93,13 @@ pub struct Control {
     next_route_id: u64,
     health: Health,
     health_rx: Receiver<health::Event>,
-    /// Reload requests (SIGHUP, the file watcher).
-    reload_rx: Receiver<Trigger>,
-    reload_tx: crossbeam_channel::Sender<Trigger>,
+    /// Events from the configuration file's watcher.
+    watch_rx: Receiver<()>,
+    watch_tx: crossbeam_channel::Sender<()>,
     /// The configuration file's watcher, while `runtime.watch_config` is on.
     watcher: Option<watch::ConfigWatcher>,
+    /// When the watcher's last burst of events has been quiet long enough to reload.
+    watch_due: Option<Instant>,
     /// The text of the file as last read by a reload (a watcher event that leaves it
     /// unchanged is not a reload).
     last_text: Option<String>,
@@ -128,30 +139,35 @@ fn deal(
     per_worker
 }
 
-/// Runs ringway until `stop` is set: binds, starts workers and the admin API, serves, then
-/// shuts down gracefully. Errors are start-up failures (exit code 1). Reloads come from
-/// `reload` (SIGHUP), the admin API and, when configured, the file watcher.
-pub fn run(
-    config: Config,
-    source: Option<PathBuf>,
-    stop: StopFlag,
-    reload: (crossbeam_channel::Sender<Trigger>, Receiver<Trigger>),
-) -> Result<(), StartError> {
-    let mut control = startup::start(config, source, reload)?;
-    control.serve(&stop);
+/// Runs ringway until `signals.stop` is set: binds, starts workers and the admin API, serves,
+/// then shuts down gracefully. Errors are start-up failures (exit code 1). Reloads come from
+/// `signals.reload` (SIGHUP), the admin API and, when configured, the file watcher.
+pub fn run(config: Config, source: Option<PathBuf>, signals: Signals) -> Result<(), StartError> {
+    let mut control = startup::start(config, source)?;
+    control.serve(&signals);
     control.shutdown();
     Ok(())
 }
 
 impl Control {
-    fn serve(&mut self, stop: &StopFlag) {
-        while !stop.load(Ordering::Relaxed) {
+    fn serve(&mut self, signals: &Signals) {
+        while !signals.stop.load(Ordering::Relaxed) {
             select! {
                 recv(self.from_workers) -> msg => if let Ok(msg) = msg { self.on_worker(msg) },
                 recv(self.admin_rx) -> req => if let Ok(req) = req { self.on_admin(req) },
                 recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
-                recv(self.reload_rx) -> t => if let Ok(t) = t { self.reload(t, None) },
+                // (an event queued just before the watcher was stopped is not a change)
+                recv(self.watch_rx) -> ev => if ev.is_ok() && self.watcher.is_some() {
+                    self.watch_due = Some(Instant::now() + watch::QUIET);
+                },
                 default(Duration::from_millis(100)) => {}
+            }
+            if signals.reload.swap(false, Ordering::Relaxed) {
+                self.reload(Trigger::Signal, None);
+            }
+            if self.watch_due.is_some_and(|t| Instant::now() >= t) {
+                self.watch_due = None;
+                self.reload(Trigger::Watch, None);
             }
             if !self.commits.is_empty() {
                 self.settle();
@@ -248,7 +264,7 @@ impl Control {
             AdminQuery::Status => Ok(Answer::Status(Box::new(status::status(self)))),
             AdminQuery::Health => Ok(Answer::Health(status::health(self))),
             AdminQuery::Routes => Ok(Answer::Routes(status::route_list(self))),
-            AdminQuery::Route { name } => status::route_doc(self, &name)
+            AdminQuery::Route { name } => status::route_view(self, &name)
                 .map(|d| Answer::Route(Box::new(d)))
                 .ok_or(ControlError::NoRoute(name)),
             AdminQuery::Config => Ok(Answer::Config(self.effective_toml())),

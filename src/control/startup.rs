@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use super::messages::{FromWorker, ToWorker};
 use super::ports::{PortError, Ports, Want};
-use super::reload::Trigger;
 use super::routes::RouteState;
 use super::token::{self, TokenError};
 use super::{Control, WorkerHandle, deal, notify, persist};
@@ -56,11 +55,7 @@ fn allowed_cores() -> Vec<core_affinity::CoreId> {
     core_affinity::get_core_ids().unwrap_or_default()
 }
 
-pub(super) fn start(
-    config: Config,
-    source: Option<PathBuf>,
-    (reload_tx, reload_rx): (Sender<Trigger>, Receiver<Trigger>),
-) -> Result<Control, StartError> {
+pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, StartError> {
     let mut next_route_id = 0;
     let mut routes: Vec<RouteState> = Vec::new();
     for cfg in &config.routes {
@@ -215,6 +210,8 @@ pub(super) fn start(
         .max()
         .unwrap_or(0);
     let admin_unix = config.admin.unix.clone();
+    // Bounded: a burst of file events needs one reload, not one each.
+    let (watch_tx, watch_rx) = crossbeam_channel::bounded(1);
     let mut control = Control {
         metrics: MetricsStore::new(count),
         control_metrics: ControlMetrics::default(),
@@ -232,9 +229,10 @@ pub(super) fn start(
         next_route_id,
         health,
         health_rx,
-        reload_rx,
-        reload_tx,
+        watch_rx,
+        watch_tx,
         watcher: None,
+        watch_due: None,
         last_text: None,
         last_reload: None,
         applied: vec![first_generation; count],

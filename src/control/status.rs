@@ -7,8 +7,9 @@ use super::Control;
 use super::routes::RouteState;
 use crate::api::{
     ActiveHealth, BackendDoc, BackendRole, ConnectErrorsDoc, HealthDoc, ListenerDoc, RouteDoc,
-    RouteHealthDoc, RouteList, RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
+    RouteHealthDoc, RouteList, RouteView, RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
 };
+use crate::config::route_to_json;
 use crate::metrics::render::quantiles;
 use crate::metrics::snapshot::RouteTotals;
 
@@ -56,7 +57,13 @@ pub(super) fn status(c: &Control) -> StatusDoc {
             workers: c.workers.len(),
         },
         workers,
-        routes: route_list(c).routes,
+        routes: {
+            let totals = c.metrics.routes();
+            c.routes
+                .iter()
+                .map(|r| route(r, totals.get(&r.cfg.name)))
+                .collect()
+        },
         listeners,
         last_switch,
         last_reload: c.last_reload.clone(),
@@ -65,22 +72,28 @@ pub(super) fn status(c: &Control) -> StatusDoc {
 
 /// `GET /routes`: every route, file routes first.
 pub(super) fn route_list(c: &Control) -> RouteList {
-    let totals = c.metrics.routes();
     RouteList {
         generation: c.generation,
-        routes: c
-            .routes
-            .iter()
-            .map(|r| route(r, totals.get(&r.cfg.name)))
-            .collect(),
+        routes: c.routes.iter().map(view).collect(),
     }
 }
 
 /// `GET /routes/{name}`.
-pub(super) fn route_doc(c: &Control, name: &str) -> Option<RouteDoc> {
-    let r = c.routes.iter().find(|r| r.cfg.name == name)?;
-    let totals = c.metrics.routes();
-    Some(route(r, totals.get(name)))
+pub(super) fn route_view(c: &Control, name: &str) -> Option<RouteView> {
+    c.routes.iter().find(|r| r.cfg.name == name).map(view)
+}
+
+fn view(r: &RouteState) -> RouteView {
+    RouteView {
+        name: r.cfg.name.clone(),
+        origin: r.origin,
+        generation: r.generation,
+        listen: r.bound.clone(),
+        active: r.active.clone(),
+        previous: r.previous.clone(),
+        drained: r.drain.iter().copied().collect(),
+        definition: route_to_json(&r.cfg),
+    }
 }
 
 fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {

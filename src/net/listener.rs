@@ -250,7 +250,9 @@ struct PortSocket {
     listening: bool,
 }
 
-/// Sockets whose local port is `port`, from /proc/net/tcp{,6}.
+/// Sockets whose local port is `port`, from /proc/net/tcp{,6}. These tables list every
+/// socket (tens of thousands of TIME_WAIT on a busy box): lines are read without allocating,
+/// and only those on `port` are looked at.
 fn port_sockets(port: u16) -> Vec<PortSocket> {
     let mut out = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -258,22 +260,21 @@ fn port_sockets(port: u16) -> Vec<PortSocket> {
             continue;
         };
         for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
             // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
-            else {
+            let mut cols = line.split_ascii_whitespace();
+            let (Some(local), Some(state)) = (cols.nth(1), cols.nth(1)) else {
                 continue;
             };
             let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             if local_port != Some(port) {
                 continue;
             }
+            let Some(inode) = cols.nth(5) else { continue };
             let state = state_name(state);
             out.push(PortSocket {
-                inode: (*inode).to_string(),
+                inode: inode.to_string(),
                 // LISTEN, or CLOSE: bound and not listening (another bind-only holder)
                 listening: matches!(state, "LISTEN" | "CLOSE"),
                 state,
