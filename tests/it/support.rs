@@ -253,6 +253,7 @@ impl BlackHole {
 /// a test names one: ringway binds what the kernel gives, and the test learns the addresses
 /// from `/status` (over the admin unix socket, with the crate's own client) once ringway has
 /// said `READY=1` on a stand-in `NOTIFY_SOCKET`.
+#[derive(Clone)]
 pub struct ProxyBuilder {
     pub workers: usize,
     pub splice: bool,
@@ -390,7 +391,9 @@ impl ProxyBuilder {
             .unwrap_or_else(|| dir.path().join("state.json"));
         std::fs::write(&config, self.toml(dir.path(), &state)).unwrap();
         let sock = self.admin_sock(dir.path());
-        Proxy::spawn(dir, config, sock, self.workers)
+        let mut p = Proxy::spawn(dir, config, sock, self.workers)?;
+        p.state = state;
+        Ok(p)
     }
 }
 
@@ -411,6 +414,8 @@ pub struct Proxy {
     pub admin_sock: PathBuf,
     pub log: PathBuf,
     pub config: PathBuf,
+    /// The state file.
+    pub state: PathBuf,
     pub workers: usize,
     /// The stand-in for systemd's notify socket.
     notify: std::os::unix::net::UnixDatagram,
@@ -447,6 +452,7 @@ impl Proxy {
             admin: "127.0.0.1:0".parse().unwrap(),
             admin_sock,
             log,
+            state: dir.path().join("state.json"),
             config,
             workers,
             notify,
@@ -500,6 +506,24 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Replaces the configuration file with what `b` writes (same admin socket and state
+    /// file), as an editor saves: a temporary file renamed over it.
+    pub fn rewrite(&self, b: &ProxyBuilder) {
+        self.write_config(b.toml(self.dir.path(), &self.state).as_bytes());
+    }
+
+    /// Replaces the configuration file with `bytes` (temporary file, rename).
+    pub fn write_config(&self, bytes: &[u8]) {
+        let tmp = self.dir.path().join(".ringway.toml.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// `POST /reload`; returns (status, body).
+    pub fn reload(&self) -> (u16, String) {
+        self.admin_call("POST", "/reload", None)
     }
 
     pub fn logs(&self) -> String {
