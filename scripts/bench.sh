@@ -22,7 +22,8 @@
 #                         master_process off, so that the process measured is the one working);
 #                         the stream module is loaded with load_module when not built in
 #     A proxy is started fresh for each group of scenarios in every rep, given a WARMUP s
-#     unmeasured wrk warm-up (not for D and S), measured, and stopped with SIGTERM by its PID.
+#     unmeasured wrk warm-up (not for D, S and R), measured, and stopped with SIGTERM by its
+#     PID.
 #     ringway and ringway-load run from copies taken at start: a rebuild meanwhile changes
 #     nothing, and env.txt has the sha256 of what ran. ringway's configurations have their
 #     admin API on a fresh loopback port, a token generated for this run and their state file
@@ -60,13 +61,31 @@
 #               switch` took (traffic flows meanwhile), or for HAProxy the downtime from
 #               SIGTERM to the new process listening. Not run for direct and nginx-stream; no
 #               proxy CPU figure.
+#       R       route added and removed under load, ringway only: the load of S on route
+#               bench through a fresh ringway (no warm-up); at S_DUR/3 `ringway route add
+#               extra --listen 127.0.0.1:PORT --backend ORIGIN` (PORT fresh, below the
+#               ephemeral range; PUT /routes/extra, answered once every worker applied it),
+#               then GET / on PORT is probed (bounded: 1 s per try, 5 s in all) until it
+#               answers 200; at 2*S_DUR/3 `ringway route remove extra` (DELETE, answered once
+#               every worker closed the port's listener), then one connect to PORT (1 s
+#               timeout) must be refused; 1.1 s later `ringway metrics` is read for
+#               ringway_listener_queue_resets_total{listen="127.0.0.1:PORT"}. The changes are
+#               made and timed by `benchstat.py route-phase` (a Python process started with
+#               the load, so nothing is forked between the add's return and the first probe).
+#               Figures: failed requests of the load on bench (of all sent; must be 0), p50/p99
+#               as in S, add_s and remove_s (how long the commands took), ready_s (from the
+#               add's return until the first 200 on PORT, that request included),
+#               refused_after_remove (yes/no) and the removed port's queue resets. Not run
+#               for HAProxy or nginx: neither can add a listener at runtime without a reload
+#               (a different operation: S measures HAProxy's stop/start), so there is no
+#               peer to compare with; not for direct; no proxy CPU figure.
 #     (E, the old name of C-http, is still accepted.) wrk runs with a small Lua `done()` hook
 #     that prints its summary as JSON (exact counts and percentiles in µs); the hook adds no
 #     per-request Lua work.
 #   * Proxy CPU = delta of utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks /
 #     `getconf CLK_TCK`) of the proxy process, which covers all of its threads, sampled right
 #     before and right after each timed run, per 100k requests (A, A-ac, A1, L), per 100k
-#     connections (B, D) or per GiB (C, C-http); none for S. Loopback receive work runs in
+#     connections (B, D) or per GiB (C, C-http); none for S and R. Loopback receive work runs in
 #     the sender's context, so this includes the kernel TCP work the proxy's sends cause: what
 #     a proxy really costs.
 #   * Shared machine: before each timed run a quiet gate waits (up to QUIET_MAX_WAIT s, and
@@ -88,31 +107,34 @@
 #   env.txt       date, uname -a, CPU model, nproc, tool versions, settings, the exact
 #                 commands run and the generated configurations
 #   plot-<scenario>.png  per scenario: proxy CPU per unit and ratio to direct (for D: bytes
-#                 per connection; for S: failed requests, p99 and switch time), ringway vs
-#                 peers; needs matplotlib (skipped with a note)
+#                 per connection; for S: failed requests, p99 and switch time; for R:
+#                 failed requests, p99 and the route add / ready / remove times), ringway
+#                 vs peers; needs matplotlib (skipped with a note)
 #
 # Usage: scripts/bench.sh [--quick] [--install | --install-only]
 #   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2 S_DUR=4, a 0.3 s
 #                   quiet window, gates waiting 3 s at most each and 20 s in all
 #                   (QUIET_BUDGET). Measured on the 2-vCPU VM (quiet): 2 min 22 s without S,
-#                   and S alone 22 s (4 proxies x (S_DUR + ~1.5 s)): about 2 min 45 s.
-#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S (one rep with these
-#                   settings measured 5 min 30 s), more while the quiet gate waits; S adds
+#                   S alone 22 s (4 proxies x (S_DUR + ~1.5 s)) and R alone about 13 s (2
+#                   ringway proxies x (S_DUR + ~2.5 s)): about 3 min.
+#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S and R (one rep with
+#                   these settings measured 5 min 30 s), more while the quiet gate waits; S adds
 #                   4 proxies x (S_DUR + ~2 s) per rep (measured: 49 s per rep with S_DUR=10),
-#                   so about 19.5 min in all
+#                   R 2 ringway proxies x (S_DUR + ~2 s) per rep, so about 20.5 min in all
 #   --install       first install what is missing (apt-get update + install, with sudo when
 #                   not root; autocannon with npm into bench/.tools), then run
 #   --install-only  install, then exit
 #   Without --install it says what is missing and how to install it, then runs what it can:
 #   haproxy, nginx, wrk, iperf3 (and python3, taskset, timeout) are required; without
 #   autocannon A-ac is skipped, without matplotlib the plots, without the nginx stream module
-#   the nginx-stream proxy, without target/release/ringway-load scenarios D and S.
+#   the nginx-stream proxy, without target/release/ringway-load scenarios D, S and R.
 # Environment (defaults in brackets):
 #   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
 #   PROXIES ["direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
-#   SCENARIOS ["A A-ac A1 B C C-http D L S"]
+#   SCENARIOS ["A A-ac A1 B C C-http D L S R"]
 #   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
-#   S_RATE [1000] (S: new connections per second)  S_DUR [10; 4 with --quick] (s, at least 2)
+#   S_RATE [1000] (S, R: new connections per second)  S_DUR [10; 4 with --quick] (s, S and R,
+#   at least 2)
 #   QUIET_MAX_WAIT [60; 0 = no gate]  QUIET_WINDOW [1]  NOISE_MAX [5]  PLOTS [1]
 #   QUIET_BUDGET [none; 20 with --quick] (s the gates may wait in all; past it they only
 #   sample the window, and noisy runs are still flagged by their noise %)
@@ -171,7 +193,7 @@ RINGWAY_BIN=${RINGWAY_BIN:-$REPO_ROOT/target/release/ringway}
 RINGWAY_LOAD_BIN=${RINGWAY_LOAD_BIN:-$REPO_ROOT/target/release/ringway-load}
 SKIP_RINGWAY=${SKIP_RINGWAY:-0}
 PROXIES=${PROXIES:-direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream}
-SCENARIOS=${SCENARIOS:-A A-ac A1 B C C-http D L S}
+SCENARIOS=${SCENARIOS:-A A-ac A1 B C C-http D L S R}
 QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-60}
 QUIET_BUDGET=${QUIET_BUDGET:-}
 QUIET_WINDOW=${QUIET_WINDOW:-1}
@@ -196,8 +218,8 @@ RUN_SCENS=()
 for s in $SCENARIOS; do
     [[ $s != E ]] || { note "scenario E is now called C-http"; s=C-http; }
     case $s in
-        A | A-ac | A1 | B | C | C-http | D | L | S) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
-        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S)" ;;
+        A | A-ac | A1 | B | C | C-http | D | L | S | R) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
+        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S R)" ;;
     esac
 done
 SCENARIOS="${RUN_SCENS[*]}"
@@ -243,6 +265,8 @@ find_tools() {
         else
             APT_PKGS+=(libnginx-mod-stream)
         fi
+    else
+        APT_PKGS+=(libnginx-mod-stream)   # Debian's nginx-light has stream as a module only
     fi
     if [[ -n ${AUTOCANNON_SET:-} ]]; then
         command -v "$AUTOCANNON" >/dev/null 2>&1 || AUTOCANNON=""
@@ -320,7 +344,11 @@ if has_scen A-ac && [[ -z $AUTOCANNON ]]; then
     skip scenario A-ac "autocannon not found (scripts/bench.sh --install, or npm install --prefix bench/.tools $AUTOCANNON_PKG)"
     SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx A-ac | paste -sd ' ' || true)
 fi
-for s in D S; do
+if has_scen R && [[ " $PROXIES " != *" ringway-"* ]]; then
+    skip scenario R "no ringway proxy selected (R is ringway only: HAProxy has no runtime route add without a reload)"
+    SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx R | paste -sd ' ' || true)
+fi
+for s in D S R; do
     if has_scen "$s" && [[ ! -x $RINGWAY_LOAD_BIN ]]; then
         skip scenario "$s" "no ringway-load at $RINGWAY_LOAD_BIN (cargo build --release --workspace)"
         SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx "$s" | paste -sd ' ' || true)
@@ -413,7 +441,7 @@ if [[ " $PROXIES " == *" ringway-"* ]]; then
     cp "$RINGWAY_BIN" "$RINGWAY_RUN"
     RINGWAY_MTIME=$(date -u -r "$RINGWAY_BIN" +%Y-%m-%dT%H:%M:%SZ)
 fi
-if has_scen D || has_scen S; then
+if has_scen D || has_scen S || has_scen R; then
     RINGWAY_LOAD_RUN=$TMP/bin/ringway-load
     cp "$RINGWAY_LOAD_BIN" "$RINGWAY_LOAD_RUN"
 fi
@@ -791,6 +819,50 @@ switch_ringway() {
     SWITCH_MSG=$(cat "$TMP/switch.out" "$TMP/switch.err")
 }
 
+# run_route OUT ERR CMD...: scenario R. Runs the load (CMD, on route bench) in the background
+# and beside it benchstat.py route-phase, which at S_DUR/3 adds route extra on
+# 127.0.0.1:ROUTE_PORT (backend: the origin's first port) with `ringway route add` and probes
+# the new port until a GET / answers 200, at 2*S_DUR/3 removes the route with `ringway route
+# remove` and checks that a connect to the port is refused at once, then reads the removed
+# listener's ringway_listener_queue_resets_total with `ringway metrics` (the workers report
+# every second: it reads 1.1 s after the removal); then waits for the end of the load. The
+# route changes are timed inside route-phase (no shell between the command's return and the
+# first probe). Sets RC (the load's exit code), ROUTE_RC (route-phase's) and ROUTE_JSON (the
+# file with its JSON).
+ROUTE_PORT="" ROUTE_RC="" ROUTE_JSON=""
+run_route() {
+    local out=$1 err=$2 pid t0
+    shift 2
+    local admin=(--admin "127.0.0.1:$ADMIN_PORT" --token "$RW_TOKEN") phase
+    local rw=(timeout 30 taskset -c "$LOAD_CPU" "$RINGWAY_RUN")
+    local add=("${rw[@]}" route add extra --listen "127.0.0.1:$ROUTE_PORT"
+        --backend "127.0.0.1:$ORIGIN_PORT" "${admin[@]}")
+    local remove=("${rw[@]}" route remove extra "${admin[@]}")
+    local metrics=(timeout 10 taskset -c "$LOAD_CPU" "$RINGWAY_RUN" metrics "${admin[@]}")
+    # the commands go to route-phase as NUL-terminated arguments: exact, no quoting
+    printf '%s\0' "${add[@]}" >"$TMP/route-add.cmd"
+    printf '%s\0' "${remove[@]}" >"$TMP/route-remove.cmd"
+    printf '%s\0' "${metrics[@]}" >"$TMP/route-metrics.cmd"
+    ROUTE_RC="" ROUTE_JSON=$TMP/route.json
+    t0=$EPOCHREALTIME
+    "$@" >"$out" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    phase=(timeout "$((S_DUR + 60))" taskset -c "$LOAD_CPU" "${STAT[@]}" route-phase
+        --listen "127.0.0.1:$ROUTE_PORT" --add-cmd "$TMP/route-add.cmd"
+        --remove-cmd "$TMP/route-remove.cmd" --metrics-cmd "$TMP/route-metrics.cmd"
+        --load-t0 "$t0" --add-at-ms "$((S_DUR * 1000 / 3))" --remove-at-ms "$((S_DUR * 2000 / 3))")
+    log_cmd "${phase[@]}"
+    log_cmd "${add[@]}"             # run by route-phase, in this order
+    log_cmd "${remove[@]}"
+    log_cmd "${metrics[@]}"
+    run_tracked "$ROUTE_JSON" "$TMP/route.err" "${phase[@]}"
+    ROUTE_RC=$RC
+    RC=0
+    wait "$pid" || RC=$?
+    drop_pid "$pid"
+}
+
 # restart_haproxy NAME: the "stop/start with a new config" way: a cfg with the origin backend
 # on the second port is written (beforehand: not part of the downtime), the running haproxy
 # gets SIGTERM and is waited for, and a new one is started on the same ports (PROXY_PID); the
@@ -842,6 +914,13 @@ measure() {
            cmd=(taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" --target "127.0.0.1:$HTTP_PORT"
                --mode conn --rate "$S_RATE" --duration "${S_DUR}s" --exchange http
                --timeout 2s) ;;
+        R) tool=route lim=$((S_DUR + 30))   # the load of S, on route bench
+           cmd=(taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" --target "127.0.0.1:$HTTP_PORT"
+               --mode conn --rate "$S_RATE" --duration "${S_DUR}s" --exchange http
+               --timeout 2s)
+           # route extra's port, below the ephemeral range: none of the load's thousands of
+           # client sockets can be holding it when ringway binds it
+           ROUTE_PORT=$("${STAT[@]}" freeport --outside-ephemeral 1) ;;
     esac
     cmd=(timeout "$lim" "${cmd[@]}")
     log_cmd "${cmd[@]}"
@@ -878,6 +957,8 @@ measure() {
         run_idle "$out" "$out.err" "${cmd[@]}"
     elif [[ $scen == S ]]; then
         run_switch "$out" "$out.err" "$proxy" "${cmd[@]}"
+    elif [[ $scen == R ]]; then
+        run_route "$out" "$out.err" "${cmd[@]}"
     else
         run_tracked "$out" "$out.err" "${cmd[@]}"
     fi
@@ -889,19 +970,23 @@ measure() {
 
     rc=$RC
     local proxy_ticks="" extra=()
-    # S: no proxy CPU figure (HAProxy's process is replaced during the run)
-    [[ -z $PROXY_PID || $scen == S ]] || proxy_ticks=$((p1 - p0))
+    # S: no proxy CPU figure (HAProxy's process is replaced during the run); R as S
+    [[ -z $PROXY_PID || $scen == S || $scen == R ]] || proxy_ticks=$((p1 - p0))
     [[ $scen != D ]] || extra=(--rss-before-kb "$rss0" --rss-held-kb "$RSS_HELD"
         --threads "$THREADS_HELD" --held-seen "$HELD_SEEN")
     [[ $scen != S ]] || extra=(--switch-rc "$SWITCH_RC" --switch-t0 "$SWITCH_T0"
         --switch-t1 "$SWITCH_T1" --switch-stopped "$SWITCH_STOPPED" --switch-how "$SWITCH_HOW"
         --switch-cmd "$SWITCH_CMD" --switch-msg "$SWITCH_MSG" --load-t0 "$t0")
+    [[ $scen != R ]] || extra=(--route-json "$ROUTE_JSON" --route-rc "$ROUTE_RC")
     "${STAT[@]}" record --scenario "$scen" --proxy "$proxy" --rep "$rep" --tool "$tool" \
         --layout "$layout" --output "$out" --cmd "$cmdline" --rc "$rc" \
         --t0 "$t0" --t1 "$t1" --clk-tck "$CLK_TCK" --proxy-ticks "$proxy_ticks" \
         --known-ticks "$((k1 - k0))" --idle-ticks "$((i1 - i0))" --ncpus "${#NOISE_CPUS[@]}" \
         --quiet-wait "$qw" "${extra[@]}" >>"$TMP/runs.jsonl"
     if ((rc != 0)) && [[ -s $out.err ]]; then sed 's/^/    /' "$out.err" | tail -n 5 >&2; fi
+    if [[ $scen == R && $ROUTE_RC != 0 && -s $TMP/route.err ]]; then
+        sed 's/^/    route-phase: /' "$TMP/route.err" | tail -n 5 >&2
+    fi
 }
 
 # run_group REP PROXY CPU WARMUP SCEN...: start the proxy on CPU, run the scenarios, stop it
@@ -981,7 +1066,7 @@ write_env() {
 # --------------------------------------------------------------------------------- main
 note "CPU layout: proxy on CPU $PROXY_CPU, load generator + origin on CPU $LOAD_CPU (A1: all on CPU $LOAD_CPU); set PROXY_CPU / LOAD_CPU to change"
 note "proxies: $PROXIES"
-note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")$(has_scen S && echo ", S: $S_RATE conn/s for ${S_DUR}s, switch at half time (ringway and HAProxy only)")"
+note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")$(has_scen S && echo ", S: $S_RATE conn/s for ${S_DUR}s, switch at half time (ringway and HAProxy only)")$(has_scen R && echo ", R: the same load, route added at 1/3 and removed at 2/3 (ringway only)")"
 : >"$TMP/commands.txt"
 : >"$TMP/runs.jsonl"
 write_lua
@@ -992,9 +1077,19 @@ split=()            # the scenarios of the split layout, on one proxy start
 for s in $SCENARIOS; do
     case $s in A | A-ac | B | C | C-http | L) split+=("$s") ;; esac
 done
+proxy_has_work() {  # proxy_has_work NAME: true when NAME runs a scenario of this selection
+    if ((${#split[@]} > 0)) || has_scen A1; then return 0; fi
+    [[ $1 != direct ]] || return 1              # D, S and R need a proxy process
+    if has_scen D; then return 0; fi
+    case $1 in
+        ringway-*) has_scen S || has_scen R ;;
+        haproxy*) has_scen S ;;
+        *) return 1 ;;
+    esac
+}
 for ((rep = 1; rep <= REPS; rep++)); do
     for proxy in $PROXIES; do
-        [[ ${#split[@]} -gt 0 || " $SCENARIOS " == *" A1 "* || $proxy != direct ]] || continue
+        proxy_has_work "$proxy" || continue
         note "rep $rep/$REPS: $proxy"
         run_group "$rep" "$proxy" "$PROXY_CPU" "$WARMUP" "${split[@]}"
         if has_scen A1; then run_group "$rep" "$proxy" "$LOAD_CPU" "$WARMUP" A1; fi
@@ -1006,6 +1101,13 @@ for ((rep = 1; rep <= REPS; rep++)); do
         if has_scen S; then
             case $proxy in
                 ringway-* | haproxy*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 S ;;
+            esac
+        fi
+        # R: a fresh start without warm-up (a route is added and removed during the run);
+        # ringway only: HAProxy has no runtime route (listener) add without a reload
+        if has_scen R; then
+            case $proxy in
+                ringway-*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 R ;;
             esac
         fi
     done

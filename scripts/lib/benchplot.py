@@ -7,8 +7,9 @@ Each PNG has two bar charts, one bar per proxy (ringway's relay paths in colour,
 grey): the proxy's CPU seconds per unit of work (lower is better) and the figure relative to
 the direct path (for L a latency ratio: lower is better; for D, which has no direct row, the
 VmRSS bytes per held connection). S (switch under load) has three instead: failed requests,
-p99 latency and the switch time (ringway) / downtime (HAProxy stop/start). Whiskers span the
-runs used (min..max). Needs matplotlib; uses the Agg backend, so no display is needed.
+p99 latency and the switch time (ringway) / downtime (HAProxy stop/start); R (route added and
+removed under load, ringway only) failed requests, p99 latency and the add / ready / remove
+times side by side. Whiskers span the runs used (min..max). Needs matplotlib; uses the Agg backend, so no display is needed.
 """
 
 import json
@@ -78,6 +79,57 @@ def plot_switch(rows, meta, outdir):
     return path
 
 
+def plot_route(rows, meta, outdir):
+    """R: failed requests on route bench, p99 latency, and the route add / ready / remove
+    times per proxy (ringway only)."""
+    names = [r["proxy"] for r in rows]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.2))
+    bars(ax1, names, [r["figure"] for r in rows],
+         [r.get("figure_min") for r in rows], [r.get("figure_max") for r in rows],
+         title="failed requests on route bench (must be 0)",
+         ylabel=f"of ~{fnum_int(rows[0].get('exchanges'))} sent", fmt="{:,.0f}")
+    bars(ax2, names, [r.get("p99_us") for r in rows], title="p99 latency of ok requests",
+         ylabel="µs", fmt="{:,.0f}")
+    width = 0.27
+    for i, (key, label, color) in enumerate((("add_s", "add", "#d9480f"),
+                                             ("ready_s", "ready after add", "#f08c00"),
+                                             ("remove_s", "remove", "#5c7cfa"))):
+        vals = [r.get(key) for r in rows]
+        lows = [r.get(key + "_min") for r in rows]
+        highs = [r.get(key + "_max") for r in rows]
+        xs = [j + (i - 1) * width for j in range(len(rows))]
+        kw = {}
+        if any(None not in (l, h) and l != h for l, h in zip(lows, highs)):
+            kw = {"yerr": whiskers(vals, lows, highs), "capsize": 3, "ecolor": "#343a40"}
+        b = ax3.bar(xs, [v or 0 for v in vals], width, color=color, label=label, **kw)
+        for rect, v in zip(b, vals):
+            ax3.annotate("n/a" if v is None else f"{v:.3f}",
+                         (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                         ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+                         textcoords="offset points")
+    ax3.set_xticks(list(range(len(rows))))
+    ax3.set_xticklabels([f"{n}\nrefused: {r.get('refused_after_remove') or '-'}, "
+                         f"resets: {fnum_int(r.get('listener_queue_resets'))}"
+                         for n, r in zip(names, rows)], fontsize=7)
+    ax3.set_title("route extra: add, ready, remove", fontsize=10)
+    ax3.set_ylabel("seconds", fontsize=9)
+    ax3.legend(fontsize=7)
+    ax3.grid(axis="y", alpha=0.3)
+    ax3.set_axisbelow(True)
+    for ax in (ax1, ax2, ax3):
+        ax.margins(y=0.12)
+    # all zeros (the expected result) would otherwise centre the axis on 0
+    ax1.set_ylim(bottom=0, top=max([1] + [r["figure"] or 0 for r in rows]) * 1.15)
+    fig.suptitle(f"{rows[0]['title']}, {meta.get('s_rate', '?')} conn/s for "
+                 f"{meta.get('s_dur_s', '?')} s - {meta.get('host', '')} {meta.get('date', '')}, "
+                 f"{meta.get('reps', '?')} rep(s), medians", fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(outdir, "plot-R.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fnum_int(x):
     return "?" if x is None else f"{x:,.0f}"
 
@@ -88,6 +140,8 @@ def plot_scenario(scen, rows, meta, outdir):
         return None
     if scen == "S":
         return plot_switch(rows, meta, outdir)
+    if scen == "R":
+        return plot_route(rows, meta, outdir)
     names = [r["proxy"] for r in rows]
     first = rows[0]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))

@@ -2,10 +2,19 @@
 """Helpers for scripts/bench.sh (standard library only).
 
 Subcommands:
-  freeport [N]        print N distinct free TCP ports on 127.0.0.1 (one per line)
+  freeport [N] [--outside-ephemeral]
+                      print N distinct free TCP ports on 127.0.0.1 (one per line); with
+                      --outside-ephemeral below net.ipv4.ip_local_port_range, so that no
+                      client socket of the load can hold the port meanwhile
   quiet ...           wait until the test CPUs are idle (the "quiet gate"); print seconds waited
+  route-phase ...     scenario R's route changes during the load: at --add-at-ms run the add
+                      command, then probe the new address until a GET / answers 200; at
+                      --remove-at-ms run the remove command, then check that a connect to the
+                      address is refused; then read the listener's queue resets from the
+                      metrics command; print one JSON object
   record ...          parse one wrk / iperf3 / autocannon / ringway-load output (for S with the
-                      switch's timings and exit code), print one JSON line (a "run")
+                      switch's timings and exit code, for R with route-phase's JSON), print
+                      one JSON line (a "run")
   report ...          read the runs, write results.json and table.md, print the table
 
 Method (see the header of bench.sh and /work/shared/research/perf-peers.md): per
@@ -16,15 +25,20 @@ when at least two clean runs remain; ratio to direct = median(proxied) / median(
 results.json keeps the schema of the first runs (meta, summary, runs; summary rows with
 scenario, proxy, figure, ratio_to_direct, proxy_cpu_per_unit, ...) and only adds to it:
 summary rows gain layout, tool, figure_min/max, proxy_cpu_min/max (and for D rss_*/threads,
-for A1 the target, for S failed_requests/failed_pct/exchanges/outcomes/switch_s), and a
+for A1 the target, for S failed_requests/failed_pct/exchanges/outcomes/switch_s, for R the
+same load figures and add_s/ready_s/remove_s/refused_after_remove/listener_queue_resets), and a
 top-level "skipped" list names what did not run and why.
 """
 
 import argparse
 import json
 import os
+import random
+import re
+import shlex
 import socket
 import statistics
+import subprocess
 import sys
 import time
 
@@ -49,16 +63,48 @@ SCENARIOS = {
     # no proxy CPU for S (bench.sh passes no proxy ticks: HAProxy's process is replaced)
     "S": {"title": "S backend switch under load", "figure": "failed_requests",
           "unit": "failed", "cpu_unit": "-", "work": "exchanges", "scale": 1},
+    # R: the same load as S on route bench while a route is added and removed beside it
+    # (ringway only); no proxy CPU either, like S
+    "R": {"title": "R route added and removed under load", "figure": "failed_requests",
+          "unit": "failed", "cpu_unit": "-", "work": "exchanges", "scale": 1},
 }
-SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "C", "C-http", "D", "L", "S"]
+SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "C", "C-http", "D", "L", "S", "R"]
 # A1: everything on one core; the goal for ringway there (ratio of req/s to direct)
 A1_TARGET = 0.6
+
+
+def ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def cmd_freeport(args):
     socks = []
     try:
-        for _ in range(args.n):
+        if args.outside_ephemeral:
+            # random ports from 10000 up to the ephemeral range: the kernel never gives one
+            # of them to a connecting socket, so a port stays free between this check and
+            # the bind of whoever gets it (the load opens thousands of connections meanwhile)
+            top = min(ephemeral_range()[0], 65536)
+            cands = list(range(10000, top)) if top > 10000 else list(range(1024, top))
+            random.shuffle(cands)
+            for port in cands:
+                if len(socks) == args.n:
+                    break
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    s.close()
+                    continue
+                socks.append(s)
+            if len(socks) < args.n:
+                sys.exit(f"freeport: only {len(socks)} free ports below the ephemeral range")
+        for _ in range(args.n - len(socks)):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
             socks.append(s)
@@ -97,6 +143,160 @@ def cmd_quiet(args):
             print(f"{waited:.1f}s {'quiet' if busiest < args.threshold else 'busy'}"
                   f" ({busiest:.0f}% on the busiest test CPU)")
             return
+
+
+# --------------------------------------------------------------------------- route-phase
+def read_cmd(path):
+    """A command line bench.sh wrote as NUL-terminated arguments (exact, no quoting)."""
+    with open(path, "rb") as f:
+        return [a.decode() for a in f.read().split(b"\0")[:-1]]
+
+
+def run_cmd(cmd, limit):
+    """Runs cmd to its end (killed after `limit` s): (rc, output, start, end) in epoch s."""
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=limit)
+        rc, out = p.returncode, p.stdout
+    except subprocess.TimeoutExpired as e:
+        rc, out = 124, e.stdout or b""
+    return rc, out.decode(errors="replace").strip(), t0, time.time()
+
+
+def http_get(host, port, timeout):
+    """One HTTP/1.0 GET / within `timeout` s: "ok" (status 200), "refused", "timeout",
+    "reset", "closed", "status ..." or "error: ..."."""
+    deadline = time.monotonic() + timeout
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.sendall(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            s.settimeout(left)
+            chunk = s.recv(4096)
+            if not chunk:
+                return "closed" if not data else f"status {data[:40]!r}"
+            data += chunk
+        line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        return "ok" if re.match(r"HTTP/1\.[01] 200\b", line) else f"status {line[:40]}"
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return f"error: {e}"
+    finally:
+        s.close()
+
+
+def connect_check(host, port, timeout):
+    """How a connect to host:port ends within `timeout` s: "refused", "accepted" (the
+    handshake completed: something still listens), "timeout" (no answer to the SYN) or
+    "error: ..."."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        return "accepted"
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return f"error: {e}"
+    finally:
+        s.close()
+
+
+def sleep_until(t):
+    while True:
+        left = t - time.time()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.5))
+
+
+def cmd_route_phase(args):
+    """Scenario R, while the load runs on another route (see the module docstring)."""
+    host, _, port = args.listen.rpartition(":")
+    port = int(port)
+    load_t0 = float(args.load_t0)
+    add_cmd, remove_cmd, metrics_cmd = (read_cmd(args.add_cmd), read_cmd(args.remove_cmd),
+                                        read_cmd(args.metrics_cmd))
+    out = {"listen": args.listen, "add_cmd": shlex.join(add_cmd),
+           "remove_cmd": shlex.join(remove_cmd), "metrics_cmd": shlex.join(metrics_cmd)}
+
+    def emit():
+        print(json.dumps(out, sort_keys=True))
+
+    # --- add, then probe the new address until a GET / answers 200
+    sleep_until(load_t0 + args.add_at_ms / 1000)
+    rc, text, t0, t1 = run_cmd(add_cmd, 30)
+    out.update({"add_rc": rc, "add_output": text, "add_s": round(t1 - t0, 4),
+                "add_at_s": round(t0 - load_t0, 3)})
+    if rc != 0:
+        return emit()
+    probes, outcomes, first = 0, {}, None
+    deadline = t1 + args.probe_max
+    while time.time() < deadline:
+        res = http_get(host, port, max(0.01, min(1.0, deadline - time.time())))
+        probes += 1
+        first = first or res
+        if res == "ok":
+            out["ready_s"] = round(time.time() - t1, 4)
+            break
+        outcomes[res] = outcomes.get(res, 0) + 1
+        time.sleep(0.001)
+    out.update({"probes": probes, "first_probe": first, "probe_failures": outcomes,
+                "ready": "ready_s" in out})
+
+    # --- remove, then a connect to the address must be refused at once
+    sleep_until(load_t0 + args.remove_at_ms / 1000)
+    rc, text, t0, t1 = run_cmd(remove_cmd, 30)
+    out.update({"remove_rc": rc, "remove_output": text, "remove_s": round(t1 - t0, 4),
+                "remove_at_s": round(t0 - load_t0, 3)})
+    if rc != 0:
+        return emit()
+    first = connect_check(host, port, 1.0)
+    out["after_remove"] = first
+    out["refused_after_remove"] = "yes" if first == "refused" else "no"
+    if first != "refused":
+        # what a client gets there, and when (if within 2 s) connects start to be refused
+        out["after_remove_get"] = http_get(host, port, 1.0)
+        end = time.time() + 2.0
+        while time.time() < end:
+            if connect_check(host, port, 0.2) == "refused":
+                out["refused_later_s"] = round(time.time() - t1, 4)
+                break
+            time.sleep(0.01)
+
+    # --- the listener's queue resets: workers send their metrics every second, so the
+    # line appears up to ~1 s after the removal; read it after 1.1 s, retry for 3 s more
+    t_removed = t1
+    pat = re.compile(r'^ringway_listener_queue_resets_total\{listen="'
+                     + re.escape(args.listen) + r'"\} (\d+)\s*$', re.M)
+    sleep_until(t_removed + 1.1)
+    end = time.time() + 3.0
+    while True:
+        rc, text, t0, _ = run_cmd(metrics_cmd, 10)
+        m = pat.search(text) if rc == 0 else None
+        if m or time.time() >= end:
+            break
+        time.sleep(0.5)
+    out["metrics_rc"] = rc
+    out["metrics_read_after_remove_s"] = round(t0 - t_removed, 3)
+    out["listener_queue_resets"] = int(m.group(1)) if m else None
+    if rc != 0:
+        out["metrics_output"] = text[-300:]
+    emit()
 
 
 # ------------------------------------------------------------------------------- parsers
@@ -211,12 +411,12 @@ def parse_idle(text, args):
     return out
 
 
-def parse_switch(text, args):
-    """Scenario S: ringway-load --mode conn JSON report, plus the switch the script made
-    half-way (its exit code and timestamps)."""
+def parse_conn_load(text):
+    """ringway-load --mode conn JSON report (scenarios S and R): (run fields, None), or
+    (None, {"failed": reason})."""
     d, failed = json_report(text, "ringway-load")
     if failed:
-        return failed
+        return None, failed
     try:
         oc = {k: int(v) for k, v in d["outcomes"].items()}
         lat, svc = d["latency_us"], d["service_us"]
@@ -233,7 +433,21 @@ def parse_switch(text, args):
             "max_dispatch_lag_us": d.get("max_dispatch_lag_us"),
         }
     except (KeyError, TypeError, ValueError) as e:
-        return {"failed": f"ringway-load JSON lacks a field: {e}"}
+        return None, {"failed": f"ringway-load JSON lacks a field: {e}"}
+    if exchanges == 0:
+        out["failed"] = "no exchange was made"
+    if oc.get("dropped"):
+        out["warning"] = (f"{oc['dropped']} exchanges dropped by ringway-load itself "
+                          "(the load tool was overloaded; counted as failed)")
+    return out, None
+
+
+def parse_switch(text, args):
+    """Scenario S: ringway-load --mode conn JSON report, plus the switch the script made
+    half-way (its exit code and timestamps)."""
+    out, failed = parse_conn_load(text)
+    if failed:
+        return failed
     out.update({"switch_how": args.switch_how, "switch_cmd": args.switch_cmd,
                 "switch_rc": int(args.switch_rc) if args.switch_rc != "" else None})
     if args.switch_msg:
@@ -247,21 +461,74 @@ def parse_switch(text, args):
             stopped = float(args.switch_stopped)
             out["switch_stop_s"] = round(stopped - t0, 4)
             out["switch_start_s"] = round(t1 - stopped, 4)
-    if exchanges == 0:
-        out["failed"] = "no exchange was made"
+    if "failed" in out:
+        pass
     elif out["switch_rc"] is None:
         out["failed"] = "no switch was made"
     elif out["switch_rc"] != 0:
         out["failed"] = (f"the switch failed (exit {out['switch_rc']}): "
                          f"{out.get('switch_output', '')[-300:]}")
-    if oc.get("dropped"):
-        out["warning"] = (f"{oc['dropped']} exchanges dropped by ringway-load itself "
-                          "(the load tool was overloaded; counted as failed)")
+    return out
+
+
+# what scenario R keeps of route-phase's JSON
+ROUTE_KEYS = ("listen", "add_cmd", "add_rc", "add_output", "add_s", "add_at_s", "ready_s",
+              "ready", "probes", "first_probe", "probe_failures", "remove_cmd", "remove_rc",
+              "remove_output", "remove_s", "remove_at_s", "after_remove",
+              "refused_after_remove", "after_remove_get", "refused_later_s", "metrics_cmd",
+              "metrics_rc", "metrics_read_after_remove_s", "metrics_output",
+              "listener_queue_resets")
+
+
+def parse_route(text, args):
+    """Scenario R: ringway-load --mode conn JSON report (the load on route bench), plus
+    route-phase's JSON (route extra added, probed, removed, checked; its queue resets)."""
+    out, failed = parse_conn_load(text)
+    if failed:
+        return failed
+    phase = None
+    try:
+        with open(args.route_json, errors="replace") as f:
+            phase, _ = json_report(f.read(), "route-phase")
+    except (OSError, TypeError):
+        pass
+    if phase is None:
+        rc = args.route_rc or "?"
+        out.setdefault("failed", f"the route phase printed no JSON (exit {rc})")
+        return out
+    out.update({k: phase[k] for k in ROUTE_KEYS if k in phase})
+    warn = [out["warning"]] if out.get("warning") else []
+    if "failed" in out:
+        pass
+    elif phase.get("add_rc") != 0:
+        out["failed"] = (f"route add failed (exit {phase.get('add_rc')}): "
+                         f"{(phase.get('add_output') or '')[-300:]}")
+    elif phase.get("remove_rc") != 0:
+        out["failed"] = (f"route remove failed (exit {phase.get('remove_rc')}): "
+                         f"{(phase.get('remove_output') or '')[-300:]}")
+    # ringway's behaviour, not the benchmark's: the run stays, the row shows it
+    if out.get("ready") is False:
+        warn.append(f"the added address never answered 200 in {out.get('probes')} probes "
+                    f"({out.get('probe_failures')})")
+    elif out.get("first_probe") not in (None, "ok"):
+        warn.append(f"the first probe after `route add` returned got {out['first_probe']}")
+    if out.get("refused_after_remove") == "no":
+        warn.append(f"after `route remove` returned a connect was {out.get('after_remove')} "
+                    f"(GET: {out.get('after_remove_get')}; refused "
+                    + (f"{out['refused_later_s']} s later)" if out.get("refused_later_s")
+                       is not None else "not within 2 s)"))
+    if out.get("listener_queue_resets"):
+        warn.append(f"{out['listener_queue_resets']} connections reset in the removed "
+                    "listener's queue")
+    elif out.get("remove_rc") == 0 and out.get("listener_queue_resets") is None:
+        warn.append("no ringway_listener_queue_resets_total line for the removed address")
+    if warn:
+        out["warning"] = "; ".join(warn)
     return out
 
 
 PARSERS = {"wrk": parse_wrk, "iperf3": parse_iperf3, "autocannon": parse_autocannon,
-           "idle": parse_idle, "switch": parse_switch}
+           "idle": parse_idle, "switch": parse_switch, "route": parse_route}
 
 
 def cmd_record(args):
@@ -298,7 +565,7 @@ def progress_line(run):
     head = f"  rep {run['rep']} {run['scenario']:<6} {run['proxy']:<16}"
     if "failed" in run:
         return f"{head} FAILED: {run['failed']}"
-    if run["scenario"] == "S":
+    if run["scenario"] in ("S", "R"):
         parts = [s_figure(run), f"p50 {run['p50_us']:,.0f} µs", outcomes_text(run["outcomes"])]
         if run.get("warning"):
             parts.append(run["warning"])
@@ -337,7 +604,22 @@ def s_figure(r):
     if r.get("switch_s") is not None:
         text += f", {'downtime' if r['proxy'].startswith('haproxy') else 'switch'} " \
                 f"{r['switch_s']:.3f} s"
+    if r["scenario"] == "R":
+        text += ", " + r_figure(r)
     return text
+
+
+def fsec(x):
+    return "-" if x is None else f"{x:.3f} s"
+
+
+def r_figure(r):
+    """R's route figures (a run or a summary row): "add 0.012 s, ready 0.001 s, remove
+    0.020 s, refused yes, queue resets 0"."""
+    resets = r.get("listener_queue_resets")
+    return (f"add {fsec(r.get('add_s'))}, ready {fsec(r.get('ready_s'))}, "
+            f"remove {fsec(r.get('remove_s'))}, refused {r.get('refused_after_remove') or '-'}, "
+            f"queue resets {'-' if resets is None else f'{resets:,.0f}'}")
 
 
 def outcomes_text(oc):
@@ -401,6 +683,38 @@ def summarize(runs, noise_max):
             row["switch_s_min"] = min(sw) if sw else None
             row["switch_s_max"] = max(sw) if sw else None
             row["switch_how"] = used[0].get("switch_how") if used else None
+        if scen == "R":
+            for k in ("exchanges", "failed_pct", "p999_us", "max_us", "service_p99_us",
+                      "add_at_s", "remove_at_s", "probes"):
+                row[k] = med([r[k] for r in used if r.get(k) is not None])
+            row["failed_requests"] = row["figure"]
+            keys = sorted({k for r in used for k in (r.get("outcomes") or {})})
+            row["outcomes"] = {k: med([(r.get("outcomes") or {}).get(k, 0) for r in used])
+                               for k in keys} if used else None
+            for k in ("add_s", "ready_s", "remove_s"):
+                xs = [r[k] for r in used if r.get(k) is not None]
+                row[k], row[k + "_min"], row[k + "_max"] = \
+                    med(xs), min(xs) if xs else None, max(xs) if xs else None
+            # what must hold in every run: "yes" only if it did; the runs' values are kept
+            ref = [r.get("refused_after_remove") for r in used]
+            row["refused_after_remove_runs"] = ref
+            row["refused_after_remove"] = None if not ref else \
+                "yes" if all(x == "yes" for x in ref) else \
+                f"no ({sum(x != 'yes' for x in ref)} of {len(ref)} runs)"
+            row["ready_runs"] = [r.get("ready") for r in used]
+            row["first_probe_runs"] = [r.get("first_probe") for r in used]
+            resets = [r.get("listener_queue_resets") for r in used]
+            row["listener_queue_resets_runs"] = resets
+            # the most any run saw (a reset is the thing to notice); None: never reported
+            known = [x for x in resets if x is not None]
+            row["listener_queue_resets"] = max(known) if known else None
+            row["route_note"] = (
+                "route extra added on a fresh port at S_DUR/3 and removed at 2*S_DUR/3 while "
+                "the load runs on route bench; add_s/remove_s = how long `ringway route "
+                "add/remove` took; ready_s = from the add's return until a GET / on the new "
+                "port answered 200; refused_after_remove = a connect right after the remove "
+                "returned was refused; listener_queue_resets = "
+                "ringway_listener_queue_resets_total for the removed port (max over runs)")
         if scen == "D":
             row["rss_per_conn_b"] = row["figure"]
             for k in ("rss_before_kb", "rss_held_kb", "threads", "connections_seen_held"):
@@ -459,7 +773,7 @@ def fpct(x):
 def cells(r):
     """The table's cells for one summary row."""
     fig = f"{fnum(r['figure'])} {r['figure_unit']}" if r["figure"] is not None else "failed"
-    if r["scenario"] == "S" and r["figure"] is not None:
+    if r["scenario"] in ("S", "R") and r["figure"] is not None:
         fig = s_figure(r)
     if r["scenario"] == "D" and r.get("threads") is not None:
         fig += f", {r['threads']:g} thr"
@@ -524,7 +838,7 @@ def notes_text(meta, rows, skipped, noise_max):
         f"(L: {meta.get('l_dur_s', '?')} s), medians.",
         "Scenarios: " + "; ".join(SCENARIOS[s]["title"] for s in used) + ".",
         "figure = median req/s (A, A-ac, A1), conn/s (B), Gbit/s received (C, C-http), VmRSS "
-        "bytes per held connection (D), p50 latency (L) or failed requests (S); ratio to direct = median(proxied) / "
+        "bytes per held connection (D), p50 latency (L) or failed requests (S, R); ratio to direct = median(proxied) / "
         "median(direct) of the figure (for L a latency ratio: above 1 is slower; D has no "
         "direct row); proxy CPU = utime+stime of the proxy process (all threads) from "
         "/proc/PID/stat over the timed run, per 100k requests / 100k connections / GiB; "
@@ -550,6 +864,24 @@ def notes_text(meta, rows, skipped, noise_max):
             "reset, timeout, wrong bytes, error, dropped) of all sent, medians over the reps; "
             "p50/p99 = latency of the ok requests measured from their scheduled start "
             "(stalls count). Not run for direct and nginx-stream; no proxy CPU figure.")
+    if any(r["scenario"] == "R" for r in rows):
+        s_dur = meta.get("s_dur_s", "?")
+        lines.append(
+            f"R: the same load as S ({meta.get('s_rate', '?')} new connections/s for {s_dur} s "
+            "on route bench, a proxy started fresh) while a second route, extra, is added on a "
+            "fresh loopback port with the origin as backend at a third of the run (`ringway "
+            "route add`) and removed at two thirds (`ringway route remove`). figure = failed "
+            "requests of the load on bench (must be 0: the other route's changes must not "
+            "touch it); add / remove = how long the command took (it returns once every "
+            "worker applied the change); ready = from the add's return until a GET / on the "
+            "new port answered 200 (0.00x s: it listened when the command returned; the time "
+            "is that of the first request); refused = a connect right after the remove "
+            "returned was refused ('no (k of n runs)' otherwise, see the runs in "
+            "results.json); queue resets = ringway_listener_queue_resets_total for the "
+            "removed port (connections still queued when its listener closed; the most of "
+            "any run, '-' if never reported). Medians over the reps. ringway only: HAProxy "
+            "(and nginx) cannot add a listener at runtime without a reload, which is a "
+            "different operation (S measures HAProxy's stop/start); not run for direct.")
     if any(r["scenario"] == "D" for r in rows):
         lines.append(f"D: {meta.get('idle_conns', '?')} idle connections through the proxy "
                      "(ringway-load --mode idle), proxy started fresh without warm-up; figure = "
@@ -598,6 +930,8 @@ def main():
 
     s = sub.add_parser("freeport")
     s.add_argument("n", nargs="?", type=int, default=1)
+    s.add_argument("--outside-ephemeral", action="store_true",
+                   help="below net.ipv4.ip_local_port_range")
     s.set_defaults(fn=cmd_freeport)
 
     s = sub.add_parser("quiet")
@@ -606,6 +940,17 @@ def main():
     s.add_argument("--window", type=float, default=1.5, help="seconds")
     s.add_argument("--max-wait", type=float, default=60.0, help="seconds")
     s.set_defaults(fn=cmd_quiet)
+
+    s = sub.add_parser("route-phase")
+    s.add_argument("--listen", required=True, help="HOST:PORT the route is added on")
+    for a in ("--add-cmd", "--remove-cmd", "--metrics-cmd"):
+        s.add_argument(a, required=True, help="file: the command, NUL-terminated arguments")
+    s.add_argument("--load-t0", required=True, help="start of the load, seconds since the epoch")
+    s.add_argument("--add-at-ms", type=int, required=True, help="after the load's start")
+    s.add_argument("--remove-at-ms", type=int, required=True, help="after the load's start")
+    s.add_argument("--probe-max", type=float, default=5.0,
+                   help="seconds to wait for the first 200 on the new address")
+    s.set_defaults(fn=cmd_route_phase)
 
     s = sub.add_parser("record")
     for a in ("--scenario", "--proxy", "--output", "--cmd", "--clk-tck",
@@ -634,6 +979,9 @@ def main():
     s.add_argument("--switch-cmd", default="")
     s.add_argument("--switch-msg", default="", help="what the switch printed")
     s.add_argument("--load-t0", default="", help="start of the load, seconds since the epoch")
+    # route (scenario R) only: what route-phase printed, and its exit code
+    s.add_argument("--route-json", default="", help="file: route-phase's output")
+    s.add_argument("--route-rc", default="", help="exit code of route-phase")
     s.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("report")
