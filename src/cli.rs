@@ -136,26 +136,22 @@ pub enum BackendCommand {
         client: ClientArgs,
     },
     /// Detach ADDR from ROUTE: no new sessions; open ones drain under the route's drain rules.
-    Remove {
-        route: String,
-        addr: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Remove(BackendArgs),
     /// Drain ADDR: no new sessions, open ones stay (any route, file-defined too).
-    Drain {
-        route: String,
-        addr: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Drain(BackendArgs),
     /// Undo `backend drain`: ADDR gets new sessions again.
-    Undrain {
-        route: String,
-        addr: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Undrain(BackendArgs),
+}
+
+/// A backend of a route, and how to reach ringway.
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// The route's name.
+    pub route: String,
+    /// The backend: IP:port.
+    pub addr: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// How the CLI reaches a running ringway.

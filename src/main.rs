@@ -83,6 +83,17 @@ fn route_call(what: RouteCommand) -> Result<(Call, ringway::cli::ClientArgs), St
     })
 }
 
+fn drain_call(b: ringway::cli::BackendArgs, drain: bool) -> (Call, ringway::cli::ClientArgs) {
+    (
+        Call::Drain {
+            route: b.route,
+            addr: b.addr,
+            drain,
+        },
+        b.client,
+    )
+}
+
 fn backend_call(what: BackendCommand) -> (Call, ringway::cli::ClientArgs) {
     match what {
         BackendCommand::Add {
@@ -98,35 +109,15 @@ fn backend_call(what: BackendCommand) -> (Call, ringway::cli::ClientArgs) {
             },
             client,
         ),
-        BackendCommand::Remove {
-            route,
-            addr,
-            client,
-        } => (Call::Detach { route, addr }, client),
-        BackendCommand::Drain {
-            route,
-            addr,
-            client,
-        } => (
-            Call::Drain {
-                route,
-                addr,
-                drain: true,
+        BackendCommand::Remove(b) => (
+            Call::Detach {
+                route: b.route,
+                addr: b.addr,
             },
-            client,
+            b.client,
         ),
-        BackendCommand::Undrain {
-            route,
-            addr,
-            client,
-        } => (
-            Call::Drain {
-                route,
-                addr,
-                drain: false,
-            },
-            client,
-        ),
+        BackendCommand::Drain(b) => drain_call(b, true),
+        BackendCommand::Undrain(b) => drain_call(b, false),
     }
 }
 

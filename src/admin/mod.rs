@@ -409,20 +409,7 @@ fn respond(reply: AdminReply) -> Response<Body> {
     let answer = match reply {
         Ok(a) => a,
         Err(e) => {
-            let problems = e
-                .problems()
-                .map(|c| {
-                    c.problems
-                        .iter()
-                        .map(|p| ProblemDoc {
-                            line: p.line,
-                            key: p.key.clone(),
-                            message: p.message.clone(),
-                            fix: p.fix.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let problems = e.problems().map(ProblemDoc::all).unwrap_or_default();
             let doc = ErrorDoc {
                 error: e.code().to_string(),
                 message: e.to_string().trim_end().to_string(),

@@ -159,16 +159,7 @@ pub fn query(
                 status: 400,
                 code: "invalid_route",
                 message: e.to_string().trim_end().to_string(),
-                problems: e
-                    .problems
-                    .iter()
-                    .map(|p| ProblemDoc {
-                        line: p.line,
-                        key: p.key.clone(),
-                        message: p.message.clone(),
-                        fix: p.fix.clone(),
-                    })
-                    .collect(),
+                problems: ProblemDoc::all(&e),
             })?;
             Ok(AdminQuery::PutRoute {
                 cfg: Box::new(cfg),

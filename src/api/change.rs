@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::SwitchRecord;
+use crate::config::ConfigError;
 
 /// `POST /routes/{name}/switch` and `/rollback`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,4 +119,19 @@ pub struct ProblemDoc {
     pub key: String,
     pub message: String,
     pub fix: String,
+}
+
+impl ProblemDoc {
+    /// Every problem of a configuration error.
+    pub fn all(e: &ConfigError) -> Vec<ProblemDoc> {
+        e.problems
+            .iter()
+            .map(|p| ProblemDoc {
+                line: p.line,
+                key: p.key.clone(),
+                message: p.message.clone(),
+                fix: p.fix.clone(),
+            })
+            .collect()
+    }
 }

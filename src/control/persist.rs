@@ -115,13 +115,9 @@ pub fn load(path: &Path) -> Result<Option<BTreeMap<String, PersistedRoute>>, Str
 /// Renames an unusable state file to `<file>.unusable-<unix seconds>`; returns the new name
 /// (or why it could not be moved).
 pub fn set_aside(path: &Path) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".unusable-{secs}"));
+    let aside = stamped(path, "unusable");
     match std::fs::rename(path, &aside) {
-        Ok(()) => PathBuf::from(aside).display().to_string(),
+        Ok(()) => aside.display().to_string(),
         Err(e) => format!("(not moved: {e})"),
     }
 }
@@ -129,15 +125,21 @@ pub fn set_aside(path: &Path) -> String {
 /// Copies the state file to `<file>.kept-<unix seconds>` (before a rewrite would lose part of
 /// it); returns the copy's name (or why there is none).
 pub fn keep_copy(path: &Path) -> String {
+    let copy = stamped(path, "kept");
+    match std::fs::copy(path, &copy) {
+        Ok(_) => copy.display().to_string(),
+        Err(e) => format!("(not copied: {e})"),
+    }
+}
+
+/// `<path>.<tag>-<unix seconds>`.
+fn stamped(path: &Path, tag: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut copy = path.as_os_str().to_owned();
-    copy.push(format!(".kept-{secs}"));
-    match std::fs::copy(path, &copy) {
-        Ok(_) => PathBuf::from(copy).display().to_string(),
-        Err(e) => format!("(not copied: {e})"),
-    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{tag}-{secs}"));
+    PathBuf::from(name)
 }
 
 /// Writes the state of `routes` to `path` atomically.

@@ -26,25 +26,9 @@ fn failed_reloads(p: &Proxy) -> f64 {
         .unwrap_or(-1.0)
 }
 
-/// An echo backend that first says its name (so a client knows where it landed).
+/// An echo backend that first says its one-letter name.
 fn named_echo(name: &'static str) -> Backend {
-    Backend::start(move |mut s| {
-        if s.write_all(name.as_bytes()).is_err() {
-            return;
-        }
-        let mut buf = [0u8; 65536];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = s.shutdown(Shutdown::Write);
-    })
+    Backend::echo_after(name.as_bytes())
 }
 
 /// Connects to `addr` and reads the backend's one-letter name.

@@ -191,7 +191,15 @@ impl Backend {
 
     /// Echoes every byte; on EOF shuts down writing.
     pub fn echo() -> Backend {
-        Backend::start(|mut s| {
+        Backend::echo_after(b"")
+    }
+
+    /// Sends `greeting` first (so a client knows where it landed), then echoes.
+    pub fn echo_after(greeting: &'static [u8]) -> Backend {
+        Backend::start(move |mut s| {
+            if s.write_all(greeting).is_err() {
+                return;
+            }
             let mut buf = [0u8; 65536];
             loop {
                 match s.read(&mut buf) {
