@@ -60,8 +60,8 @@ const MAX_PER_SOURCE: usize = 64;
 const MAX_PER_DENIED_SOURCE: usize = 4;
 const MAX_DENIED: usize = 64;
 /// Longest one admin connection may stay open (a client that never reads its answers cannot
-/// hold it forever).
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// hold it forever); longer than the slowest answer (a switch's gate and acknowledgements).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(SWITCH_TIMEOUT.as_secs() + 10);
 
 /// The admin API's sockets, bound before anything else is decided (so a busy port is
 /// reported before the token file is touched).
@@ -457,6 +457,9 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         ControlError::Exists(_) => StatusCode::PRECONDITION_FAILED,
         ControlError::InvalidRoute(_) | ControlError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
         ControlError::Port(crate::control::PortError::NoRange { .. }) => StatusCode::BAD_REQUEST,
+        ControlError::Port(crate::control::PortError::Releasing { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ControlError::Busy(_)
         | ControlError::FileOwned { .. }
         | ControlError::Port(_)

@@ -202,6 +202,7 @@ impl Control {
             }];
             let done = self.install(next, drains)?;
             self.mark_changed(&route, done.generation);
+            self.rewatch(&route);
             tracing::info!(route = %route, backend = %addr, generation = done.generation, "backend detached; its sessions drain");
             Ok(Change::new(ChangeAction::Detached, &route, done))
         });
@@ -252,6 +253,7 @@ impl Control {
             }
             let generation = self.publish(Vec::new());
             self.mark_changed(&route, generation);
+            self.rewatch(&route);
             tracing::info!(route = %route, backend = %addr, drain, generation, "backend drain flag set");
             let action = if drain {
                 ChangeAction::Drained

@@ -246,7 +246,7 @@ impl Control {
                 let mut body = render::prometheus(
                     &self.metrics.routes(),
                     &self.metrics.worker_active(),
-                    &self.metrics.listener_resets(),
+                    self.metrics.listener_resets(),
                 );
                 render::prometheus_control(&mut body, &self.control_metrics);
                 Ok(Answer::Metrics(body))
@@ -256,7 +256,7 @@ impl Control {
                 let mut v = render::json(
                     &self.metrics.routes(),
                     &self.metrics.worker_active(),
-                    &self.metrics.listener_resets(),
+                    self.metrics.listener_resets(),
                 );
                 v["control"] = render::json_control(&self.control_metrics);
                 Ok(Answer::MetricsJson(v))
@@ -292,6 +292,8 @@ impl Control {
         if let Some(a) = self.applied.get_mut(worker) {
             *a = (*a).max(generation);
         }
+        let everywhere = self.applied.iter().copied().min().unwrap_or(0);
+        self.ports.settled(everywhere);
         self.settle();
     }
 
@@ -348,8 +350,9 @@ impl Control {
         for (r, pairs) in next.iter_mut().zip(&plan.bound) {
             r.place(pairs);
         }
-        self.ports.commit(&plan);
-        let bound: Vec<SocketAddr> = plan.add.iter().map(|(a, _)| *a).collect();
+        let mut plan = plan;
+        let add = std::mem::take(&mut plan.add);
+        let bound: Vec<SocketAddr> = add.iter().map(|(a, _)| *a).collect();
         let released = plan.release.clone();
         let gone: Vec<String> = self
             .routes
@@ -358,9 +361,12 @@ impl Control {
             .map(|r| r.cfg.name.clone())
             .collect();
         self.routes = next;
-        let generation = self.publish_with(plan.add, plan.release, drains);
+        let generation = self.publish_with(add, released.clone(), drains);
+        self.ports.commit(&plan, generation);
         for name in gone {
             if !self.routes.iter().any(|r| r.cfg.name == name) {
+                // Its switch counters go with it (as its traffic series do).
+                self.control_metrics.switches.retain(|(r, _), _| *r != name);
                 self.health.send(health::Command::Targets {
                     route: name.clone(),
                     cfg: Default::default(),

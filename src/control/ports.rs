@@ -49,6 +49,14 @@ pub enum PortError {
         route: String,
         held: SocketAddr,
     },
+    #[error(
+        "{addr} (route \"{route}\") is still being released by generation {generation} (its listeners close once every worker has served what they had queued); retry in a moment"
+    )]
+    Releasing {
+        addr: SocketAddr,
+        route: String,
+        generation: u64,
+    },
     #[error("route \"{route}\": {source}")]
     Listener {
         route: String,
@@ -72,6 +80,7 @@ impl PortError {
             }
             PortError::Reserved { route, .. }
             | PortError::StillHeld { route, .. }
+            | PortError::Releasing { route, .. }
             | PortError::Listener { route, .. }
             | PortError::NoFreePort { route, .. }
             | PortError::NoRange { route } => vec![route],
@@ -84,6 +93,7 @@ impl PortError {
             | PortError::Overlap { .. }
             | PortError::Reserved { .. }
             | PortError::StillHeld { .. } => "listen_conflict",
+            PortError::Releasing { .. } => "releasing",
             PortError::Listener {
                 source: ListenerError::Bind { .. },
                 ..
@@ -135,10 +145,13 @@ struct Held {
     routes: Vec<String>,
 }
 
-/// The addresses ringway holds now.
+/// The addresses ringway holds now, and those it has let go of whose listeners the workers
+/// are still closing.
 #[derive(Debug, Default)]
 pub struct Ports {
     held: BTreeMap<SocketAddr, Held>,
+    /// Released address → the generation that retires it (until every worker applied it).
+    releasing: BTreeMap<SocketAddr, u64>,
 }
 
 impl Ports {
@@ -177,6 +190,14 @@ impl Ports {
             .map(|(a, h)| (*a, h.routes.first().cloned().unwrap_or_default()))
             .collect();
         for (addr, route) in fresh {
+            if let Some((_, generation)) = self.releasing.iter().find(|(r, _)| overlaps(**r, addr))
+            {
+                return Err(PortError::Releasing {
+                    addr,
+                    route,
+                    generation: *generation,
+                });
+            }
             if let Some(held) = self.held.keys().find(|h| overlaps(**h, addr)) {
                 return Err(PortError::StillHeld {
                     addr,
@@ -271,9 +292,17 @@ impl Ports {
         })
     }
 
-    /// Makes a plan's address set the current one.
-    pub fn commit(&mut self, plan: &Plan) {
+    /// Makes a plan's address set the current one; `generation` carries it to the workers.
+    pub fn commit(&mut self, plan: &Plan, generation: u64) {
         self.held = plan.next.clone();
+        for addr in &plan.release {
+            self.releasing.insert(*addr, generation);
+        }
+    }
+
+    /// Every worker has applied `generation`: what it released is closed.
+    pub fn settled(&mut self, generation: u64) {
+        self.releasing.retain(|_, g| *g > generation);
     }
 
     /// Every held address: (bound, configured, routes on it).
@@ -346,13 +375,13 @@ mod tests {
     #[test]
     fn bind_reuse_release() {
         let mut ports = Ports::default();
-        let plan = ports.plan(&[want("a", &[any()])], 2, None, &[]).unwrap();
-        assert_eq!(plan.add.len(), 1);
-        assert_eq!(plan.add[0].1.len(), 2);
-        let (configured, bound) = plan.bound[0][0];
+        let first = ports.plan(&[want("a", &[any()])], 2, None, &[]).unwrap();
+        assert_eq!(first.add.len(), 1);
+        assert_eq!(first.add[0].1.len(), 2);
+        let (configured, bound) = first.bound[0][0];
         assert_eq!(configured.port(), 0);
         assert_ne!(bound.port(), 0);
-        ports.commit(&plan);
+        ports.commit(&first, 1);
         // The same route keeping its port, and a second one on a concrete fresh address.
         let other = crate::net::listener::bind_group("127.0.0.1:0".parse().unwrap(), 1)
             .unwrap()
@@ -369,13 +398,29 @@ mod tests {
         assert_eq!(plan.add.len(), 1, "only b's address is new");
         assert_eq!(plan.bound[0][0], (configured, bound));
         assert!(plan.release.is_empty());
-        ports.commit(&plan);
+        ports.commit(&plan, 1);
         // a leaves: its address is released.
         let plan = ports
             .plan(&[want("b", &[Slot::Addr(other)])], 2, None, &[])
             .unwrap();
         assert!(plan.add.is_empty());
         assert_eq!(plan.release, vec![bound]);
+        ports.commit(&plan, 2);
+        // Until generation 2 is applied everywhere, the address is not free to take again.
+        let again = [
+            want("b", &[Slot::Addr(other)]),
+            want("c", &[Slot::Addr(bound)]),
+        ];
+        let e = ports.plan(&again, 2, None, &[]).unwrap_err();
+        assert!(
+            matches!(e, PortError::Releasing { generation: 2, .. }),
+            "{e}"
+        );
+        // The workers close a's listeners (here: the test drops them), then acknowledge.
+        drop(first);
+        ports.settled(2);
+        let plan = ports.plan(&again, 2, None, &[]).unwrap();
+        assert_eq!(plan.bound[1][0], (bound, bound));
     }
 
     /// Conflicts inside ringway name both routes; nothing is bound.

@@ -14,6 +14,7 @@
 //! change are listed in `restart_required`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::commit::Then;
 use super::messages::{Answer, Drain};
@@ -21,6 +22,9 @@ use super::routes::RouteState;
 use super::{Control, ControlError, Reply, notify};
 use crate::api::{Origin, ReloadDoc, ReloadStatusDoc, now_rfc3339};
 use crate::config::{Config, RouteConfig, read_config_file};
+
+/// When a watcher's reload found a route it changes being switched: retry after this.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,16 +69,25 @@ impl Control {
             // An editor's swap file, a touch: the file says what it said.
             return;
         }
-        self.last_text = Some(text.clone());
         notify::reloading();
         tracing::info!(file = %file, trigger = trigger.as_str(), "reloading the configuration");
         let new = match Config::parse(&text, &file) {
             Ok(c) => c,
-            Err(e) => return self.reload_failed(trigger, ControlError::InvalidConfig(e), reply),
+            Err(e) => {
+                // The file's own fault: the watcher waits for the next change of it.
+                self.last_text = Some(text);
+                return self.reload_failed(trigger, ControlError::InvalidConfig(e), reply);
+            }
         };
         let (next, drains, mut doc) = match self.diff(&new) {
             Ok(x) => x,
-            Err(e) => return self.reload_failed(trigger, e, reply),
+            Err(e) => {
+                if trigger == Trigger::Watch {
+                    // A switch of a route it changes is in flight: try again shortly.
+                    self.watch_due = Some(std::time::Instant::now() + BUSY_RETRY);
+                }
+                return self.reload_failed(trigger, e, reply);
+            }
         };
         doc.file = file;
         doc.restart_required = restart_required(&self.config, &new);
@@ -86,6 +99,7 @@ impl Control {
         running.routes = new.routes.clone();
         let before = std::mem::replace(&mut self.config, running);
         if doc.is_noop() {
+            self.last_text = Some(text);
             self.reload_done(trigger, None, &doc);
             notify::ready();
             if let Some(reply) = reply {
@@ -97,11 +111,12 @@ impl Control {
             Ok(done) => done,
             Err(e) => {
                 self.config = before;
-                // The same text may succeed once the address is free: let the watcher retry.
-                self.last_text = None;
+                // The same text may succeed once the address is free: a later event of the
+                // watcher reads it again (last_text is not updated).
                 return self.reload_failed(trigger, e, reply);
             }
         };
+        self.last_text = Some(text);
         for name in doc.changed.iter().chain(&doc.added).chain(&doc.adopted) {
             if let Some(r) = self.routes.iter_mut().find(|r| &r.cfg.name == name) {
                 r.generation = done.generation;

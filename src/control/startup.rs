@@ -131,7 +131,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     for (r, pairs) in routes.iter_mut().zip(&plan.bound) {
         r.place(pairs);
     }
-    ports.commit(&plan);
+    ports.commit(&plan, first_generation);
     let admin_sockets = AdminSockets::bind(config.admin.listen, config.admin.unix.as_deref())
         .map_err(|(addr, source)| StartError::Admin { addr, source })?;
     let admin_addr = admin_sockets

@@ -297,6 +297,41 @@ impl Control {
         let _ = reply.send(answer);
     }
 
+    /// Points a running rollback watch of `route` at its active backends that are not
+    /// drained, for what is left of its window: a backend detached or drained after the
+    /// switch is going away on purpose, and its failing checks must not roll the route back.
+    /// With none left to watch, the watch ends.
+    pub(super) fn rewatch(&mut self, route: &str) {
+        let Some(r) = self.routes.iter_mut().find(|r| r.cfg.name == route) else {
+            return;
+        };
+        let Some(w) = r.watch.as_ref() else { return };
+        let left = w.until.saturating_duration_since(Instant::now());
+        let targets: Vec<SocketAddr> = r
+            .active
+            .iter()
+            .filter(|a| !r.drain.contains(a))
+            .copied()
+            .collect();
+        if targets.is_empty() || left.is_zero() {
+            r.watch = None;
+            self.health.send(Command::Unwatch {
+                route: route.to_string(),
+            });
+            return;
+        }
+        let sw = &r.cfg.switch;
+        self.health.send(Command::Watch {
+            route: route.to_string(),
+            switch_id: w.switch_id,
+            cfg: r.cfg.health.clone(),
+            every: sw.rollback_check,
+            window: left,
+            threshold: sw.rollback_fail_threshold,
+            targets,
+        });
+    }
+
     /// The rollback watch saw its threshold of failed checks.
     pub(super) fn on_watch_failed(&mut self, route: &str, switch_id: u64, reason: String) {
         let current = self

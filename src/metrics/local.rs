@@ -2,7 +2,7 @@
 //! touched only by the worker thread; the control thread gets copies ([`super::snapshot`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -211,9 +211,8 @@ impl RouteMetrics {
 pub struct WorkerMetrics {
     routes: RefCell<HashMap<String, Rc<RouteMetrics>>>,
     pub active: Cell<u64>,
-    /// Connections still queued when a listener closed, per address (control path: touched
-    /// only when a listener retires).
-    listener_resets: RefCell<BTreeMap<SocketAddr, u64>>,
+    /// Connections still queued when a listener closed (touched only when one retires).
+    listener_resets: Cell<u64>,
 }
 
 impl WorkerMetrics {
@@ -226,10 +225,9 @@ impl WorkerMetrics {
             .clone()
     }
 
-    /// Counts `n` connections reset by the close of the listener on `addr` (the entry exists
-    /// from the first retirement on, so a 0 is shown too).
-    pub fn listener_reset(&self, addr: SocketAddr, n: u64) {
-        *self.listener_resets.borrow_mut().entry(addr).or_insert(0) += n;
+    /// Counts `n` connections reset by the close of a listener.
+    pub fn listener_reset(&self, n: u64) {
+        bump(&self.listener_resets, n);
     }
 
     /// Forgets the metrics of routes for which `keep` is false and that no session holds
@@ -245,12 +243,7 @@ impl WorkerMetrics {
         WorkerSnapshot {
             worker,
             active: self.active.get(),
-            listener_resets: self
-                .listener_resets
-                .borrow()
-                .iter()
-                .map(|(a, n)| (*a, *n))
-                .collect(),
+            listener_resets: self.listener_resets.get(),
             routes: self
                 .routes
                 .borrow()

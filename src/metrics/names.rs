@@ -21,6 +21,5 @@ pub const BACKEND_UP: &str = "ringway_backend_up";
 /// ringway addition: configuration reloads, per result (ok, failed).
 pub const RELOADS_TOTAL: &str = "ringway_reloads_total";
 /// ringway addition: connections still queued on a listener when it was closed (the kernel
-/// resets them), per listen address. Retiring a listener drains its queue first, so this
-/// should stay 0.
+/// resets them). Retiring a listener serves its queue first, so this should stay 0.
 pub const LISTENER_QUEUE_RESETS_TOTAL: &str = "ringway_listener_queue_resets_total";

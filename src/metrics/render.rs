@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -25,7 +24,7 @@ const SESSION_BUCKETS: [f64; 14] = [
 pub fn prometheus(
     routes: &BTreeMap<String, RouteTotals>,
     worker_active: &[u64],
-    listener_resets: &BTreeMap<SocketAddr, u64>,
+    listener_resets: u64,
 ) -> String {
     let mut out = String::with_capacity(4096);
     // Written family by family so every sample of a family is contiguous.
@@ -195,16 +194,9 @@ pub fn prometheus(
         &mut out,
         LISTENER_QUEUE_RESETS_TOTAL,
         "counter",
-        "Connections still queued on a listener when it closed (reset by the kernel), per listen address; retiring a listener drains its queue first.",
+        "Connections still queued on a listener when it closed (reset by the kernel); retiring a listener serves its queue first, so this stays 0.",
     );
-    for (addr, n) in listener_resets {
-        sample(
-            &mut out,
-            LISTENER_QUEUE_RESETS_TOTAL,
-            &[("listen", &addr.to_string())],
-            *n,
-        );
-    }
+    sample(&mut out, LISTENER_QUEUE_RESETS_TOTAL, &[], listener_resets);
     out
 }
 
@@ -234,7 +226,9 @@ fn labels(out: &mut String, labels: &[(&str, &str)]) {
 
 fn sample(out: &mut String, name: &str, l: &[(&str, &str)], value: u64) {
     out.push_str(name);
-    labels(out, l);
+    if !l.is_empty() {
+        labels(out, l);
+    }
     let _ = writeln!(out, " {value}");
 }
 
@@ -277,7 +271,7 @@ pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
 pub fn json(
     routes: &BTreeMap<String, RouteTotals>,
     worker_active: &[u64],
-    listener_resets: &BTreeMap<SocketAddr, u64>,
+    listener_resets: u64,
 ) -> Value {
     let routes: serde_json::Map<String, Value> = routes
         .iter()
@@ -315,14 +309,10 @@ pub fn json(
             )
         })
         .collect();
-    let resets: serde_json::Map<String, Value> = listener_resets
-        .iter()
-        .map(|(a, n)| (a.to_string(), json!(n)))
-        .collect();
     json!({
         "routes": routes,
         "workers": worker_active.iter().enumerate().map(|(i, a)| json!({"worker": i, "connections_active": a})).collect::<Vec<_>>(),
-        "listener_queue_resets": resets,
+        "listener_queue_resets": listener_resets,
     })
 }
 

@@ -74,8 +74,8 @@ pub struct RouteSnapshot {
 pub struct WorkerSnapshot {
     pub worker: usize,
     pub active: u64,
-    /// Connections reset by a listener's close, per address (cumulative).
-    pub listener_resets: Vec<(SocketAddr, u64)>,
+    /// Connections reset by a listener's close (cumulative).
+    pub listener_resets: u64,
     pub routes: Vec<RouteSnapshot>,
 }
 
@@ -92,7 +92,7 @@ pub struct RouteTotals {
 #[derive(Debug, Clone, Default)]
 struct WorkerLatest {
     active: u64,
-    listener_resets: Vec<(SocketAddr, u64)>,
+    listener_resets: u64,
     routes: BTreeMap<String, (RouteCounters, Vec<BackendCounters>)>,
 }
 
@@ -134,15 +134,9 @@ impl MetricsStore {
         self.session.retain(|name, _| reported(name));
     }
 
-    /// Connections reset by listener closes, per address, summed over workers.
-    pub fn listener_resets(&self) -> BTreeMap<SocketAddr, u64> {
-        let mut out = BTreeMap::new();
-        for w in &self.workers {
-            for (addr, n) in &w.listener_resets {
-                *out.entry(*addr).or_insert(0) += n;
-            }
-        }
-        out
+    /// Connections reset by listener closes, summed over workers.
+    pub fn listener_resets(&self) -> u64 {
+        self.workers.iter().map(|w| w.listener_resets).sum()
     }
 
     /// Active sessions per worker.

@@ -29,6 +29,8 @@ pub enum Holder {
     Process { pid: u32, comm: String },
     /// A socket listens on the port, but no process this user can inspect holds it.
     Hidden,
+    /// A socket listens on the port; its process was not found within [`SCAN_BUDGET`].
+    Unidentified,
     /// No socket listens on the port: it is the local end of a connection, or a socket the
     /// kernel is still releasing.
     NoListener { states: Vec<&'static str> },
@@ -39,6 +41,7 @@ impl std::fmt::Display for Holder {
         match self {
             Holder::Process { pid, comm } => write!(f, "pid {pid} {comm}"),
             Holder::Hidden => f.write_str("a process this user cannot inspect"),
+            Holder::Unidentified => f.write_str("a process not identified in time"),
             Holder::NoListener { states } if states.is_empty() => {
                 f.write_str("no listener: a socket the kernel is still releasing")
             }
@@ -61,6 +64,12 @@ pub enum ListenerError {
         addr.port()
     )]
     HeldHidden { addr: SocketAddr },
+    #[error(
+        "{addr} is held by another process (not identified within {} ms; as root: ss -ltnp 'sport = :{}'); stop it or choose another port",
+        SCAN_BUDGET.as_millis(),
+        addr.port()
+    )]
+    HeldUnidentified { addr: SocketAddr },
     #[error(
         "{addr} cannot be bound, yet no process listens on it: it is {}; retry in a moment or choose another port",
         describe_no_listener(states)
@@ -93,6 +102,7 @@ impl ListenerError {
         match self {
             ListenerError::HeldByProcess { addr, .. }
             | ListenerError::HeldHidden { addr }
+            | ListenerError::HeldUnidentified { addr }
             | ListenerError::NoListener { addr, .. }
             | ListenerError::Bind { addr, .. } => *addr,
         }
@@ -165,6 +175,7 @@ fn classify(addr: SocketAddr, source: io::Error) -> ListenerError {
     match find_holder(addr.port()) {
         h @ Holder::Process { .. } => ListenerError::HeldByProcess { addr, holder: h },
         Holder::Hidden => ListenerError::HeldHidden { addr },
+        Holder::Unidentified => ListenerError::HeldUnidentified { addr },
         Holder::NoListener { states } => ListenerError::NoListener { addr, states },
     }
 }
@@ -187,8 +198,13 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Longest the search for a port's holder through every process's fds may take: it runs on
+/// the control thread, and a box with hundreds of thousands of open fds would otherwise
+/// stall it for seconds.
+pub const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Who holds `port`, from /proc: the process owning a listening socket on it, or why none
-/// can be named. Best effort, read-only.
+/// can be named. Best effort, read-only, bounded by [`SCAN_BUDGET`].
 pub fn find_holder(port: u16) -> Holder {
     let sockets = port_sockets(port);
     let listening: Vec<&str> = sockets
@@ -203,10 +219,14 @@ pub fn find_holder(port: u16) -> Holder {
         return Holder::NoListener { states };
     }
     let mut unreadable = false;
+    let started = std::time::Instant::now();
     let Ok(procs) = fs::read_dir("/proc") else {
         return Holder::Hidden;
     };
     for entry in procs.flatten() {
+        if started.elapsed() > SCAN_BUDGET {
+            return Holder::Unidentified;
+        }
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;

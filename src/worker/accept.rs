@@ -3,12 +3,15 @@
 //! Retiring a listener (its address left the route table, or ringway stops) must not reset
 //! a connection the kernel already accepted into its queue: closing a listening socket
 //! resets everything queued on it. So the worker first stops new connections with a socket
-//! filter that drops SYNs (`sys::drop_new_connections`: handshakes already under way still
-//! complete), cancels the pending accept (a connection it already took is still delivered),
-//! then accepts what is queued without blocking, twice with a short pause between (the
-//! handshakes in flight when the filter went on), and serves those connections with the
-//! route the address had. Whatever is still queued at the close is counted in
-//! `ringway_listener_queue_resets_total`.
+//! filter that drops SYNs (`sys::drop_new_connections`), then keeps accepting through the
+//! ring for [`HANDSHAKE_GRACE`]: handshakes under way when the filter went on (a SYN-ACK
+//! sent, the client's last ACK still on its way, one round trip) complete into the queue
+//! and are served, with the route the address had. Then it cancels the accept (a connection
+//! it already took is still delivered), takes what is left in the queue without blocking,
+//! and closes. Whatever is still queued at the close is counted in
+//! `ringway_listener_queue_resets_total`. A handshake whose last ACK comes later than the
+//! grace (a round trip over 200 ms) finds no listener and is reset; the kernel does not
+//! show half-open handshakes to count them.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -24,9 +27,10 @@ use crate::net::sys;
 use crate::proxy::session;
 use crate::proxy::table::Route;
 
-/// Pause between the two drains of a retiring listener's queue: a loopback handshake takes
-/// microseconds, a LAN one well under this.
-const HANDSHAKE_GRACE: Duration = Duration::from_millis(2);
+/// How long a retiring listener keeps accepting after new SYNs are dropped: one round trip
+/// for the handshakes already under way (loopback: microseconds; LAN: under a millisecond;
+/// most WAN paths: well under this).
+pub(super) const HANDSHAKE_GRACE: Duration = Duration::from_millis(200);
 
 /// Shared by an accept loop and whoever retires its listener.
 #[derive(Debug, Default)]
@@ -75,34 +79,34 @@ pub(super) async fn run(
     }
     let fd = listener.as_raw_fd();
     let mut served = 0;
-    for round in 0..2 {
-        if round == 1 {
-            monoio::time::sleep(HANDSHAKE_GRACE).await;
-        }
-        loop {
-            match sys::accept_now(fd) {
-                Ok(Some(std)) => match TcpStream::from_std(std) {
-                    Ok(stream) => {
-                        serve(&worker, addr, stream, &retire);
-                        served += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(worker = worker.id, %addr, error = %e, "cannot adopt a queued connection")
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(worker = worker.id, %addr, error = %e, "draining the accept queue failed");
-                    break;
+    loop {
+        match sys::accept_now(fd) {
+            Ok(Some(std)) => match TcpStream::from_std(std) {
+                Ok(stream) => {
+                    serve(&worker, addr, stream, &retire);
+                    served += 1;
                 }
+                Err(e) => {
+                    tracing::warn!(worker = worker.id, %addr, error = %e, "cannot adopt a queued connection")
+                }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(worker = worker.id, %addr, error = %e, "draining the accept queue failed");
+                break;
             }
         }
     }
-    let residue = sys::accept_queue_len(fd).unwrap_or(0);
-    worker.metrics.listener_reset(addr, u64::from(residue));
+    let residue = u64::from(sys::accept_queue_len(fd).unwrap_or(0));
+    worker.metrics.listener_reset(residue);
     drop(listener);
-    tracing::debug!(worker = worker.id, %addr, served, residue, "listener retired");
+    // Done before any other task runs: nobody can use this fd number (now free) as ours.
     retire.done.set(true);
+    worker.forget_listener(&addr, &retire);
+    if residue > 0 {
+        tracing::warn!(worker = worker.id, %addr, residue, "listener closed with connections still queued (reset)");
+    }
+    tracing::debug!(worker = worker.id, %addr, served, residue, "listener retired");
 }
 
 /// Starts a session for `stream` with the route that owns `addr` (the retiring route while

@@ -187,17 +187,35 @@ impl Worker {
     }
 
     /// Retires the listener of `addr` (see `accept.rs`): no new connections from now on,
-    /// those already queued are served by `route`, then it closes. Returns what to wait on.
+    /// those under way and queued are served by `route` for [`accept::HANDSHAKE_GRACE`],
+    /// then it closes. Returns what to wait on.
     fn retire(&self, addr: &SocketAddr, route: Option<Rc<Route>>) -> Option<Rc<accept::Retire>> {
         let h = self.listeners.borrow_mut().remove(addr)?;
+        if h.retire.is_done() {
+            // Its accept loop already ended and closed the fd (which may belong to another
+            // socket by now): nothing to do.
+            return None;
+        }
         if let Err(e) = crate::net::sys::drop_new_connections(h.fd) {
             // Without the filter a connection may still land between the last drain and the
             // close; it is counted then.
             tracing::warn!(worker = self.id, %addr, error = %e, "cannot stop new connections before closing the listener");
         }
         h.retire.request(route);
-        h.canceller.cancel();
+        let canceller = h.canceller;
+        monoio::spawn(async move {
+            monoio::time::sleep(accept::HANDSHAKE_GRACE).await;
+            canceller.cancel();
+        });
         Some(h.retire)
+    }
+
+    /// An accept loop that ended removes its own entry (if it is still its own).
+    fn forget_listener(&self, addr: &SocketAddr, retire: &Rc<accept::Retire>) {
+        let mut map = self.listeners.borrow_mut();
+        if map.get(addr).is_some_and(|h| Rc::ptr_eq(&h.retire, retire)) {
+            map.remove(addr);
+        }
     }
 
     fn send_snapshot(&self) {

@@ -210,10 +210,10 @@ fn a_reload_touches_only_what_changed() {
     assert_eq!((at0.as_str(), at1.as_str()), ("X", "Y"));
     exchange(&mut s0, 1, 256 << 10);
     exchange(&mut s1, 2, 64 << 10);
-    // r1 moves to Z and drains within 1 s; r2 goes; r3 comes; r0 stays as it is.
+    // r1 moves to Z and drains within 2 s; r2 goes; r3 comes; r0 stays as it is.
     let next = ProxyBuilder::new(true)
         .route(&[x.addr], "")
-        .route(&[z.addr], "[route.switch]\ndrain = \"1s\"\n")
+        .route(&[z.addr], "[route.switch]\ndrain = \"2s\"\n")
         .named_route("r3", "127.0.0.1:0".parse().unwrap(), &[x.addr], "");
     p.rewrite(&next);
     let (code, body) = p.reload();

@@ -389,9 +389,15 @@ fn an_address_held_elsewhere_is_refused_and_leaks_nothing() {
     let p = ProxyBuilder::new(true).route(&[a.addr], "").start();
     let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = outside.local_addr().unwrap();
+    // A free address that sorts before the held one: it is bound (not listening) first, then
+    // the held one fails, and the change is undone whole.
+    let free = (0..200)
+        .map(|_| dead_addr())
+        .find(|a| a.port() < held.port())
+        .expect("a free port below the held one");
     let put = || {
-        let body =
-            json!({"listen": ["127.0.0.1:0", held.to_string()], "backends": [a.addr.to_string()]});
+        let listen = [free.to_string(), held.to_string(), "127.0.0.1:0".into()];
+        let body = json!({"listen": listen, "backends": [a.addr.to_string()]});
         call(&p, "PUT", "/routes/x", Some(body))
     };
     let before = routes(&p);
@@ -412,11 +418,69 @@ fn an_address_held_elsewhere_is_refused_and_leaks_nothing() {
         assert_eq!(put().0, 409);
     }
     assert!(
-        p.eventually(Duration::from_secs(5), |p| p.fd_count() == fds),
+        p.eventually(Duration::from_secs(5), |p| p.fd_count() <= fds),
         "fds after 100 refused changes: {} (before: {fds})",
         p.fd_count()
     );
     assert_eq!(routes(&p), before);
+    // The free address was never left bound (nor listening): it can be bound now.
+    drop(std::net::TcpListener::bind(free).expect("the free address is free"));
+}
+
+/// A backend detached, or drained, after a switch is going away on purpose: the rollback
+/// watch stops checking it, so stopping it does not roll the route back.
+#[test]
+fn detach_and_drain_during_a_rollback_watch_do_not_roll_back() {
+    let (a, b, c, d) = (
+        HttpBackend::start("A"),
+        HttpBackend::start("B"),
+        HttpBackend::start("C"),
+        HttpBackend::start("D"),
+    );
+    let p = ProxyBuilder::new(true).start();
+    let body = json!({"listen": ["127.0.0.1:0"], "backends": [a.addr.to_string()],
+        "switch": {"rollback_window": "30s", "rollback_check": "200ms", "rollback_fail_threshold": 2, "rollback_connect_errors": 0}});
+    assert_eq!(call(&p, "PUT", "/routes/app", Some(body)).0, 201);
+    let to = [b.addr, c.addr, d.addr];
+    let (code, text) = p.switch("app", &to);
+    assert_eq!(code, 200, "{text}");
+    // C leaves, D is drained, and both stop answering.
+    let (code, v) = call(
+        &p,
+        "DELETE",
+        &format!("/routes/app/backends/{}", c.addr),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    let drain = Some(json!({"drain": true}));
+    let (code, v) = call(
+        &p,
+        "PATCH",
+        &format!("/routes/app/backends/{}", d.addr),
+        drain,
+    );
+    assert_eq!(code, 200, "{v}");
+    c.refuse();
+    d.refuse();
+    // Ten check rounds later: still on B, no rollback recorded.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, view) = call(&p, "GET", "/routes/app", None);
+    assert_eq!(
+        view["active"],
+        json!([b.addr.to_string(), d.addr.to_string()]),
+        "{view}"
+    );
+    assert!(!p.logs().contains("rolling back"), "{}", p.logs());
+    assert_eq!(get(p.addr("app")).as_deref(), Ok("B"));
+    // The watch still guards what is left: B failing now does roll back to A.
+    b.refuse();
+    assert!(
+        p.eventually(Duration::from_secs(5), |p| {
+            call(p, "GET", "/routes/app", None).1["active"] == json!([a.addr.to_string()])
+        }),
+        "{}",
+        p.logs()
+    );
 }
 
 /// The CLI: route add (address from the range), list, show (as a [[route]] table), backend
