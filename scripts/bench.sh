@@ -69,7 +69,7 @@
 #               answers 200; at 2*S_DUR/3 `ringway route remove extra` (DELETE, answered once
 #               every worker closed the port's listener), then one connect to PORT (1 s
 #               timeout) must be refused; 1.1 s later `ringway metrics` is read for
-#               ringway_listener_queue_resets_total{listen="127.0.0.1:PORT"}. The changes are
+#               ringway_listener_queue_resets_total (a total: only this port retires). The changes are
 #               made and timed by `benchstat.py route-phase` (a Python process started with
 #               the load, so nothing is forked between the add's return and the first probe).
 #               Figures: failed requests of the load on bench (of all sent; must be 0), p50/p99
@@ -824,7 +824,7 @@ switch_ringway() {
 # 127.0.0.1:ROUTE_PORT (backend: the origin's first port) with `ringway route add` and probes
 # the new port until a GET / answers 200, at 2*S_DUR/3 removes the route with `ringway route
 # remove` and checks that a connect to the port is refused at once, then reads the removed
-# listener's ringway_listener_queue_resets_total with `ringway metrics` (the workers report
+# listener's ringway_listener_queue_resets_total (a total) with `ringway metrics` (the workers report
 # every second: it reads 1.1 s after the removal); then waits for the end of the load. The
 # route changes are timed inside route-phase (no shell between the command's return and the
 # first probe). Sets RC (the load's exit code), ROUTE_RC (route-phase's) and ROUTE_JSON (the
