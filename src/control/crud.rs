@@ -65,6 +65,7 @@ impl Control {
         let mut next = self.routes.clone();
         next.push(RouteState::new(id, Origin::Api, cfg));
         let done = self.install(next, Vec::new())?;
+        self.mark_changed(&name, done.generation);
         tracing::info!(route = %name, generation = done.generation, "route created through the admin API");
         Ok(Change::new(ChangeAction::Created, &name, done))
     }

@@ -57,6 +57,11 @@ fn api_route_lifecycle_under_load_survives_a_restart() {
     );
     assert_eq!(code, 201, "{doc}");
     assert_eq!(doc["action"], "created");
+    let created = doc["generation"].clone();
+    assert_eq!(
+        call(&p, "GET", "/routes/app", None).1["generation"],
+        created
+    );
     let addr = listen_of(&doc);
     assert!((20100..=20199).contains(&addr.port()), "{addr}");
     assert_eq!(get(addr).as_deref(), Ok("A"));
