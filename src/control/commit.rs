@@ -39,7 +39,7 @@ pub(super) enum Then {
 
 impl Control {
     /// Waits for every worker to acknowledge `generation`, then does `then`.
-    pub(super) fn expect(&mut self, generation: u64, then: Then) {
+    pub(super) fn when_applied(&mut self, generation: u64, then: Then) {
         self.commits.push(PendingCommit {
             generation,
             since: Instant::now(),

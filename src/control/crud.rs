@@ -298,7 +298,7 @@ impl Control {
             Ok(c) => {
                 let generation = c.installed.generation;
                 let doc = c.doc(self);
-                self.expect(
+                self.when_applied(
                     generation,
                     Then::Change {
                         doc,

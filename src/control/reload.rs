@@ -126,7 +126,7 @@ impl Control {
         doc.bound = done.bound;
         doc.released = done.released;
         self.reload_done(trigger, Some(done.generation), &doc);
-        self.expect(
+        self.when_applied(
             done.generation,
             Then::Reload {
                 doc,

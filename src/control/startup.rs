@@ -210,6 +210,12 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         .max()
         .unwrap_or(0);
     let admin_unix = config.admin.unix.clone();
+    // What the file said at start, for the watcher (an event that leaves it so is no
+    // reload); a reload that turns the watcher on records it itself.
+    let last_text = source
+        .as_deref()
+        .filter(|_| config.runtime.watch_config)
+        .and_then(|p| crate::config::read_config_file(p).ok());
     // Bounded: a burst of file events needs one reload, not one each.
     let (watch_tx, watch_rx) = crossbeam_channel::bounded(1);
     let mut control = Control {
@@ -233,7 +239,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         watch_tx,
         watcher: None,
         watch_due: None,
-        last_text: None,
+        last_text,
         last_reload: None,
         applied: vec![first_generation; count],
         gates: Default::default(),

@@ -228,7 +228,7 @@ impl Control {
             r.generation = generation;
         }
         self.send_health_targets(route);
-        self.expect(generation, Then::Switch { record, reply });
+        self.when_applied(generation, Then::Switch { record, reply });
     }
 
     pub(super) fn finish_switch(

@@ -270,6 +270,10 @@ fn sighup_watch_config_and_notifications() {
         "{}",
         p.logs()
     );
+    // Another file changing in the directory, the configuration untouched: no reload.
+    std::fs::write(p.dir.path().join("other.txt"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(p.status()["last_reload"], Value::Null, "{}", p.logs());
     let has = |p: &Proxy, name: &str| routes(p).contains(&format!("\"name\":\"{name}\""));
     let trigger = |p: &Proxy| p.status()["last_reload"]["trigger"].clone();
 
