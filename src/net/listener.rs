@@ -97,18 +97,6 @@ fn describe_no_listener(states: &[&'static str]) -> String {
     }
 }
 
-impl ListenerError {
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            ListenerError::HeldByProcess { addr, .. }
-            | ListenerError::HeldHidden { addr }
-            | ListenerError::HeldUnidentified { addr }
-            | ListenerError::NoListener { addr, .. }
-            | ListenerError::Bind { addr, .. } => *addr,
-        }
-    }
-}
-
 /// A bound (not yet listening) SO_REUSEPORT group: one socket per worker.
 #[derive(Debug)]
 pub struct Group {
