@@ -14,8 +14,9 @@
 #     to, same content); iperf3 -s for bulk. All on free loopback ports.
 #   * Proxies (PROXIES), each on its own fresh loopback ports:
 #       direct            no proxy
-#       ringway-buffered  ringway, splice = false (1 worker)
-#       ringway-splice    ringway, splice = true (1 worker)
+#       ringway           ringway, default relay: splice = "auto" (1 worker)
+#       ringway-buffered  ringway, splice = false: copy only (1 worker)
+#       ringway-splice    ringway, splice = true: splice from the first byte (1 worker)
 #       haproxy           HAProxy mode tcp, nbthread 1, no logging
 #       haproxy-splice    the same with `option splice-auto`
 #       nginx-stream      nginx `stream {}` proxy_pass, one process (worker_processes 1,
@@ -130,7 +131,7 @@
 #   the nginx-stream proxy, without target/release/ringway-load scenarios D, S and R.
 # Environment (defaults in brackets):
 #   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
-#   PROXIES ["direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
+#   PROXIES ["direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
 #   SCENARIOS ["A A-ac A1 B C C-http D L S R"]
 #   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
 #   S_RATE [1000] (S, R: new connections per second)  S_DUR [10; 4 with --quick] (s, S and R,
@@ -192,7 +193,7 @@ S_DUR=${S_DUR:-10}
 RINGWAY_BIN=${RINGWAY_BIN:-$REPO_ROOT/target/release/ringway}
 RINGWAY_LOAD_BIN=${RINGWAY_LOAD_BIN:-$REPO_ROOT/target/release/ringway-load}
 SKIP_RINGWAY=${SKIP_RINGWAY:-0}
-PROXIES=${PROXIES:-direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream}
+PROXIES=${PROXIES:-direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream}
 SCENARIOS=${SCENARIOS:-A A-ac A1 B C C-http D L S R}
 QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-60}
 QUIET_BUDGET=${QUIET_BUDGET:-}
@@ -228,8 +229,8 @@ selected=()
 for p in $PROXIES; do
     case $p in
         direct | haproxy | haproxy-splice | nginx-stream) selected+=("$p") ;;
-        ringway-splice | ringway-buffered) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
-        *) die "unknown proxy '$p' in PROXIES (known: direct ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream)" ;;
+        ringway | ringway-splice | ringway-buffered) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
+        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream)" ;;
     esac
 done
 PROXIES="${selected[*]}"
@@ -650,10 +651,11 @@ start_proxy() {
         direct)
             PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
             ;;
-        ringway-splice | ringway-buffered)
+        ringway | ringway-splice | ringway-buffered)
             read -r HTTP_PORT BULK_PORT ADMIN_PORT < <(free_ports 3 | paste -sd ' ')
-            local splice=true
-            [[ $name == ringway-splice ]] || splice=false
+            local splice='"auto"'
+            [[ $name == ringway-splice ]] && splice=true
+            [[ $name == ringway-buffered ]] && splice=false
             cat >"$TMP/$name.toml" <<EOF
 [runtime]
 workers = 1
@@ -796,7 +798,7 @@ run_switch() {
     PIDS+=("$pid")
     sleep "$((S_DUR / 2)).$((S_DUR % 2 * 5))"
     case $proxy in
-        ringway-*) switch_ringway ;;
+        ringway | ringway-*) switch_ringway ;;
         haproxy*) restart_haproxy "$proxy" ;;
     esac
     RC=0
@@ -1082,7 +1084,7 @@ proxy_has_work() {  # proxy_has_work NAME: true when NAME runs a scenario of thi
     [[ $1 != direct ]] || return 1              # D, S and R need a proxy process
     if has_scen D; then return 0; fi
     case $1 in
-        ringway-*) has_scen S || has_scen R ;;
+        ringway | ringway-*) has_scen S || has_scen R ;;
         haproxy*) has_scen S ;;
         *) return 1 ;;
     esac
@@ -1100,14 +1102,14 @@ for ((rep = 1; rep <= REPS; rep++)); do
         # HAProxy only
         if has_scen S; then
             case $proxy in
-                ringway-* | haproxy*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 S ;;
+                ringway | ringway-* | haproxy*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 S ;;
             esac
         fi
         # R: a fresh start without warm-up (a route is added and removed during the run);
         # ringway only: HAProxy has no runtime route (listener) add without a reload
         if has_scen R; then
             case $proxy in
-                ringway-*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 R ;;
+                ringway | ringway-*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 R ;;
             esac
         fi
     done

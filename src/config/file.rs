@@ -24,12 +24,20 @@ pub struct FileConfig {
 pub struct FileRuntime {
     pub workers: Option<Spanned<i64>>,
     pub pin: Option<bool>,
-    pub splice: Option<bool>,
+    pub splice: Option<Spanned<FileSplice>>,
     pub driver: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub buffer_size: Option<Spanned<String>>,
     pub pipe_size: Option<Spanned<String>>,
     pub watch_config: Option<bool>,
+}
+
+/// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileSplice {
+    Bool(bool),
+    Mode(String),
 }
 
 /// `[admin]`: the admin HTTP API.

@@ -65,6 +65,39 @@ impl Driver {
     }
 }
 
+/// `runtime.splice`: when a relay direction moves bytes with splice(2) through a pipe
+/// instead of copying them through a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceMode {
+    /// Copy through the worker's buffer; move a direction to splice once one read fills the
+    /// buffer (bulk traffic). The default.
+    Auto,
+    /// Splice from the first byte (`true`).
+    Always,
+    /// Never splice (`false`).
+    Never,
+}
+
+impl SpliceMode {
+    /// The relay's name in `/status` and logs.
+    pub fn relay_name(self) -> &'static str {
+        match self {
+            SpliceMode::Auto => "auto",
+            SpliceMode::Always => "splice",
+            SpliceMode::Never => "buffered",
+        }
+    }
+
+    /// The value as `ringway check` and `config dump` write it.
+    pub fn toml_value(self) -> &'static str {
+        match self {
+            SpliceMode::Auto => "\"auto\"",
+            SpliceMode::Always => "true",
+            SpliceMode::Never => "false",
+        }
+    }
+}
+
 /// `[runtime]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
@@ -72,8 +105,9 @@ pub struct RuntimeConfig {
     pub workers: Option<NonZeroUsize>,
     /// Pin worker i to the i-th core of the allowed set.
     pub pin: bool,
-    /// Move bytes with splice(2) through pooled pipes; `false` = buffered copy.
-    pub splice: bool,
+    /// How the relay moves bytes: buffered, splice, or buffered until a read fills the
+    /// buffer (auto).
+    pub splice: SpliceMode,
     pub driver: Driver,
     /// On SIGTERM/SIGINT: how long open sessions may finish before they are closed.
     pub shutdown_grace: Duration,
@@ -205,11 +239,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 pub const DEFAULT_PIPE_SIZE: usize = 1024 * 1024;
-/// Splice is the default (as in the contract): measured side by side (bench/results/) it costs
-/// a third of the buffered path's CPU per bulk byte, the same per new connection, and holds
-/// no buffer while a connection is idle (~4 KB per idle session against ~136 KB buffered);
-/// the buffered path is ~8 % cheaper per small keep-alive request.
-pub const DEFAULT_SPLICE: bool = true;
+/// The adaptive relay is the default: small request/response traffic is copied through the
+/// worker's buffer (fewest system calls), bulk directions move to splice (a third of the CPU
+/// per byte), and an idle connection holds neither buffer nor pipe (bench/README.md).
+pub const DEFAULT_SPLICE: SpliceMode = SpliceMode::Auto;
 
 impl Config {
     /// Parses and validates TOML text; `file` names it in errors.
@@ -263,7 +296,7 @@ impl Config {
             rt.workers.map(NonZeroUsize::get).unwrap_or(0)
         ));
         out.push_str(&format!("pin = {}\n", rt.pin));
-        out.push_str(&format!("splice = {}\n", rt.splice));
+        out.push_str(&format!("splice = {}\n", rt.splice.toml_value()));
         out.push_str(&format!("driver = \"{}\"\n", rt.driver.as_str()));
         out.push_str(&format!(
             "shutdown_grace = \"{}\"\n",

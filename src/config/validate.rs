@@ -8,11 +8,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, Problems};
-use super::file::{FileConfig, FileRoute, FileRuntime};
+use super::file::{FileConfig, FileRoute, FileRuntime, FileSplice};
 use super::{
     Config, DEFAULT_BUFFER_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PIPE_SIZE,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SPLICE, Driver, RouteConfig, RuntimeConfig, admin, health,
-    parse_duration, parse_size,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SPLICE, Driver, RouteConfig, RuntimeConfig, SpliceMode, admin,
+    health, parse_duration, parse_size,
 };
 
 const ADDR_FIX: &str = "write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\" (host names are not resolved)";
@@ -168,6 +168,26 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
             Driver::IoUring
         }
     };
+    let splice = match rt.splice.as_ref().map(|s| (s.get_ref(), s.span().start)) {
+        None => DEFAULT_SPLICE,
+        Some((FileSplice::Bool(true), _)) => SpliceMode::Always,
+        Some((FileSplice::Bool(false), _)) => SpliceMode::Never,
+        Some((FileSplice::Mode(m), at)) => match m.as_str() {
+            "auto" => SpliceMode::Auto,
+            "always" => SpliceMode::Always,
+            "never" => SpliceMode::Never,
+            other => {
+                p.add(
+                    Some(at),
+                    "runtime.splice",
+                    format!("unknown relay mode \"{other}\""),
+                    "use \"auto\" (default: buffered, splice once a read fills the buffer), \
+                     true (always splice) or false (never splice)",
+                );
+                DEFAULT_SPLICE
+            }
+        },
+    };
     let shutdown_grace = duration(
         rt.shutdown_grace.as_ref(),
         "runtime.shutdown_grace",
@@ -194,7 +214,7 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
     Some(RuntimeConfig {
         workers,
         pin: rt.pin.unwrap_or(true),
-        splice: rt.splice.unwrap_or(DEFAULT_SPLICE),
+        splice,
         driver,
         shutdown_grace,
         buffer_size,

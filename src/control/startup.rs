@@ -22,7 +22,7 @@ use super::token::{self, TokenError};
 use super::{Control, WorkerHandle, deal, notify, persist};
 use crate::admin::{self, AdminSettings, AdminSockets};
 use crate::api::Origin;
-use crate::config::{Config, parse_route_toml};
+use crate::config::{Config, SpliceMode, parse_route_toml};
 use crate::health::Health;
 use crate::metrics::render::ControlMetrics;
 use crate::metrics::snapshot::MetricsStore;
@@ -338,10 +338,16 @@ fn summary(config: &Config, routes: &[RouteState], workers: &[WorkerHandle], adm
         version = env!("CARGO_PKG_VERSION"),
         workers = workers.len(),
         driver = rt.driver.as_str(),
-        relay = if rt.splice { "splice" } else { "buffered" },
+        relay = rt.splice.relay_name(),
         routes = routes.len(),
         "ringway started"
     );
+    if rt.splice != SpliceMode::Never
+        && let Some(why) = crate::net::pipe_budget::Limits::read()
+            .and_then(|l| crate::net::pipe_budget::shortfall(&l, workers.len(), rt.pipe_size))
+    {
+        tracing::warn!("pipe budget too small for splice: {why}");
+    }
     for (id, w) in workers.iter().enumerate() {
         match w.core {
             Some(core) => tracing::info!(worker = id, core, "worker pinned"),

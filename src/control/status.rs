@@ -53,7 +53,7 @@ pub(super) fn status(c: &Control) -> StatusDoc {
         admin_unix: c.admin_unix.as_ref().map(|p| p.display().to_string()),
         runtime: RuntimeDoc {
             driver: rt.driver.as_str().to_string(),
-            relay: if rt.splice { "splice" } else { "buffered" }.to_string(),
+            relay: rt.splice.relay_name().to_string(),
             workers: c.workers.len(),
         },
         workers,

@@ -1,5 +1,6 @@
 //! Hot side: the few raw system calls the relay needs that neither std, socket2 nor monoio
-//! expose on a borrowed fd (linger, shutdown, non-blocking, splice, pipes), and the three a
+//! expose on a borrowed fd (non-blocking recv and send, linger, shutdown, non-blocking,
+//! splice, pipes), and the three a
 //! worker uses to retire a listener without resetting a queued connection (a SYN filter, a
 //! non-blocking accept, the accept queue's length).
 //!
@@ -79,6 +80,40 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     .map(drop)
 }
 
+/// `recv(2)` with `MSG_DONTWAIT`: whatever is queued, up to `buf.len()`, without waiting,
+/// whether or not the socket is in non-blocking mode (so no `ioctl(FIONBIO)` is needed).
+///
+/// `Ok(0)` means end of file (for a non-empty `buf`); `WouldBlock` means nothing is queued.
+#[inline]
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is a socket the caller keeps open; the kernel writes at most `buf.len()`
+    // bytes into `buf`, which is borrowed mutably for the whole call.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+}
+
+/// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`: as much of `buf` as fits in the socket's
+/// send buffer now; a closed peer is an error (`EPIPE`), never a `SIGPIPE`.
+#[inline]
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is a socket the caller keeps open; the kernel reads at most `buf.len()`
+    // bytes from `buf`, which is borrowed for the whole call.
+    cvt_size(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+/// The system's memory page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
 /// Non-blocking `splice(2)` of up to `len` bytes from `from` to `to` (one of them a pipe).
 ///
 /// `Ok(0)` means end of file on `from`; `WouldBlock` means "not now".
@@ -112,17 +147,33 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Asks for a pipe capacity with `F_SETPIPE_SZ`; returns the capacity the pipe has after the
 /// call (the kernel rounds up, and an unprivileged process may be refused above
 /// `/proc/sys/fs/pipe-max-size`, in which case the old capacity stays).
-pub fn set_pipe_size(pipe: &OwnedFd, size: usize) -> usize {
+pub fn set_pipe_size(pipe: &OwnedFd, size: usize) -> PipeSize {
     let fd = pipe.as_raw_fd();
     let want = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
     // SAFETY: fcntl on a pipe fd we own; integer argument only.
     let set = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, want) };
     if set > 0 {
-        return set as usize;
+        return PipeSize {
+            capacity: set as usize,
+            refused: false,
+        };
     }
     // SAFETY: as above.
     let get = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
-    if get > 0 { get as usize } else { 4096 }
+    PipeSize {
+        capacity: if get > 0 { get as usize } else { 4096 },
+        refused: true,
+    }
+}
+
+/// What `set_pipe_size` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeSize {
+    /// The pipe's capacity now.
+    pub capacity: usize,
+    /// The kernel refused the size asked for (over `fs.pipe-max-size` or the user's pipe
+    /// budget): the pipe kept its default.
+    pub refused: bool,
 }
 
 /// `SO_ATTACH_FILTER` (asm-generic value, as on x86-64 and arm64).
@@ -243,6 +294,65 @@ mod tests {
         assert_eq!(b.read(&mut buf).unwrap(), 0);
     }
 
+    /// recv and send never wait, on a blocking socket too; EOF is 0; a reset peer is an
+    /// error on send, not a signal.
+    #[test]
+    fn recv_and_send_do_not_block() {
+        let (a, mut b) = pair();
+        let mut buf = [0u8; 16];
+        let fd = a.as_raw_fd();
+        assert_eq!(
+            recv(fd, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        b.write_all(b"ping").unwrap();
+        let t = std::time::Instant::now();
+        let n = loop {
+            match recv(fd, &mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(send(fd, b"pong").unwrap(), 4);
+        let mut got = [0u8; 4];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+        // A full send buffer: a huge send takes part and then would block, never waits.
+        let big = vec![0u8; 8 << 20];
+        let mut sent = 0;
+        let err = loop {
+            match send(fd, &big) {
+                Ok(n) => sent += n,
+                Err(e) => break e,
+            }
+        };
+        assert!(sent > 0);
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // The peer resets: send reports it (no SIGPIPE kills the test).
+        set_linger_zero(b.as_raw_fd()).unwrap();
+        drop(b);
+        let t = std::time::Instant::now();
+        let err = loop {
+            match send(fd, b"x") {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => break e,
+                _ => {
+                    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+                    std::thread::yield_now();
+                }
+            }
+        };
+        assert!(matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ));
+        drop(a);
+    }
+
     #[test]
     fn nonblocking_and_nodelay_apply() {
         let (mut a, _b) = pair();
@@ -292,7 +402,7 @@ mod tests {
         set_nonblocking(src.as_raw_fd(), true).unwrap();
         set_nonblocking(dst.as_raw_fd(), true).unwrap();
         let (r, w) = pipe().unwrap();
-        assert!(set_pipe_size(&w, 1 << 16) >= 4096);
+        assert!(set_pipe_size(&w, 1 << 16).capacity >= 4096);
         assert_eq!(
             splice(src.as_raw_fd(), w.as_raw_fd(), 4096)
                 .unwrap_err()

@@ -1,14 +1,44 @@
-//! Hot side: per-worker pools of relay buffers and splice pipes.
+//! Hot side: per-worker pools of relay buffers and splice pipes, and the worker's copy
+//! buffer.
 //!
 //! Each worker owns its pools (no locks). A pool hands out an object and takes it back when
 //! the relay is done with it; it keeps at most `max_idle` spares so a burst does not pin
-//! memory or file descriptors forever.
+//! memory or file descriptors forever. Nothing here is held by an idle connection: the copy
+//! buffer is used inside one synchronous step, a backlog buffer only while a peer cannot take
+//! bytes, a pipe only while bytes are in it.
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::net::sys;
+
+/// Everything a worker's relays borrow.
+#[derive(Debug)]
+pub struct Pools {
+    /// Backlogs: bytes read that the other side could not take yet.
+    pub buffers: BufferPool,
+    pub pipes: PipePool,
+    /// The copy buffer: a direction reads into it and sends from it in one step with no
+    /// await in between, so one buffer serves every connection of the worker.
+    pub scratch: RefCell<Box<[u8]>>,
+}
+
+impl Pools {
+    pub fn new(buffer_size: usize, pipe_size: usize, max_idle: usize) -> Self {
+        Pools {
+            buffers: BufferPool::new(buffer_size, max_idle),
+            pipes: PipePool::new(pipe_size, max_idle),
+            scratch: RefCell::new(vec![0; buffer_size].into_boxed_slice()),
+        }
+    }
+
+    /// Frees spares unused since the last call (about once a second).
+    pub fn trim(&self) {
+        self.buffers.trim();
+        self.pipes.trim();
+    }
+}
 
 /// Reusable relay buffers of one fixed capacity.
 #[derive(Debug)]
@@ -68,15 +98,16 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    fn new(size: usize) -> io::Result<Pipe> {
+    fn new(size: usize) -> io::Result<(Pipe, bool)> {
         let (read, write) = sys::pipe()?;
-        let capacity = sys::set_pipe_size(&write, size);
-        Ok(Pipe {
+        let got = sys::set_pipe_size(&write, size);
+        let pipe = Pipe {
             read,
             write,
-            capacity,
+            capacity: got.capacity,
             pending: 0,
-        })
+        };
+        Ok((pipe, got.refused))
     }
 
     pub fn capacity(&self) -> usize {
@@ -111,6 +142,8 @@ pub struct PipePool {
     max_idle: usize,
     free: RefCell<Vec<Pipe>>,
     created: Cell<u64>,
+    /// Pipes whose size the kernel refused (see `net::pipe_budget`).
+    refused: Cell<u64>,
     /// Fewest spares held since the last trim: that many were not needed.
     low_water: Cell<usize>,
 }
@@ -122,6 +155,7 @@ impl PipePool {
             max_idle,
             free: RefCell::new(Vec::new()),
             created: Cell::new(0),
+            refused: Cell::new(0),
             low_water: Cell::new(0),
         }
     }
@@ -135,7 +169,11 @@ impl PipePool {
             return Ok(p);
         }
         self.created.set(self.created.get() + 1);
-        Pipe::new(self.size)
+        let (pipe, refused) = Pipe::new(self.size)?;
+        if refused {
+            self.refused.set(self.refused.get() + 1);
+        }
+        Ok(pipe)
     }
 
     /// Closes the spares that went unused since the last call (called about once a second),
@@ -159,6 +197,11 @@ impl PipePool {
     /// Pipes created since start (for tests and diagnostics).
     pub fn created(&self) -> u64 {
         self.created.get()
+    }
+
+    /// Pipes created whose size the kernel refused, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
     }
 
     /// Spare pipes held now.

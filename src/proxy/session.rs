@@ -1,6 +1,6 @@
 //! Hot side: one client session, from accept to close.
 //!
-//! accept → limit check → connect (retries, budget) → relay (splice or buffered) → metrics.
+//! accept → limit check → connect (retries, budget) → relay (copy and/or splice) → metrics.
 //! The session holds the `Rc<Route>` of the generation it started in, so later route
 //! changes never move it.
 
@@ -13,7 +13,6 @@ use monoio::net::TcpStream;
 
 use super::connect::connect;
 use super::relay::{self, Fail, RelayEnd, Side, Tally};
-use super::splice;
 use super::table::Route;
 use crate::metrics::local::{Outcome, bump, drop_one};
 use crate::net::sys;
@@ -64,9 +63,8 @@ pub async fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) {
 }
 
 async fn relay(worker: &Worker, route: &Route, client: TcpStream, backend: TcpStream) -> RelayEnd {
-    let (cfd, bfd) = (client.as_raw_fd(), backend.as_raw_fd());
-    let _ = sys::set_nodelay(cfd);
-    let _ = sys::set_nodelay(bfd);
+    // The client socket inherited TCP_NODELAY from its listener; the backend's is new.
+    let _ = sys::set_nodelay(backend.as_raw_fd());
     let activity = Cell::new(Instant::now());
     let idle = route.cfg.idle_timeout;
     let tally = Tally {
@@ -74,30 +72,16 @@ async fn relay(worker: &Worker, route: &Route, client: TcpStream, backend: TcpSt
         to_client: &route.metrics.bytes_to_client,
         activity: idle.map(|_| &activity),
     };
-    if worker.splice
-        && sys::set_nonblocking(cfd, true).is_ok()
-        && sys::set_nonblocking(bfd, true).is_ok()
-    {
-        Box::pin(splice::spliced(
-            client,
-            backend,
-            &worker.pipes,
-            &tally,
-            idle,
-            &activity,
-        ))
-        .await
-    } else {
-        Box::pin(relay::buffered(
-            client,
-            backend,
-            &worker.buffers,
-            &tally,
-            idle,
-            &activity,
-        ))
-        .await
-    }
+    Box::pin(relay::relay(
+        client,
+        backend,
+        &worker.pools,
+        worker.splice,
+        &tally,
+        idle,
+        &activity,
+    ))
+    .await
 }
 
 /// Closes a client with a reset (SO_LINGER 0).

@@ -26,15 +26,15 @@ use monoio::net::TcpListener;
 pub use inbox::Waker;
 pub use sessions::Sessions;
 
-use crate::config::{Driver, RuntimeConfig};
+use crate::config::{Driver, RuntimeConfig, SpliceMode};
 use crate::control::messages::{FromWorker, ToWorker};
 use crate::metrics::local::WorkerMetrics;
-use crate::proxy::pool::{BufferPool, PipePool};
+use crate::proxy::pool::Pools;
 use crate::proxy::table::{Route, RouteTable};
 
 /// io_uring submission queue size per worker (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 2048;
-/// Spare relay buffers / pipes a worker keeps for reuse.
+/// Spare backlog buffers / pipes a worker keeps for reuse.
 const POOL_MAX_IDLE: usize = 256;
 /// How often a worker sends its metrics to the control thread.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -43,9 +43,8 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 pub struct Worker {
     pub id: usize,
     pub workers: usize,
-    pub splice: bool,
-    pub buffers: BufferPool,
-    pub pipes: PipePool,
+    pub splice: SpliceMode,
+    pub pools: Pools,
     pub table: RefCell<Rc<RouteTable>>,
     pub metrics: WorkerMetrics,
     pub sessions: Sessions,
@@ -126,8 +125,11 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         id: spec.id,
         workers: spec.workers,
         splice: spec.runtime.splice,
-        buffers: BufferPool::new(spec.runtime.buffer_size, POOL_MAX_IDLE),
-        pipes: PipePool::new(spec.runtime.pipe_size, POOL_MAX_IDLE),
+        pools: Pools::new(
+            spec.runtime.buffer_size,
+            spec.runtime.pipe_size,
+            POOL_MAX_IDLE,
+        ),
         table: RefCell::new(Rc::new(RouteTable::default())),
         metrics: WorkerMetrics::default(),
         sessions: Sessions::default(),
@@ -161,8 +163,7 @@ async fn snapshots(worker: Rc<Worker>) {
         let table = worker.table.borrow().clone();
         worker.metrics.prune(|name| table.has(name));
         worker.send_snapshot();
-        worker.buffers.trim();
-        worker.pipes.trim();
+        worker.pools.trim();
     }
 }
 

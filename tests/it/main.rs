@@ -1,5 +1,5 @@
 //! ringway integration tests: a real ringway process, real backends and clients on
-//! loopback. Relay tests run on both paths (splice and buffered).
+//! loopback. Relay tests run on every relay mode (auto, buffered, splice).
 
 mod admin;
 mod apps;
@@ -14,15 +14,20 @@ mod support;
 mod switch;
 mod units;
 
-/// Generates `splice::NAME` and `buffered::NAME` tests from `fn NAME(splice: bool)`.
+/// Generates `auto::NAME`, `buffered::NAME` and `splice::NAME` tests from
+/// `fn NAME(relay: Relay)`: every relay test runs on the adaptive default and on the two
+/// forced modes.
 #[macro_export]
-macro_rules! both_paths {
+macro_rules! all_paths {
     ($($name:ident),* $(,)?) => {
-        mod splice {
-            $( #[test] fn $name() { super::$name(true) } )*
+        mod auto {
+            $( #[test] fn $name() { super::$name($crate::support::Relay::Auto) } )*
         }
         mod buffered {
-            $( #[test] fn $name() { super::$name(false) } )*
+            $( #[test] fn $name() { super::$name($crate::support::Relay::Buffered) } )*
+        }
+        mod splice {
+            $( #[test] fn $name() { super::$name($crate::support::Relay::Splice) } )*
         }
     };
 }

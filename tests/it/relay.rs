@@ -5,10 +5,10 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
-use crate::both_paths;
+use crate::all_paths;
 use crate::support::*;
 
-both_paths!(
+all_paths!(
     bulk_64mib_each_way_at_once,
     half_close_client_first,
     half_close_backend_first,
@@ -23,7 +23,7 @@ both_paths!(
 const MIB64: usize = 64 << 20;
 
 /// 64 MiB each way at the same time: every byte arrives, in order, on both sides.
-fn bulk_64mib_each_way_at_once(splice: bool) {
+fn bulk_64mib_each_way_at_once(relay: Relay) {
     let backend = Backend::start(|s| {
         let mut w = s.try_clone().unwrap();
         let sender = thread::spawn(move || send_pattern(&mut w, 2, MIB64).unwrap());
@@ -31,7 +31,7 @@ fn bulk_64mib_each_way_at_once(splice: bool) {
         assert_eq!(check_pattern(&mut r, 1).unwrap(), MIB64, "backend received");
         sender.join().unwrap();
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let proxy = b.start();
     let addr = proxy.addr("r0");
     let client = connect(addr);
@@ -48,13 +48,13 @@ fn bulk_64mib_each_way_at_once(splice: bool) {
 }
 
 /// The client half-closes first: the backend sees EOF, still answers, the client reads it.
-fn half_close_client_first(splice: bool) {
+fn half_close_client_first(relay: Relay) {
     let backend = Backend::start(|mut s| {
         let got = read_to_end(&mut s).unwrap();
         assert_eq!(got, b"request");
         s.write_all(b"response after your EOF").unwrap();
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let _proxy = b.start();
     let addr = _proxy.addr("r0");
     let mut c = connect(addr);
@@ -64,14 +64,14 @@ fn half_close_client_first(splice: bool) {
 }
 
 /// The backend half-closes first: the client sees EOF and can still send to the backend.
-fn half_close_backend_first(splice: bool) {
+fn half_close_backend_first(relay: Relay) {
     let (tx, rx) = std::sync::mpsc::channel();
     let backend = Backend::start(move |mut s| {
         s.write_all(b"banner").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         tx.send(read_to_end(&mut s)).unwrap();
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let _proxy = b.start();
     let addr = _proxy.addr("r0");
     let mut c = connect(addr);
@@ -91,7 +91,7 @@ fn half_close_backend_first(splice: bool) {
 }
 
 /// A reset by the backend reaches the client as a reset, never as a clean close.
-fn reset_from_backend_reaches_client(splice: bool) {
+fn reset_from_backend_reaches_client(relay: Relay) {
     let backend = Backend::start(|mut s| {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).unwrap();
@@ -99,7 +99,7 @@ fn reset_from_backend_reaches_client(splice: bool) {
         thread::sleep(Duration::from_millis(50));
         reset(s);
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let proxy = b.start();
     let addr = proxy.addr("r0");
     let mut c = connect(addr);
@@ -118,14 +118,14 @@ fn reset_from_backend_reaches_client(splice: bool) {
 }
 
 /// A reset by the client reaches the backend as a reset.
-fn reset_from_client_reaches_backend(splice: bool) {
+fn reset_from_client_reaches_backend(relay: Relay) {
     let (tx, rx) = std::sync::mpsc::channel();
     let backend = Backend::start(move |mut s| {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).unwrap();
         tx.send(read_to_end(&mut s)).unwrap();
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let _proxy = b.start();
     let addr = _proxy.addr("r0");
     let mut c = connect(addr);
@@ -137,7 +137,7 @@ fn reset_from_client_reaches_backend(splice: bool) {
 }
 
 /// 1,000 request/response/close cycles: no side ever sees a reset.
-fn no_reset_on_1000_clean_cycles(splice: bool) {
+fn no_reset_on_1000_clean_cycles(relay: Relay) {
     let backend = Backend::start(|mut s| {
         let mut req = [0u8; 4];
         if s.read_exact(&mut req).is_ok() {
@@ -146,7 +146,7 @@ fn no_reset_on_1000_clean_cycles(splice: bool) {
         // The backend closes first, as an HTTP/1.0 server would.
         drop(s);
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let proxy = b.start();
     let addr = proxy.addr("r0");
     let threads: Vec<_> = (0..4)
@@ -174,9 +174,9 @@ fn no_reset_on_1000_clean_cycles(splice: bool) {
 
 /// 1,000 connections open at once through 2 workers are all served, and the proxy's file
 /// descriptors return to their baseline afterwards.
-fn thousand_concurrent_connections_and_fds_back_to_baseline(splice: bool) {
+fn thousand_concurrent_connections_and_fds_back_to_baseline(relay: Relay) {
     let backend = Backend::echo();
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let proxy = b.workers(2).start();
     let addr = proxy.addr("r0");
     // Let the admin connection of the readiness probe close before taking the baseline.
@@ -213,11 +213,11 @@ fn thousand_concurrent_connections_and_fds_back_to_baseline(splice: bool) {
 }
 
 /// 1,000 idle sessions add no threads: threads stay within workers + 4.
-fn idle_connections_do_not_add_threads(splice: bool) {
+fn idle_connections_do_not_add_threads(relay: Relay) {
     let backend = Backend::start(|mut s| {
         let _ = read_to_end(&mut s);
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "");
     let proxy = b.workers(2).start();
     let addr = proxy.addr("r0");
     let conns: Vec<_> = (0..1000).map(|_| connect(addr)).collect();
@@ -234,13 +234,13 @@ fn idle_connections_do_not_add_threads(splice: bool) {
 }
 
 /// With `idle_timeout`, a silent session is closed on both sides.
-fn idle_timeout_closes_both_sides(splice: bool) {
+fn idle_timeout_closes_both_sides(relay: Relay) {
     let (tx, rx) = std::sync::mpsc::channel();
     let backend = Backend::start(move |mut s| {
         s.write_all(b"hi").unwrap();
         tx.send(read_to_end(&mut s)).unwrap();
     });
-    let b = ProxyBuilder::new(splice).route(&[backend.addr], "idle_timeout = \"400ms\"");
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "idle_timeout = \"400ms\"");
     let proxy = b.start();
     let addr = proxy.addr("r0");
     let mut c = connect(addr);

@@ -264,7 +264,8 @@ impl BlackHole {
 #[derive(Clone)]
 pub struct ProxyBuilder {
     pub workers: usize,
-    pub splice: bool,
+    /// The relay mode (`runtime.splice`).
+    pub relay: Relay,
     pub grace: &'static str,
     pub routes: Vec<String>,
     pub driver: &'static str,
@@ -280,14 +281,50 @@ pub struct ProxyBuilder {
     pub admin_socket: Option<PathBuf>,
 }
 
+/// The relay modes of `runtime.splice`; relay tests run on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// `"auto"` (the default): buffered, moving a direction to splice when a read fills the buffer.
+    Auto,
+    /// `false`: buffered only.
+    Buffered,
+    /// `true`: splice from the first byte.
+    Splice,
+}
+
+impl Relay {
+    pub const ALL: [Relay; 3] = [Relay::Auto, Relay::Buffered, Relay::Splice];
+
+    /// The value of `runtime.splice` in a configuration file.
+    pub fn toml(self) -> &'static str {
+        match self {
+            Relay::Auto => "\"auto\"",
+            Relay::Buffered => "false",
+            Relay::Splice => "true",
+        }
+    }
+}
+
+impl From<bool> for Relay {
+    fn from(splice: bool) -> Relay {
+        if splice {
+            Relay::Splice
+        } else {
+            Relay::Buffered
+        }
+    }
+}
+
 /// The admin token the test configurations set.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 impl ProxyBuilder {
-    pub fn new(splice: bool) -> Self {
+    /// `relay`: a [`Relay`], or a bool as `runtime.splice` reads it (true = always splice,
+    /// false = buffered only).
+    pub fn new(relay: impl Into<Relay>) -> Self {
         ProxyBuilder {
             workers: 2,
-            splice,
+            relay: relay.into(),
             grace: "5s",
             routes: Vec::new(),
             driver: "io_uring",
@@ -372,7 +409,7 @@ impl ProxyBuilder {
         format!(
             "[runtime]\nworkers = {}\npin = false\nsplice = {}\ndriver = \"{}\"\nshutdown_grace = \"{}\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\nunix = \"{}\"\ntoken = \"{TOKEN}\"\nrate_limit = {}\n{}\n[state]\nfile = \"{}\"\n\n{}",
             self.workers,
-            self.splice,
+            self.relay.toml(),
             self.driver,
             self.grace,
             self.runtime_extra,
