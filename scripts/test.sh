@@ -11,6 +11,8 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+# scripts/lib's unit tests (the perf-check verdict logic) run on python3.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The integration tests send SIGTERM with kill(1) (procps), not a shell builtin.
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
 # The units test runs `systemd-analyze verify` on tuning/systemd/*.service (package systemd:
@@ -29,7 +31,9 @@ command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "== shellcheck scripts"
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh scripts/perf-check bench/*.sh .ci/run
+echo "== scripts/lib unit tests (perf-check's verdict: pooling, re-measuring)"
+python3 -m unittest discover -s scripts/lib -p 'test_*.py'
 echo "== scripts/check-host.sh (read-only host check; warnings are fine, it must run and exit 0)"
 bash scripts/check-host.sh >/dev/null
 echo "== cargo fmt --check"
