@@ -33,11 +33,29 @@ pub struct FileRuntime {
 }
 
 /// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum FileSplice {
     Bool(bool),
     Mode(String),
+}
+
+impl<'de> Deserialize<'de> for FileSplice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FileSplice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("runtime.splice = \"auto\", true or false")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<FileSplice, E> {
+                Ok(FileSplice::Bool(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FileSplice, E> {
+                Ok(FileSplice::Mode(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[admin]`: the admin HTTP API.

@@ -359,3 +359,38 @@ fn addr_list(addrs: &[SocketAddr]) -> String {
 pub(crate) fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn splice_of(value: &str) -> Result<SpliceMode, String> {
+        Config::parse(&format!("[runtime]\nsplice = {value}\n"), "t.toml")
+            .map(|c| c.runtime.splice)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `runtime.splice` takes the two booleans and three names; anything else names the key
+    /// and the choices; `to_toml` writes a value that reads back the same.
+    #[test]
+    fn splice_modes_parse_and_round_trip() {
+        assert_eq!(splice_of("\"auto\""), Ok(SpliceMode::Auto));
+        assert_eq!(splice_of("true"), Ok(SpliceMode::Always));
+        assert_eq!(splice_of("\"always\""), Ok(SpliceMode::Always));
+        assert_eq!(splice_of("false"), Ok(SpliceMode::Never));
+        assert_eq!(splice_of("\"never\""), Ok(SpliceMode::Never));
+        assert_eq!(
+            Config::parse("", "t.toml").map(|c| c.runtime.splice),
+            Ok(SpliceMode::Auto)
+        );
+        let err = splice_of("\"sometimes\"").unwrap_err();
+        assert!(
+            err.contains("runtime.splice") && err.contains("\"auto\""),
+            "{err}"
+        );
+        assert!(splice_of("3").is_err());
+        for mode in [SpliceMode::Auto, SpliceMode::Always, SpliceMode::Never] {
+            assert_eq!(splice_of(mode.toml_value()), Ok(mode));
+        }
+    }
+}
