@@ -337,7 +337,7 @@ fi
 if ((${#FATAL[@]} > 0)); then
     die "required tools missing: ${FATAL[*]} (see the install line above)"
 fi
-if [[ " $PROXIES " == *" ringway-"* ]] && [[ ! -x $RINGWAY_BIN ]]; then
+if [[ " $PROXIES " == *" ringway"* ]] && [[ ! -x $RINGWAY_BIN ]]; then
     die "no ringway binary at $RINGWAY_BIN: build it (cargo build --release --workspace), point RINGWAY_BIN at it, or set SKIP_RINGWAY=1"
 fi
 # the optional parts
@@ -345,7 +345,7 @@ if has_scen A-ac && [[ -z $AUTOCANNON ]]; then
     skip scenario A-ac "autocannon not found (scripts/bench.sh --install, or npm install --prefix bench/.tools $AUTOCANNON_PKG)"
     SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx A-ac | paste -sd ' ' || true)
 fi
-if has_scen R && [[ " $PROXIES " != *" ringway-"* ]]; then
+if has_scen R && [[ " $PROXIES " != *" ringway"* ]]; then
     skip scenario R "no ringway proxy selected (R is ringway only: HAProxy has no runtime route add without a reload)"
     SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx R | paste -sd ' ' || true)
 fi
@@ -437,7 +437,7 @@ trap 'exit 143' TERM
 # Run copies of the binaries, so that a rebuild during the run cannot change what is measured.
 mkdir "$TMP/bin"
 RINGWAY_RUN="" RINGWAY_LOAD_RUN="" RINGWAY_MTIME=""
-if [[ " $PROXIES " == *" ringway-"* ]]; then
+if [[ " $PROXIES " == *" ringway"* ]]; then
     RINGWAY_RUN=$TMP/bin/ringway
     cp "$RINGWAY_BIN" "$RINGWAY_RUN"
     RINGWAY_MTIME=$(date -u -r "$RINGWAY_BIN" +%Y-%m-%dT%H:%M:%SZ)
@@ -1042,7 +1042,7 @@ write_env() {
             echo "autocannon: $AUTOCANNON $(version_of "$AUTOCANNON" --version) (node $(version_of node --version))"
         fi
         echo "python: $(version_of "$PYTHON" --version); plots: ${PLOT_PY:-none} $([[ -z $PLOT_PY ]] || version_of "$PLOT_PY" -c 'import matplotlib; print("matplotlib", matplotlib.__version__)')"
-        if [[ " $PROXIES " == *" ringway-"* ]]; then
+        if [[ " $PROXIES " == *" ringway"* ]]; then
             echo "ringway binary: $RINGWAY_BIN (copied at start; modified $RINGWAY_MTIME)"
             echo "ringway --version: $(version_of "$RINGWAY_RUN" --version)"
             echo "ringway sha256: $(sha256sum "$RINGWAY_RUN" | cut -d' ' -f1)"

@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::net::TcpStream;
 
-use super::pool::{BufferPool, Pools};
+use super::pool::{BufferPool, Pipe, Pools};
 use super::relay::{Fail, Shared, Side, Tally};
 use crate::net::sys;
 
@@ -49,69 +49,81 @@ pub struct Way<'a> {
     pub try_first: bool,
 }
 
-/// What one copy step did.
-enum Copied {
-    /// Sent on in full; `full`: the read filled the copy buffer.
-    Sent {
-        full: bool,
-    },
-    /// The other side took only part: the rest is in this backlog buffer.
+/// Bytes read from `from` that `to` has not taken yet.
+enum Held {
+    Nothing,
+    /// Copied bytes in a backlog buffer, sent up to `sent`.
     Backlog {
-        rest: Vec<u8>,
-        full: bool,
+        buf: Vec<u8>,
+        sent: usize,
     },
-    NothingQueued,
-    Eof,
-    Failed(Side),
+    /// Spliced bytes still in a pipe.
+    Pipe(Pipe),
 }
 
-/// What one splice step did.
-enum Spliced {
-    /// Moved in full; `full`: the read filled the pipe.
-    Sent {
+/// What a read step found.
+enum Read {
+    /// Bytes moved; `full`: the read filled the buffer or pipe (more is probably queued);
+    /// `held`: what `to` could not take yet.
+    Moved {
         full: bool,
+        held: Held,
     },
     NothingQueued,
     Eof,
 }
 
 /// Runs one direction until EOF (passed on) or a failure.
+///
+/// An explicit state machine with a single await: the future holds one readiness wait and
+/// what is in flight (`Held`), about a hundred bytes, so an idle session stays small.
 pub async fn direction(ctx: &Ctx<'_>, way: Way<'_>) -> Result<(), Fail> {
     let (from_fd, to_fd) = (way.from.as_raw_fd(), way.to.as_raw_fd());
     let mut splicing = ctx.splice_now;
     let mut ready = way.try_first;
+    let mut held = Held::Nothing;
     loop {
-        if !ready {
-            way.from
-                .readable(false)
-                .await
-                .map_err(|_| Fail::Peer(way.from_side))?;
+        // Wait: for room on `to` while bytes are held, else for bytes on `from`.
+        let wait = match held {
+            Held::Nothing if ready => None,
+            Held::Nothing => Some((way.from, true, way.from_side)),
+            _ => Some((way.to, false, way.to_side)),
+        };
+        if let Some((stream, read, side)) = wait {
+            let r = if read {
+                stream.readable(false).await
+            } else {
+                stream.writable(false).await
+            };
+            r.map_err(|_| Fail::Peer(side))?;
         }
-        if splicing {
-            match splice_step(ctx, &way, from_fd, to_fd).await? {
-                Spliced::Sent { full } => ready = full,
-                Spliced::NothingQueued => ready = false,
-                Spliced::Eof => return end(ctx, to_fd),
+        held = match held {
+            Held::Nothing => {
+                let step = if splicing {
+                    splice_in(ctx, &way, from_fd, to_fd)?
+                } else {
+                    copy(ctx, &way, from_fd, to_fd)?
+                };
+                match step {
+                    Read::Moved { full, held } => {
+                        ready = full;
+                        if full && !splicing && ctx.may_splice {
+                            // A read filled the copy buffer: bulk. Splice from now on
+                            // (where the sockets can be made non-blocking).
+                            splicing = ctx.shared.make_nonblocking(way.from, way.to);
+                        }
+                        held
+                    }
+                    Read::NothingQueued => {
+                        ready = false;
+                        Held::Nothing
+                    }
+                    Read::Eof => return end(ctx, to_fd),
+                }
             }
-            continue;
-        }
-        match copy_step(ctx, &way, from_fd, to_fd) {
-            Copied::Sent { full } => ready = full,
-            Copied::Backlog { mut rest, full } => {
-                flush(&way, to_fd, &rest).await?;
-                rest.clear();
-                ctx.pools.buffers.put(rest);
-                ready = full;
-            }
-            Copied::NothingQueued => ready = false,
-            Copied::Eof => return end(ctx, to_fd),
-            Copied::Failed(side) => return Err(Fail::Peer(side)),
-        }
-        if ready && ctx.may_splice {
-            // A read filled the copy buffer: bulk. Splice from now on (where the sockets
-            // can be made non-blocking).
-            splicing = ctx.shared.make_nonblocking(way.from, way.to);
-        }
+            Held::Backlog { buf, sent } => send_backlog(ctx, &way, to_fd, buf, sent)?,
+            Held::Pipe(pipe) => drain_pipe(ctx, &way, to_fd, pipe)?,
+        };
     }
 }
 
@@ -127,29 +139,30 @@ fn end(ctx: &Ctx<'_>, to_fd: RawFd) -> Result<(), Fail> {
 /// Reads what is queued into the copy buffer and sends it on, with no await in between (the
 /// copy buffer is the worker's, shared by all its sessions).
 #[inline]
-fn copy_step(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Copied {
+fn copy(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Result<Read, Fail> {
     let mut scratch = ctx.pools.scratch.borrow_mut();
     let n = match sys::recv(from_fd, &mut scratch) {
-        Ok(0) => return Copied::Eof,
+        Ok(0) => return Ok(Read::Eof),
         Ok(n) => n,
-        Err(e) if is_not_now(e.kind()) => return Copied::NothingQueued,
-        Err(_) => return Copied::Failed(way.from_side),
+        Err(e) if is_not_now(e.kind()) => return Ok(Read::NothingQueued),
+        Err(_) => return Err(Fail::Peer(way.from_side)),
     };
     ctx.tally.moved(way.counter, n);
     let full = n == scratch.len();
     let sent = match sys::send(to_fd, &scratch[..n]) {
         Ok(m) => m,
         Err(e) if is_not_now(e.kind()) => 0,
-        Err(_) => return Copied::Failed(way.to_side),
+        Err(_) => return Err(Fail::Peer(way.to_side)),
     };
-    if sent == n {
-        Copied::Sent { full }
+    let held = if sent == n {
+        Held::Nothing
     } else {
-        Copied::Backlog {
-            rest: backlog(&ctx.pools.buffers, &scratch[sent..n]),
-            full,
+        Held::Backlog {
+            buf: backlog(&ctx.pools.buffers, &scratch[sent..n]),
+            sent: 0,
         }
-    }
+    };
+    Ok(Read::Moved { full, held })
 }
 
 fn backlog(buffers: &BufferPool, bytes: &[u8]) -> Vec<u8> {
@@ -158,41 +171,39 @@ fn backlog(buffers: &BufferPool, bytes: &[u8]) -> Vec<u8> {
     rest
 }
 
-/// Sends a backlog, waiting for room each time the socket's send buffer is full.
-async fn flush(way: &Way<'_>, to_fd: RawFd, rest: &[u8]) -> Result<(), Fail> {
-    let mut off = 0;
-    while off < rest.len() {
-        way.to
-            .writable(false)
-            .await
-            .map_err(|_| Fail::Peer(way.to_side))?;
-        match sys::send(to_fd, &rest[off..]) {
-            Ok(m) => off += m,
-            Err(e) if is_not_now(e.kind()) => {}
-            Err(_) => return Err(Fail::Peer(way.to_side)),
-        }
-    }
-    Ok(())
-}
-
-/// Splices what is queued into a pooled pipe and out to the other side.
-async fn splice_step(
+/// Sends more of a backlog; the buffer goes back to the pool once empty.
+fn send_backlog(
     ctx: &Ctx<'_>,
     way: &Way<'_>,
-    from_fd: RawFd,
     to_fd: RawFd,
-) -> Result<Spliced, Fail> {
+    buf: Vec<u8>,
+    mut sent: usize,
+) -> Result<Held, Fail> {
+    match sys::send(to_fd, &buf[sent..]) {
+        Ok(m) => sent += m,
+        Err(e) if is_not_now(e.kind()) => {}
+        Err(_) => return Err(Fail::Peer(way.to_side)),
+    }
+    if sent < buf.len() {
+        return Ok(Held::Backlog { buf, sent });
+    }
+    ctx.pools.buffers.put(buf);
+    Ok(Held::Nothing)
+}
+
+/// Splices what is queued into a pooled pipe, and on to `to` as far as it takes it.
+fn splice_in(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Result<Read, Fail> {
     let pipes = &ctx.pools.pipes;
     let mut pipe = pipes.take().map_err(|_| Fail::Local)?;
     let n = match pipe.fill_from(from_fd) {
         Ok(0) => {
             pipes.put(pipe);
-            return Ok(Spliced::Eof);
+            return Ok(Read::Eof);
         }
         Ok(n) => n,
         Err(e) if is_not_now(e.kind()) => {
             pipes.put(pipe);
-            return Ok(Spliced::NothingQueued);
+            return Ok(Read::NothingQueued);
         }
         Err(_) => {
             pipes.put(pipe);
@@ -202,22 +213,24 @@ async fn splice_step(
     // A full pipe means more is probably waiting: go again before polling.
     let full = n == pipe.capacity();
     ctx.tally.moved(way.counter, n);
+    let held = drain_pipe(ctx, way, to_fd, pipe)?;
+    Ok(Read::Moved { full, held })
+}
+
+/// Splices a pipe's bytes out to `to` until it is empty (the pipe goes back to the pool) or
+/// `to` takes no more now.
+fn drain_pipe(ctx: &Ctx<'_>, way: &Way<'_>, to_fd: RawFd, mut pipe: Pipe) -> Result<Held, Fail> {
     while pipe.pending() > 0 {
         match pipe.drain_to(to_fd) {
             Ok(0) => return Err(Fail::Peer(way.to_side)),
             Ok(_) => {}
-            Err(e) if is_not_now(e.kind()) => {
-                way.to
-                    .writable(false)
-                    .await
-                    .map_err(|_| Fail::Peer(way.to_side))?;
-            }
+            Err(e) if is_not_now(e.kind()) => return Ok(Held::Pipe(pipe)),
             // The pipe still holds bytes: dropping it closes it (never reused).
             Err(_) => return Err(Fail::Peer(way.to_side)),
         }
     }
-    pipes.put(pipe);
-    Ok(Spliced::Sent { full })
+    ctx.pools.pipes.put(pipe);
+    Ok(Held::Nothing)
 }
 
 /// "Not now": nothing queued or no room (`EAGAIN`), or a signal arrived (`EINTR`: the next

@@ -115,56 +115,63 @@ impl Shared {
 
 /// Relays until both directions end, one fails, or the idle timeout passes. Consumes both
 /// streams; they are closed when it returns (with a reset when it failed).
-pub async fn relay(
+///
+/// A plain function returning an `async move` block, not an `async fn`: an `async fn` keeps
+/// its arguments twice in its future (rust-lang/rust#62958), and this future lives as long as
+/// the session, idle or not.
+#[allow(clippy::manual_async_fn)] // deliberate: see above
+pub fn relay<'a>(
     client: TcpStream,
     backend: TcpStream,
-    pools: &Pools,
+    pools: &'a Pools,
     mode: SpliceMode,
-    tally: &Tally<'_>,
+    tally: &'a Tally<'a>,
     idle: Option<Duration>,
-    activity: &Cell<Instant>,
-) -> RelayEnd {
-    let shared = Shared::default();
-    // Forced splice: both sockets go non-blocking up front (where that fails, copy instead).
-    let splice_now = mode == SpliceMode::Always && shared.make_nonblocking(&client, &backend);
-    let ctx = Ctx {
-        pools,
-        tally,
-        shared: &shared,
-        may_splice: mode != SpliceMode::Never,
-        splice_now,
-    };
-    let end = {
-        let relay = pin!(both(
-            flow::direction(
-                &ctx,
-                Way {
-                    from: &client,
-                    to: &backend,
-                    from_side: Side::Client,
-                    to_side: Side::Backend,
-                    counter: tally.to_backend,
-                    try_first: true,
-                },
-            ),
-            flow::direction(
-                &ctx,
-                Way {
-                    from: &backend,
-                    to: &client,
-                    from_side: Side::Backend,
-                    to_side: Side::Client,
-                    counter: tally.to_client,
-                    try_first: false,
-                },
-            ),
-        ));
-        with_idle_timeout(relay, idle, activity).await
-    };
-    if matches!(end, RelayEnd::Failed(_)) {
-        arm_reset(client.as_raw_fd(), backend.as_raw_fd());
+    activity: &'a Cell<Instant>,
+) -> impl Future<Output = RelayEnd> + 'a {
+    async move {
+        let shared = Shared::default();
+        // Forced splice: both sockets go non-blocking up front (where that fails, copy instead).
+        let splice_now = mode == SpliceMode::Always && shared.make_nonblocking(&client, &backend);
+        let ctx = Ctx {
+            pools,
+            tally,
+            shared: &shared,
+            may_splice: mode != SpliceMode::Never,
+            splice_now,
+        };
+        let end = {
+            let relay = pin!(both(
+                flow::direction(
+                    &ctx,
+                    Way {
+                        from: &client,
+                        to: &backend,
+                        from_side: Side::Client,
+                        to_side: Side::Backend,
+                        counter: tally.to_backend,
+                        try_first: true,
+                    },
+                ),
+                flow::direction(
+                    &ctx,
+                    Way {
+                        from: &backend,
+                        to: &client,
+                        from_side: Side::Backend,
+                        to_side: Side::Client,
+                        counter: tally.to_client,
+                        try_first: false,
+                    },
+                ),
+            ));
+            with_idle_timeout(relay, idle, activity).await
+        };
+        if matches!(end, RelayEnd::Failed(_)) {
+            arm_reset(client.as_raw_fd(), backend.as_raw_fd());
+        }
+        end
     }
-    end
 }
 
 /// Runs both directions; the first failure ends both, a clean EOF waits for the other one.
@@ -191,7 +198,9 @@ where
 {
     let end = match idle {
         None => relay.await,
-        Some(idle) => match select(relay, pin!(watchdog(idle, activity))).await {
+        // Boxed: a timer future is ~700 bytes, which every session would otherwise carry
+        // whether or not its route has an idle timeout.
+        Some(idle) => match select(relay, Box::pin(watchdog(idle, activity))).await {
             Either::Left((end, _)) => end,
             Either::Right(((), _)) => return RelayEnd::Idle,
         },
