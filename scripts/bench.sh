@@ -80,6 +80,17 @@
 #               for HAProxy or nginx: neither can add a listener at runtime without a reload
 #               (a different operation: S measures HAProxy's stop/start), so there is no
 #               peer to compare with; not for direct; no proxy CPU figure.
+#       W       per-worker balance, ringway only, not in the default list (SCENARIOS=W): a
+#               fresh ringway with W_WORKERS (2) workers pinned one per CPU of W_CPUS
+#               (PROXY_CPU,LOAD_CPU) relays iperf3 -P W_STREAMS (3) -t W_DUR (DUR) to the
+#               origin's iperf3 -s. SO_REUSEPORT hashes each connection to a worker, so with
+#               more long heavy streams than workers some worker carries two or more. From
+#               ringway's /metrics (`ringway metrics`): ringway_worker_imbalance and each
+#               worker's open sessions half-way, each worker's ringway_worker_cpu_seconds_total
+#               and ringway_worker_bytes_total increase over the run (read 1.1 s after it, for
+#               the last snapshot). Figures: imbalance, sessions / CPU-s / GiB per worker, the
+#               busiest worker's share of the workers' CPU, Gbit/s; in workers.json and a W
+#               section of table.md (not in results.json). No quiet gate, no noise figure.
 #     (E, the old name of C-http, is still accepted.) wrk runs with a small Lua `done()` hook
 #     that prints its summary as JSON (exact counts and percentiles in µs); the hook adds no
 #     per-request Lua work.
@@ -107,6 +118,7 @@
 #   table.md      the table and how to read it (also printed on stdout)
 #   env.txt       date, uname -a, CPU model, nproc, tool versions, settings, the exact
 #                 commands run and the generated configurations
+#   workers.json  scenario W's runs (only when W ran)
 #   plot-<scenario>.png  per scenario: proxy CPU per unit and ratio to direct (for D: bytes
 #                 per connection; for S: failed requests, p99 and switch time; for R:
 #                 failed requests, p99 and the route add / ready / remove times), ringway
@@ -132,7 +144,8 @@
 # Environment (defaults in brackets):
 #   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
 #   PROXIES ["direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
-#   SCENARIOS ["A A-ac A1 B C C-http D L S R"]
+#   SCENARIOS ["A A-ac A1 B C C-http D L S R"; W only when named]
+#   W_WORKERS [2]  W_STREAMS [3]  W_DUR [DUR]  W_CPUS [PROXY_CPU,LOAD_CPU] (W)
 #   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
 #   S_RATE [1000] (S, R: new connections per second)  S_DUR [10; 4 with --quick] (s, S and R,
 #   at least 2)
@@ -219,8 +232,8 @@ RUN_SCENS=()
 for s in $SCENARIOS; do
     [[ $s != E ]] || { note "scenario E is now called C-http"; s=C-http; }
     case $s in
-        A | A-ac | A1 | B | C | C-http | D | L | S | R) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
-        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S R)" ;;
+        A | A-ac | A1 | B | C | C-http | D | L | S | R | W) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
+        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S R W)" ;;
     esac
 done
 SCENARIOS="${RUN_SCENS[*]}"
@@ -1008,6 +1021,160 @@ run_group() {
     stop_proxy
 }
 
+# -------------------------------------------------------- scenario W: per-worker balance
+# W is ringway only and not in the default SCENARIOS (run it with SCENARIOS=W): a fresh
+# ringway with W_WORKERS workers, pinned one per CPU of W_CPUS, relays W_STREAMS iperf3
+# streams (-P) for W_DUR s through route bulk to the origin's iperf3 -s. SO_REUSEPORT hashes
+# each connection to a worker, so with more streams than workers some worker carries two or
+# more of them: the long heavy connections land unevenly, as they do in production. Read
+# from ringway's /metrics (`ringway metrics`, Prometheus text): ringway_worker_imbalance
+# and each worker's open sessions half-way through, each worker's
+# ringway_worker_cpu_seconds_total and ringway_worker_bytes_total before and after (1.1 s
+# after, for the workers' last snapshot). No quiet gate and no noise figure: W measures how
+# the work is split, not how fast it goes.
+W_WORKERS=${W_WORKERS:-2}
+W_STREAMS=${W_STREAMS:-3}
+W_DUR=${W_DUR:-$DUR}
+W_CPUS=${W_CPUS:-$PROXY_CPU,$LOAD_CPU}
+if has_scen W && [[ -z $RINGWAY_RUN ]]; then      # set when a ringway proxy is selected
+    skip scenario W "no ringway proxy selected (W reads ringway's per-worker metrics)"
+    SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx W | paste -sd ' ' || true)
+    [[ -n $SCENARIOS ]] || die "no scenario left to run"
+fi
+if has_scen W; then
+    if ! [[ $W_WORKERS =~ ^[1-9][0-9]*$ && $W_STREAMS =~ ^[1-9][0-9]*$ && $W_DUR =~ ^[0-9]+$ ]] ||
+        ((W_DUR < 2)); then
+        die "W_WORKERS and W_STREAMS must be at least 1, W_DUR at least 2"
+    fi
+fi
+
+w_metrics() {       # w_metrics FILE: ringway's /metrics (Prometheus text) into FILE
+    run_tracked "$1" "$1.err" timeout 10 "$RINGWAY_RUN" metrics \
+        --admin "127.0.0.1:$ADMIN_PORT" --token "$RW_TOKEN"
+    ((RC == 0)) || { cat "$1.err" >&2; die "W: ringway metrics failed"; }
+}
+
+# measure_workers REP: one W run; its JSON line goes to $TMP/workers.jsonl
+measure_workers() {
+    local rep=$1 name=ringway-workers d=$TMP/w-$1 pid iperf_pid iperf_rc bulk
+    local log=$TMP/ringway-workers.log
+    mkdir -p "$d"
+    read -r bulk ADMIN_PORT < <(free_ports 2 | paste -sd ' ')
+    cat >"$TMP/$name.toml" <<EOF
+[runtime]
+workers = $W_WORKERS
+pin = true           # worker i on the i-th CPU that taskset allows (W_CPUS)
+shutdown_grace = "1s"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+token = "$RW_TOKEN"
+
+[state]
+file = "$TMP/$name-state.json"
+
+[[route]]
+name = "bulk"
+listen = ["127.0.0.1:$bulk"]
+backends = ["127.0.0.1:$IPERF_PORT"]
+EOF
+    rm -f "$TMP/$name-state.json"
+    start_bg "$log" taskset -c "$W_CPUS" "$RINGWAY_RUN" run -c "$TMP/$name.toml"
+    pid=$BG_PID
+    wait_ready "$name" "$pid" "$log" "$bulk"
+    sleep 1.1                                   # the first snapshot: the CPU baseline
+    w_metrics "$d/before.prom"
+    local cmd=(timeout "$((W_DUR + 30))" taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$bulk"
+        -P "$W_STREAMS" -t "$W_DUR" -J)
+    log_cmd "${cmd[@]}"
+    "${cmd[@]}" >"$d/iperf3.json" 2>"$d/iperf3.err" &
+    iperf_pid=$!
+    PIDS+=("$iperf_pid")
+    sleep "$((W_DUR / 2)).$((W_DUR % 2 * 5))"
+    w_metrics "$d/mid.prom"
+    iperf_rc=0
+    wait "$iperf_pid" || iperf_rc=$?
+    drop_pid "$iperf_pid"
+    sleep 1.1                                   # the workers' last snapshot
+    w_metrics "$d/after.prom"
+    stop_pid "$pid"
+    ((iperf_rc == 0)) || { sed 's/^/    /' "$d/iperf3.err" | tail -n 5 >&2; note "W rep $rep: iperf3 exited $iperf_rc"; }
+    "$PYTHON" - "$d" "$rep" "$W_WORKERS" "$W_STREAMS" "$W_DUR" "$iperf_rc" >>"$TMP/workers.jsonl" <<'PY'
+import json, re, sys
+d, rep, workers, streams, dur, rc = sys.argv[1:]
+def load(name):
+    out = {}
+    for line in open(f"{d}/{name}.prom"):
+        m = re.match(r'([A-Za-z_:][\w:]*)(\{[^}]*\})? (\S+)$', line.strip())
+        if m and not line.startswith("#"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            out.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return out
+def per_worker(x, name):  # {worker: value}, summed over the other labels
+    r = {}
+    for labels, v in x.get(name, []):
+        r[labels["worker"]] = r.get(labels["worker"], 0.0) + v
+    return r
+before, mid, after = load("before"), load("mid"), load("after")
+ids = sorted(per_worker(after, "ringway_worker_connections_active"), key=int)
+def delta(name):
+    b, a = per_worker(before, name), per_worker(after, name)
+    return [round(a.get(w, 0.0) - b.get(w, 0.0), 3) for w in ids]
+cpu, nbytes = delta("ringway_worker_cpu_seconds_total"), delta("ringway_worker_bytes_total")
+active = per_worker(mid, "ringway_worker_connections_active")
+gauge = mid.get("ringway_worker_imbalance", [({}, None)])[0][1]
+gbps = None
+try:
+    gbps = json.load(open(f"{d}/iperf3.json"))["end"]["sum_received"]["bits_per_second"] / 1e9
+except (OSError, ValueError, KeyError, TypeError):
+    pass
+total_cpu = sum(cpu)
+print(json.dumps({
+    "scenario": "W", "rep": int(rep), "workers": int(workers), "streams": int(streams),
+    "dur_s": int(dur), "iperf3_rc": int(rc),
+    "imbalance": gauge,                              # ringway_worker_imbalance, half-way
+    "sessions": [int(active.get(w, 0)) for w in ids],  # open sessions per worker, half-way
+    "cpu_s": cpu,                                    # CPU-s per worker over the run
+    "gib": [round(b / 2**30, 3) for b in nbytes],    # GiB relayed per worker (both ways)
+    "busiest_cpu_share": round(max(cpu) / total_cpu, 3) if total_cpu > 0 else None,
+    "cpu_imbalance": round(max(cpu) * len(cpu) / total_cpu, 3) if total_cpu > 0 else None,
+    "gbit_s": round(gbps, 3) if gbps is not None else None,
+}))
+PY
+    note "W rep $rep: $(tail -n 1 "$TMP/workers.jsonl")"
+}
+
+# workers_report OUT_DIR: workers.json (every W run) and a W section appended to table.md
+# (also printed)
+workers_report() {
+    [[ -s $TMP/workers.jsonl ]] || return 0
+    "$PYTHON" - "$TMP/workers.jsonl" "$1" "$W_CPUS" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+out, cpus = sys.argv[2], sys.argv[3]
+json.dump({"scenario": "W", "cpus": cpus, "runs": runs}, open(f"{out}/workers.json", "w"), indent=2)
+f = lambda v, fmt="{:.2f}": "-" if v is None else fmt.format(v)
+j = lambda xs, fmt="{:.2f}": " / ".join(f(x, fmt) for x in xs)
+r0 = runs[0]
+lines = [
+    "", f"## W: per-worker balance (ringway, {r0['workers']} workers pinned on CPUs {cpus}, "
+    f"iperf3 -P {r0['streams']} for {r0['dur_s']} s)", "",
+    "| rep | imbalance | sessions per worker | CPU-s per worker | busiest worker's CPU share | CPU max/mean | GiB per worker | Gbit/s |",
+    "|---|---|---|---|---|---|---|---|",
+]
+for r in runs:
+    lines.append(f"| {r['rep']} | {f(r['imbalance'])} | {j(r['sessions'], '{:.0f}')} | {j(r['cpu_s'])} | "
+                 f"{f(r['busiest_cpu_share'], '{:.0%}')} | {f(r['cpu_imbalance'])} | {j(r['gib'])} | {f(r['gbit_s'])} |")
+lines += ["", "imbalance = ringway_worker_imbalance half-way (busiest worker's open sessions / mean; "
+          "iperf3's control connection is a session too); CPU-s = increase of "
+          "ringway_worker_cpu_seconds_total over the run; GiB = increase of ringway_worker_bytes_total "
+          "(both directions). Every run: workers.json.", ""]
+text = "\n".join(lines)
+open(f"{out}/table.md", "a").write(text)
+print(text)
+PY
+}
+
 # ---------------------------------------------------------------------------- env.txt
 version_of() { timeout 10 "$@" 2>&1 | head -n 1 || true; }
 write_env() {
@@ -1113,6 +1280,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
             esac
         fi
     done
+    # W: ringway only, its own fresh start with W_WORKERS workers (not one per proxy)
+    if has_scen W; then note "rep $rep/$REPS: ringway, W_WORKERS=$W_WORKERS"; measure_workers "$rep"; fi
 done
 
 OUT_DIR=$RESULTS_ROOT/$START_DATE-$HOST
@@ -1132,6 +1301,7 @@ for v in "${SKIPPED[@]}"; do skipped_args+=(--skipped "$v"); done
     --meta "idle_conns=$IDLE_CONNS" --meta "warmup_s=$WARMUP" --meta "quick=$QUICK" \
     --meta "s_rate=$S_RATE" --meta "s_dur_s=$S_DUR" \
     --meta "wall_s_before_report=$WALL_S" "${skipped_args[@]}"
+if has_scen W; then workers_report "$OUT_DIR"; fi
 if [[ $PLOTS == 1 && -n $PLOT_PY ]]; then
     if plots=$("$PLOT_PY" "$SCRIPT_DIR/lib/benchplot.py" "$OUT_DIR/results.json" "$OUT_DIR" 2>"$TMP/plot.err"); then
         note "plots: $(paste -sd ' ' <<<"$plots")"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ringway's whole test suite on a fresh Debian machine: installs what the tests use
 # (curl for the admin API checks; build tools for the Rust toolchain's C deps; shellcheck;
-# procps for kill; systemd for systemd-analyze, which verifies the units in tuning/systemd),
+# procps for kill; systemd for systemd-analyze, which verifies the units in tuning/systemd;
+# prometheus for promtool, which parses the Grafana dashboard's queries in tuning/grafana),
 # then script lints, the host check, formatting, lints, unit and integration tests (ringway and
 # the bench/load tool).
 set -euo pipefail
@@ -18,6 +19,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The units test runs `systemd-analyze verify` on tuning/systemd/*.service (package systemd:
 # minimal containers lack it; installing it there starts nothing).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The workers test checks every query of tuning/grafana/ringway.json with `promtool check
+# rules` (package prometheus; in a container nothing starts, on a systemd host the package
+# also enables a prometheus service: `systemctl disable --now prometheus` if unwanted).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -23,6 +23,9 @@ pub struct StatusDoc {
     pub admin_unix: Option<String>,
     pub runtime: RuntimeDoc,
     pub workers: Vec<WorkerDoc>,
+    /// The busiest worker's open sessions over the mean across workers: 1.0 when balanced
+    /// (and when nothing is open), up to the number of workers when one carries everything.
+    pub worker_imbalance: f64,
     pub routes: Vec<RouteDoc>,
     /// Every address ringway listens on, and the routes that use it.
     pub listeners: Vec<ListenerDoc>,
@@ -37,11 +40,23 @@ pub struct RuntimeDoc {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One worker. Its totals cover every route it served (removed ones too), summed by the
+/// control thread from the worker's snapshots (about once a second).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerDoc {
     pub worker: usize,
     pub core: Option<usize>,
+    /// The worker thread's Linux thread id (`None` where `/proc` could not tell it).
+    pub tid: Option<u32>,
     pub connections_active: u64,
+    /// Connections accepted.
+    pub connections_total: u64,
+    pub bytes_to_backend: u64,
+    pub bytes_to_client: u64,
+    /// CPU time (user + system) of the worker's thread, seconds (`None` until read).
+    pub cpu_seconds: Option<f64>,
+    pub connect_duration_seconds: Quantiles,
+    pub session_duration_seconds: Quantiles,
     /// The last generation this worker acknowledged.
     pub generation: u64,
 }

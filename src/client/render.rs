@@ -37,10 +37,50 @@ pub fn status(v: &StatusDoc) -> String {
                 .unwrap_or_default()
         );
     }
+    out.push_str(&workers(v));
     for r in &v.routes {
         out.push('\n');
         out.push_str(&route(r));
     }
+    out
+}
+
+/// The workers of `ringway status`: where sessions, bytes and CPU time go.
+fn workers(v: &StatusDoc) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "workers: imbalance {:.2} (busiest / mean open sessions; 1.00 = even)",
+        v.worker_imbalance
+    );
+    let mut rows = vec![
+        [
+            "WORKER",
+            "CORE",
+            "TID",
+            "ACTIVE",
+            "TOTAL",
+            "TO BACKEND",
+            "TO CLIENT",
+            "CPU",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    for w in &v.workers {
+        rows.push(vec![
+            w.worker.to_string(),
+            opt(w.core.map(|c| c.to_string())),
+            opt(w.tid.map(|t| t.to_string())),
+            w.connections_active.to_string(),
+            w.connections_total.to_string(),
+            w.bytes_to_backend.to_string(),
+            w.bytes_to_client.to_string(),
+            opt(w.cpu_seconds.map(|c| format!("{c:.2}s"))),
+        ]);
+    }
+    table(&mut out, &rows, "  ");
     out
 }
 

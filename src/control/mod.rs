@@ -243,21 +243,13 @@ impl Control {
         let answer = match req.query {
             AdminQuery::Metrics { json: false } => {
                 self.refresh_control_metrics();
-                let mut body = render::prometheus(
-                    &self.metrics.routes(),
-                    &self.metrics.worker_active(),
-                    self.metrics.listener_resets(),
-                );
+                let mut body = render::prometheus(&self.metrics);
                 render::prometheus_control(&mut body, &self.control_metrics);
                 Ok(Answer::Metrics(body))
             }
             AdminQuery::Metrics { json: true } => {
                 self.refresh_control_metrics();
-                let mut v = render::json(
-                    &self.metrics.routes(),
-                    &self.metrics.worker_active(),
-                    self.metrics.listener_resets(),
-                );
+                let mut v = render::json(&self.metrics);
                 v["control"] = render::json_control(&self.control_metrics);
                 Ok(Answer::MetricsJson(v))
             }

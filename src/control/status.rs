@@ -14,16 +14,23 @@ use crate::metrics::render::quantiles;
 use crate::metrics::snapshot::RouteTotals;
 
 pub(super) fn status(c: &Control) -> StatusDoc {
-    let active = c.metrics.worker_active();
+    let totals = c.metrics.workers();
     let workers = c
         .workers
         .iter()
-        .enumerate()
-        .map(|(i, w)| WorkerDoc {
-            worker: i,
+        .zip(&totals)
+        .map(|(w, t)| WorkerDoc {
+            worker: t.worker,
             core: w.core,
-            connections_active: active.get(i).copied().unwrap_or(0),
-            generation: c.applied.get(i).copied().unwrap_or(0),
+            tid: t.tid,
+            connections_active: t.active,
+            connections_total: t.accepted,
+            bytes_to_backend: t.bytes_to_backend,
+            bytes_to_client: t.bytes_to_client,
+            cpu_seconds: t.cpu_seconds,
+            connect_duration_seconds: quantiles(t.connect_us),
+            session_duration_seconds: quantiles(t.session_us),
+            generation: c.applied.get(t.worker).copied().unwrap_or(0),
         })
         .collect();
     let rt = &c.config.runtime;
@@ -57,6 +64,7 @@ pub(super) fn status(c: &Control) -> StatusDoc {
             workers: c.workers.len(),
         },
         workers,
+        worker_imbalance: c.metrics.imbalance(),
         routes: {
             let totals = c.metrics.routes();
             c.routes

@@ -213,9 +213,21 @@ pub struct WorkerMetrics {
     pub active: Cell<u64>,
     /// Connections still queued when a listener closed (touched only when one retires).
     listener_resets: Cell<u64>,
+    /// The worker thread's Linux thread id, sent with every snapshot so that the control
+    /// thread can read the thread's CPU time ([`super::cpu`]).
+    tid: Option<u32>,
 }
 
 impl WorkerMetrics {
+    /// The metrics of the calling thread's worker: as `default()`, plus the thread's id
+    /// (read once, here, on the worker thread).
+    pub fn on_current_thread() -> Self {
+        WorkerMetrics {
+            tid: super::cpu::current_tid(),
+            ..WorkerMetrics::default()
+        }
+    }
+
     /// The metrics of route `name`, created on first use (at table build time).
     pub fn route(&self, name: &str) -> Rc<RouteMetrics> {
         self.routes
@@ -242,6 +254,7 @@ impl WorkerMetrics {
     pub fn snapshot(&self, worker: usize) -> WorkerSnapshot {
         WorkerSnapshot {
             worker,
+            tid: self.tid,
             active: self.active.get(),
             listener_resets: self.listener_resets.get(),
             routes: self

@@ -1,4 +1,7 @@
-//! Metric names, in one place (contract 3.4 of shared/design.md, plus ringway's additions).
+//! Control side (rendering, and the tests): metric names, in one place (contract 3.4 of
+//! shared/design.md, plus ringway's additions). [`FAMILIES`] lists every family
+//! `GET /metrics` exports, with its type; a unit test in `render` keeps it equal to what is
+//! rendered, and the Grafana dashboard's test checks its queries against it.
 
 pub const CONNECTIONS_TOTAL: &str = "ringway_connections_total";
 pub const CONNECTIONS_ACTIVE: &str = "ringway_connections_active";
@@ -7,6 +10,19 @@ pub const CONNECT_ERRORS_TOTAL: &str = "ringway_connect_errors_total";
 pub const CONNECT_DURATION: &str = "ringway_connect_duration_seconds";
 pub const SESSION_DURATION: &str = "ringway_session_duration_seconds";
 pub const WORKER_CONNECTIONS_ACTIVE: &str = "ringway_worker_connections_active";
+/// ringway addition: connections accepted, per worker (every route summed).
+pub const WORKER_CONNECTIONS_TOTAL: &str = "ringway_worker_connections_total";
+/// ringway addition: bytes relayed, per worker and direction (every route summed).
+pub const WORKER_BYTES_TOTAL: &str = "ringway_worker_bytes_total";
+/// ringway addition: backend connect latency, per worker (every route; no route label).
+pub const WORKER_CONNECT_DURATION: &str = "ringway_worker_connect_duration_seconds";
+/// ringway addition: session durations, per worker (every route; no route label).
+pub const WORKER_SESSION_DURATION: &str = "ringway_worker_session_duration_seconds";
+/// ringway addition: the worker thread's CPU time (user + system), per worker.
+pub const WORKER_CPU_SECONDS_TOTAL: &str = "ringway_worker_cpu_seconds_total";
+/// ringway addition: the busiest worker's active sessions over the mean across workers
+/// (1 when balanced or idle, up to the number of workers).
+pub const WORKER_IMBALANCE: &str = "ringway_worker_imbalance";
 /// ringway addition: sessions ended, by outcome (clean, client_reset, backend_reset, ...).
 pub const SESSIONS_ENDED_TOTAL: &str = "ringway_sessions_ended_total";
 /// ringway addition: connections refused before a backend was tried (max_connections).
@@ -23,3 +39,62 @@ pub const RELOADS_TOTAL: &str = "ringway_reloads_total";
 /// ringway addition: connections still queued on a listener when it was closed (the kernel
 /// resets them). Retiring a listener serves its queue first, so this should stay 0.
 pub const LISTENER_QUEUE_RESETS_TOTAL: &str = "ringway_listener_queue_resets_total";
+
+/// A family's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Exported as `NAME_bucket{le}`, `NAME_sum` and `NAME_count`.
+    Histogram,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Every family of `GET /metrics`, in the order rendered.
+pub const FAMILIES: &[(&str, Kind)] = &[
+    (CONNECTIONS_TOTAL, Kind::Counter),
+    (CONNECTIONS_ACTIVE, Kind::Gauge),
+    (BYTES_TOTAL, Kind::Counter),
+    (CONNECT_ERRORS_TOTAL, Kind::Counter),
+    (BACKEND_CONNECTIONS_ACTIVE, Kind::Gauge),
+    (CONNECTIONS_REJECTED_TOTAL, Kind::Counter),
+    (SESSIONS_ENDED_TOTAL, Kind::Counter),
+    (CONNECT_DURATION, Kind::Histogram),
+    (SESSION_DURATION, Kind::Histogram),
+    (WORKER_CONNECTIONS_ACTIVE, Kind::Gauge),
+    (WORKER_CONNECTIONS_TOTAL, Kind::Counter),
+    (WORKER_BYTES_TOTAL, Kind::Counter),
+    (WORKER_CONNECT_DURATION, Kind::Histogram),
+    (WORKER_SESSION_DURATION, Kind::Histogram),
+    (WORKER_CPU_SECONDS_TOTAL, Kind::Counter),
+    (WORKER_IMBALANCE, Kind::Gauge),
+    (LISTENER_QUEUE_RESETS_TOTAL, Kind::Counter),
+    (SWITCHES_TOTAL, Kind::Counter),
+    (BACKEND_UP, Kind::Gauge),
+    (RELOADS_TOTAL, Kind::Counter),
+];
+
+/// Every sample name `GET /metrics` can export: the families, with `_bucket`, `_sum` and
+/// `_count` for histograms.
+pub fn sample_names() -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, kind) in FAMILIES {
+        if *kind == Kind::Histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                out.push(format!("{name}{suffix}"));
+            }
+        } else {
+            out.push(name.to_string());
+        }
+    }
+    out
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::local::Outcome;
 use super::names::*;
-use super::snapshot::RouteTotals;
+use super::snapshot::{MetricsStore, WorkerTotals};
 use crate::api::Quantiles;
 
 /// Bucket bounds (seconds) of the connect-duration histogram.
@@ -20,12 +20,9 @@ const SESSION_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
 ];
 
-/// Prometheus text exposition format 0.0.4.
-pub fn prometheus(
-    routes: &BTreeMap<String, RouteTotals>,
-    worker_active: &[u64],
-    listener_resets: u64,
-) -> String {
+/// Prometheus text exposition format 0.0.4: the workers' metrics, merged.
+pub fn prometheus(store: &MetricsStore) -> String {
+    let routes = &store.routes();
     let mut out = String::with_capacity(4096);
     // Written family by family so every sample of a family is contiguous.
     header(
@@ -156,7 +153,7 @@ pub fn prometheus(
         histogram(
             &mut out,
             CONNECT_DURATION,
-            r,
+            ("route", r),
             &t.connect_us,
             &CONNECT_BUCKETS,
         );
@@ -171,33 +168,117 @@ pub fn prometheus(
         histogram(
             &mut out,
             SESSION_DURATION,
-            r,
+            ("route", r),
             &t.session_us,
             &SESSION_BUCKETS,
         );
     }
-    header(
-        &mut out,
-        WORKER_CONNECTIONS_ACTIVE,
-        "gauge",
-        "Sessions open now, per worker.",
-    );
-    for (w, n) in worker_active.iter().enumerate() {
-        sample(
-            &mut out,
-            WORKER_CONNECTIONS_ACTIVE,
-            &[("worker", &w.to_string())],
-            *n,
-        );
-    }
+    workers(&mut out, &store.workers(), store.imbalance());
     header(
         &mut out,
         LISTENER_QUEUE_RESETS_TOTAL,
         "counter",
         "Connections still queued on a listener when it closed (reset by the kernel); retiring a listener serves its queue first, so this stays 0.",
     );
-    sample(&mut out, LISTENER_QUEUE_RESETS_TOTAL, &[], listener_resets);
+    sample(
+        &mut out,
+        LISTENER_QUEUE_RESETS_TOTAL,
+        &[],
+        store.listener_resets(),
+    );
     out
+}
+
+/// The per-worker families: one series per worker (no route label, so their number grows
+/// with the cores, not with the routes).
+fn workers(out: &mut String, workers: &[WorkerTotals<'_>], imbalance: f64) {
+    let ids: Vec<String> = workers.iter().map(|w| w.worker.to_string()).collect();
+    let each = || workers.iter().zip(ids.iter().map(String::as_str));
+    header(
+        out,
+        WORKER_CONNECTIONS_ACTIVE,
+        "gauge",
+        "Sessions open now, per worker.",
+    );
+    for (w, id) in each() {
+        sample(out, WORKER_CONNECTIONS_ACTIVE, &[("worker", id)], w.active);
+    }
+    header(
+        out,
+        WORKER_CONNECTIONS_TOTAL,
+        "counter",
+        "Connections accepted, per worker (every route, removed ones included).",
+    );
+    for (w, id) in each() {
+        sample(out, WORKER_CONNECTIONS_TOTAL, &[("worker", id)], w.accepted);
+    }
+    header(
+        out,
+        WORKER_BYTES_TOTAL,
+        "counter",
+        "Bytes relayed, per worker and direction (every route).",
+    );
+    for (w, id) in each() {
+        for (direction, n) in [
+            ("to_backend", w.bytes_to_backend),
+            ("to_client", w.bytes_to_client),
+        ] {
+            sample(
+                out,
+                WORKER_BYTES_TOTAL,
+                &[("worker", id), ("direction", direction)],
+                n,
+            );
+        }
+    }
+    header(
+        out,
+        WORKER_CONNECT_DURATION,
+        "histogram",
+        "Time to connect to a backend, per worker (every route).",
+    );
+    for (w, id) in each() {
+        histogram(
+            out,
+            WORKER_CONNECT_DURATION,
+            ("worker", id),
+            w.connect_us,
+            &CONNECT_BUCKETS,
+        );
+    }
+    header(
+        out,
+        WORKER_SESSION_DURATION,
+        "histogram",
+        "Session duration from accept to close, per worker (every route).",
+    );
+    for (w, id) in each() {
+        histogram(
+            out,
+            WORKER_SESSION_DURATION,
+            ("worker", id),
+            w.session_us,
+            &SESSION_BUCKETS,
+        );
+    }
+    header(
+        out,
+        WORKER_CPU_SECONDS_TOTAL,
+        "counter",
+        "CPU time (user + system) of the worker's thread, from /proc/self/task/TID/stat, read when its snapshot arrives (each second).",
+    );
+    for (w, id) in each() {
+        if let Some(cpu) = w.cpu_seconds {
+            sample_f64(out, WORKER_CPU_SECONDS_TOTAL, &[("worker", id)], cpu);
+        }
+    }
+    header(
+        out,
+        WORKER_IMBALANCE,
+        "gauge",
+        "The busiest worker's open sessions over the mean across workers: 1 when balanced or idle, up to the number of workers.",
+    );
+    sample_f64(out, WORKER_IMBALANCE, &[], imbalance);
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -232,27 +313,34 @@ fn sample(out: &mut String, name: &str, l: &[(&str, &str)], value: u64) {
     let _ = writeln!(out, " {value}");
 }
 
-fn histogram(out: &mut String, name: &str, route: &str, h: &Histogram<u64>, bounds: &[f64]) {
+fn sample_f64(out: &mut String, name: &str, l: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !l.is_empty() {
+        labels(out, l);
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// One histogram series; `label` tells it apart from the others of its family (its route,
+/// or its worker).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    label: (&str, &str),
+    h: &Histogram<u64>,
+    bounds: &[f64],
+) {
     let bucket = format!("{name}_bucket");
     for b in bounds {
         let us = (b * 1e6) as u64;
         let count = h.count_between(0, us);
         let le = format!("{b}");
-        bucket_line(out, &bucket, route, &le, count);
+        sample(out, &bucket, &[label, ("le", &le)], count);
     }
-    bucket_line(out, &bucket, route, "+Inf", h.len());
+    sample(out, &bucket, &[label, ("le", "+Inf")], h.len());
     let sum_s = h.mean() * h.len() as f64 / 1e6;
-    out.push_str(name);
-    out.push_str("_sum");
-    labels(out, &[("route", route)]);
-    let _ = writeln!(out, " {sum_s}");
-    sample(out, &format!("{name}_count"), &[("route", route)], h.len());
-}
-
-fn bucket_line(out: &mut String, bucket: &str, route: &str, le: &str, count: u64) {
-    out.push_str(bucket);
-    labels(out, &[("route", route), ("le", le)]);
-    let _ = writeln!(out, " {count}");
+    sample_f64(out, &format!("{name}_sum"), &[label], sum_s);
+    sample(out, &format!("{name}_count"), &[label], h.len());
 }
 
 /// Quantiles of a µs histogram, in seconds.
@@ -268,12 +356,9 @@ pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
 }
 
 /// The same metrics as JSON (`GET /metrics?format=json`).
-pub fn json(
-    routes: &BTreeMap<String, RouteTotals>,
-    worker_active: &[u64],
-    listener_resets: u64,
-) -> Value {
-    let routes: serde_json::Map<String, Value> = routes
+pub fn json(store: &MetricsStore) -> Value {
+    let routes: serde_json::Map<String, Value> = store
+        .routes()
         .iter()
         .map(|(name, t)| {
             let c = &t.counters;
@@ -309,10 +394,28 @@ pub fn json(
             )
         })
         .collect();
+    let workers: Vec<Value> = store
+        .workers()
+        .iter()
+        .map(|w| {
+            json!({
+                "worker": w.worker,
+                "tid": w.tid,
+                "connections_active": w.active,
+                "connections_total": w.accepted,
+                "bytes_to_backend": w.bytes_to_backend,
+                "bytes_to_client": w.bytes_to_client,
+                "cpu_seconds": w.cpu_seconds,
+                "connect_duration_seconds": quantiles(w.connect_us),
+                "session_duration_seconds": quantiles(w.session_us),
+            })
+        })
+        .collect();
     json!({
         "routes": routes,
-        "workers": worker_active.iter().enumerate().map(|(i, a)| json!({"worker": i, "connections_active": a})).collect::<Vec<_>>(),
-        "listener_queue_resets": listener_resets,
+        "workers": workers,
+        "worker_imbalance": store.imbalance(),
+        "listener_queue_resets": store.listener_resets(),
     })
 }
 
@@ -386,4 +489,73 @@ pub fn json_control(c: &ControlMetrics) -> Value {
         .map(|r| (r.to_string(), json!(c.reloads.get(r).copied().unwrap_or(0))))
         .collect();
     json!({"switches": switches, "backend_up": up, "reloads": reloads})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::local::{WorkerMetrics, bump};
+
+    fn store() -> MetricsStore {
+        let mut store = MetricsStore::new(2);
+        for (worker, sessions) in [(0, 3), (1, 1)] {
+            let w = WorkerMetrics::default();
+            let r = w.route("web");
+            bump(&r.accepted, sessions);
+            bump(&r.active, sessions);
+            bump(&w.active, sessions);
+            bump(&r.bytes_to_client, 10);
+            r.record_connect_us(300);
+            r.record_end(Outcome::Clean, 2_000_000);
+            store.absorb(w.snapshot(worker));
+        }
+        store
+    }
+
+    /// Every family rendered is in `names::FAMILIES` with the same type, and every family
+    /// there is rendered: the list the dashboard test checks against is the real one.
+    #[test]
+    fn families_match_the_names_table() {
+        let mut text = prometheus(&store());
+        prometheus_control(&mut text, &ControlMetrics::default());
+        let rendered: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect();
+        let table: Vec<(String, String)> = FAMILIES
+            .iter()
+            .map(|(n, k)| (n.to_string(), k.as_str().to_string()))
+            .collect();
+        assert_eq!(rendered, table);
+        // Every sample line's name is one of the table's sample names.
+        let names = sample_names();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            assert!(names.iter().any(|n| n == name), "unlisted sample {line}");
+        }
+    }
+
+    #[test]
+    fn per_worker_series() {
+        let text = prometheus(&store());
+        for line in [
+            "ringway_worker_connections_total{worker=\"0\"} 3",
+            "ringway_worker_connections_total{worker=\"1\"} 1",
+            "ringway_worker_connections_active{worker=\"0\"} 3",
+            "ringway_worker_bytes_total{worker=\"1\",direction=\"to_client\"} 10",
+            "ringway_worker_connect_duration_seconds_bucket{worker=\"0\",le=\"0.0005\"} 1",
+            "ringway_worker_session_duration_seconds_count{worker=\"1\"} 1",
+            "ringway_worker_imbalance 1.5",
+            "ringway_connect_duration_seconds_bucket{route=\"web\",le=\"+Inf\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        // No thread id in these snapshots: no CPU sample rather than a made-up one.
+        assert!(!text.contains("ringway_worker_cpu_seconds_total{"));
+        let v = json(&store());
+        assert_eq!(v["worker_imbalance"], 1.5);
+        assert_eq!(v["workers"][0]["connections_total"], 3);
+    }
 }

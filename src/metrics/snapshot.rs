@@ -3,12 +3,17 @@
 //!
 //! Counters travel as cumulative values (the latest per worker wins); histograms travel as
 //! deltas since the previous snapshot and are added into the store's cumulative ones.
+//!
+//! The per-worker view ([`MetricsStore::workers`]) is summed here, on the control side, from
+//! the same per-route snapshots: the workers count nothing extra for it. Its CPU time is read
+//! from `/proc` when a worker's snapshot arrives ([`super::cpu`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 
+use super::cpu;
 use super::local::{Outcome, new_histogram};
 
 /// Plain counters of one route on one worker.
@@ -73,6 +78,8 @@ pub struct RouteSnapshot {
 #[derive(Debug, Clone)]
 pub struct WorkerSnapshot {
     pub worker: usize,
+    /// The worker thread's Linux thread id (`None` where `/proc` could not tell it).
+    pub tid: Option<u32>,
     pub active: u64,
     /// Connections reset by a listener's close (cumulative).
     pub listener_resets: u64,
@@ -88,12 +95,72 @@ pub struct RouteTotals {
     pub backends: BTreeMap<SocketAddr, BackendCounters>,
 }
 
-/// Counters kept per worker (latest snapshot wins).
-#[derive(Debug, Clone, Default)]
+/// Counters kept per worker (latest snapshot wins), and the worker's own cumulative view.
+#[derive(Debug, Clone)]
 struct WorkerLatest {
     active: u64,
     listener_resets: u64,
     routes: BTreeMap<String, (RouteCounters, Vec<BackendCounters>)>,
+    tid: Option<u32>,
+    /// utime + stime of the worker thread, seconds, as last read (never goes down).
+    cpu_seconds: Option<f64>,
+    /// The last counters of routes this worker no longer reports (removed, their last
+    /// session ended), so that the worker's totals never go down.
+    retired: RouteCounters,
+    /// Connect latency and session durations on this worker, every route, µs.
+    connect: Histogram<u64>,
+    session: Histogram<u64>,
+}
+
+impl WorkerLatest {
+    fn new() -> Self {
+        WorkerLatest {
+            active: 0,
+            listener_resets: 0,
+            routes: BTreeMap::new(),
+            tid: None,
+            cpu_seconds: None,
+            retired: RouteCounters::default(),
+            connect: new_histogram(),
+            session: new_histogram(),
+        }
+    }
+
+    /// Reads the worker thread's CPU time; keeps the last value when it cannot.
+    fn read_cpu(&mut self) {
+        let Some(tid) = self.tid else { return };
+        if let Ok(now) = cpu::thread_cpu_seconds(tid) {
+            self.cpu_seconds = Some(self.cpu_seconds.map_or(now, |was| was.max(now)));
+        }
+    }
+}
+
+/// One worker's totals over every route it served, as the control side sums them.
+#[derive(Debug, Clone)]
+pub struct WorkerTotals<'a> {
+    pub worker: usize,
+    pub tid: Option<u32>,
+    /// Sessions open now.
+    pub active: u64,
+    /// Connections accepted (every route, removed ones included).
+    pub accepted: u64,
+    pub bytes_to_backend: u64,
+    pub bytes_to_client: u64,
+    /// The worker thread's CPU time (user + system), seconds; `None` until first read.
+    pub cpu_seconds: Option<f64>,
+    pub connect_us: &'a Histogram<u64>,
+    pub session_us: &'a Histogram<u64>,
+}
+
+/// The busiest worker's active sessions over the mean across workers: 1.0 when balanced
+/// (and when nothing is open), up to the number of workers when one carries everything.
+pub fn imbalance(active: &[u64]) -> f64 {
+    let total: u64 = active.iter().sum();
+    let max = active.iter().copied().max().unwrap_or(0);
+    if total == 0 {
+        return 1.0;
+    }
+    max as f64 * active.len() as f64 / total as f64
 }
 
 /// The control thread's view of every worker's metrics.
@@ -107,7 +174,7 @@ pub struct MetricsStore {
 impl MetricsStore {
     pub fn new(workers: usize) -> Self {
         MetricsStore {
-            workers: vec![WorkerLatest::default(); workers],
+            workers: (0..workers).map(|_| WorkerLatest::new()).collect(),
             connect: BTreeMap::new(),
             session: BTreeMap::new(),
         }
@@ -122,10 +189,20 @@ impl MetricsStore {
         };
         latest.active = snap.active;
         latest.listener_resets = snap.listener_resets;
+        latest.tid = snap.tid;
+        latest.read_cpu();
+        for (name, (counters, _)) in &latest.routes {
+            if !snap.routes.iter().any(|r| &r.name == name) {
+                latest.retired.add(counters);
+            }
+        }
         latest.routes.clear();
         for r in snap.routes {
             merge_hist(&mut self.connect, &r.name, &r.connect_us);
             merge_hist(&mut self.session, &r.name, &r.session_us);
+            // Same bounds everywhere, so `add` cannot fail (a failure would lose one delta).
+            let _ = latest.connect.add(&r.connect_us);
+            let _ = latest.session.add(&r.session_us);
             latest.routes.insert(r.name, (r.counters, r.backends));
         }
         let workers = &self.workers;
@@ -142,6 +219,36 @@ impl MetricsStore {
     /// Active sessions per worker.
     pub fn worker_active(&self) -> Vec<u64> {
         self.workers.iter().map(|w| w.active).collect()
+    }
+
+    /// Each worker's totals over its routes, by worker index.
+    pub fn workers(&self) -> Vec<WorkerTotals<'_>> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let mut sum = w.retired.clone();
+                for (c, _) in w.routes.values() {
+                    sum.add(c);
+                }
+                WorkerTotals {
+                    worker: i,
+                    tid: w.tid,
+                    active: w.active,
+                    accepted: sum.accepted,
+                    bytes_to_backend: sum.bytes_to_backend,
+                    bytes_to_client: sum.bytes_to_client,
+                    cpu_seconds: w.cpu_seconds,
+                    connect_us: &w.connect,
+                    session_us: &w.session,
+                }
+            })
+            .collect()
+    }
+
+    /// [`imbalance`] of the workers' active sessions now.
+    pub fn imbalance(&self) -> f64 {
+        imbalance(&self.worker_active())
     }
 
     /// One route's counters summed over workers (no histogram work).
@@ -220,5 +327,55 @@ mod tests {
         assert_eq!(web.connect_us.len(), 2);
         assert_eq!(web.session_us.len(), 2);
         assert_eq!(web.counters.ended[Outcome::Clean as usize], 2);
+        let workers = store.workers();
+        assert_eq!(workers.len(), 2);
+        for w in &workers {
+            assert_eq!(w.accepted, 10);
+            assert_eq!(w.connect_us.len(), 1);
+            assert_eq!(w.session_us.len(), 1);
+        }
+    }
+
+    #[test]
+    fn worker_totals_sum_routes_and_never_go_down() {
+        let mut store = MetricsStore::new(1);
+        let w = WorkerMetrics::on_current_thread();
+        for (name, n) in [("web", 3), ("api", 4)] {
+            let r = w.route(name);
+            bump(&r.accepted, n);
+            bump(&r.bytes_to_backend, 100 * n);
+            bump(&r.bytes_to_client, 1000 * n);
+            r.record_connect_us(50);
+        }
+        store.absorb(w.snapshot(0));
+        let t = &store.workers()[0];
+        assert_eq!(
+            (t.accepted, t.bytes_to_backend, t.bytes_to_client),
+            (7, 700, 7000)
+        );
+        assert_eq!(t.connect_us.len(), 2);
+        assert!(t.tid.is_some(), "the snapshot carries the thread id");
+        let cpu = t.cpu_seconds.expect("this thread's CPU time is read");
+        // "api" is removed and pruned: its counts stay in the worker's totals.
+        w.prune(|name| name == "web");
+        bump(&w.route("web").accepted, 1);
+        store.absorb(w.snapshot(0));
+        let t = &store.workers()[0];
+        assert_eq!(
+            (t.accepted, t.bytes_to_backend, t.bytes_to_client),
+            (8, 700, 7000)
+        );
+        assert!(t.cpu_seconds.is_some_and(|c| c >= cpu));
+        assert_eq!(t.connect_us.len(), 2, "histograms are cumulative");
+        assert!(!store.routes().contains_key("api"));
+    }
+
+    #[test]
+    fn imbalance_is_busiest_over_mean() {
+        assert_eq!(imbalance(&[]), 1.0);
+        assert_eq!(imbalance(&[0, 0]), 1.0);
+        assert_eq!(imbalance(&[5, 5]), 1.0);
+        assert_eq!(imbalance(&[3, 1]), 1.5);
+        assert_eq!(imbalance(&[4, 0, 0, 0]), 4.0);
     }
 }

@@ -131,7 +131,7 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
             POOL_MAX_IDLE,
         ),
         table: RefCell::new(Rc::new(RouteTable::default())),
-        metrics: WorkerMetrics::default(),
+        metrics: WorkerMetrics::on_current_thread(),
         sessions: Sessions::default(),
         listeners: RefCell::new(HashMap::new()),
         stopping: Cell::new(false),

@@ -13,6 +13,7 @@ mod routes;
 mod support;
 mod switch;
 mod units;
+mod workers;
 
 /// Generates `auto::NAME`, `buffered::NAME` and `splice::NAME` tests from
 /// `fn NAME(relay: Relay)`: every relay test runs on the adaptive default and on the two
