@@ -213,6 +213,8 @@ pub struct WorkerMetrics {
     pub active: Cell<u64>,
     /// Connections still queued when a listener closed (touched only when one retires).
     listener_resets: Cell<u64>,
+    /// Pipes whose size the kernel refused (the pool's count, copied at each snapshot).
+    pipe_resizes_refused: Cell<u64>,
     /// The worker thread's Linux thread id, sent with every snapshot so that the control
     /// thread can read the thread's CPU time ([`super::cpu`]).
     tid: Option<u32>,
@@ -242,6 +244,11 @@ impl WorkerMetrics {
         bump(&self.listener_resets, n);
     }
 
+    /// Records the pool's count of refused pipe sizes (cumulative).
+    pub fn set_pipe_resizes_refused(&self, n: u64) {
+        self.pipe_resizes_refused.set(n);
+    }
+
     /// Forgets the metrics of routes for which `keep` is false and that no session holds
     /// (a removed route's counters stay until its last session ends).
     pub fn prune(&self, keep: impl Fn(&str) -> bool) {
@@ -257,6 +264,7 @@ impl WorkerMetrics {
             tid: self.tid,
             active: self.active.get(),
             listener_resets: self.listener_resets.get(),
+            pipe_resizes_refused: self.pipe_resizes_refused.get(),
             routes: self
                 .routes
                 .borrow()

@@ -39,6 +39,10 @@ pub const RELOADS_TOTAL: &str = "ringway_reloads_total";
 /// ringway addition: connections still queued on a listener when it was closed (the kernel
 /// resets them). Retiring a listener serves its queue first, so this should stay 0.
 pub const LISTENER_QUEUE_RESETS_TOTAL: &str = "ringway_listener_queue_resets_total";
+/// ringway addition: splice pipes whose size (`runtime.pipe_size`) the kernel refused: over
+/// `fs.pipe-max-size` or the user's `fs.pipe-user-pages-soft` budget. Such pipes keep the
+/// kernel's default size and bulk throughput drops; tuning/README.md says how to raise them.
+pub const PIPE_RESIZE_REFUSED_TOTAL: &str = "ringway_pipe_resize_refused_total";
 
 /// A family's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +82,7 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (WORKER_CPU_SECONDS_TOTAL, Kind::Counter),
     (WORKER_IMBALANCE, Kind::Gauge),
     (LISTENER_QUEUE_RESETS_TOTAL, Kind::Counter),
+    (PIPE_RESIZE_REFUSED_TOTAL, Kind::Counter),
     (SWITCHES_TOTAL, Kind::Counter),
     (BACKEND_UP, Kind::Gauge),
     (RELOADS_TOTAL, Kind::Counter),

@@ -186,6 +186,18 @@ pub fn prometheus(store: &MetricsStore) -> String {
         &[],
         store.listener_resets(),
     );
+    header(
+        &mut out,
+        PIPE_RESIZE_REFUSED_TOTAL,
+        "counter",
+        "Splice pipes whose size the kernel refused (fs.pipe-max-size or fs.pipe-user-pages-soft; see tuning/README.md); they keep the default size.",
+    );
+    sample(
+        &mut out,
+        PIPE_RESIZE_REFUSED_TOTAL,
+        &[],
+        store.pipe_resizes_refused(),
+    );
     out
 }
 
@@ -416,6 +428,7 @@ pub fn json(store: &MetricsStore) -> Value {
         "workers": workers,
         "worker_imbalance": store.imbalance(),
         "listener_queue_resets": store.listener_resets(),
+        "pipe_resize_refused": store.pipe_resizes_refused(),
     })
 }
 

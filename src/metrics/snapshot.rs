@@ -83,6 +83,8 @@ pub struct WorkerSnapshot {
     pub active: u64,
     /// Connections reset by a listener's close (cumulative).
     pub listener_resets: u64,
+    /// Pipes whose size the kernel refused (cumulative).
+    pub pipe_resizes_refused: u64,
     pub routes: Vec<RouteSnapshot>,
 }
 
@@ -100,6 +102,7 @@ pub struct RouteTotals {
 struct WorkerLatest {
     active: u64,
     listener_resets: u64,
+    pipe_resizes_refused: u64,
     routes: BTreeMap<String, (RouteCounters, Vec<BackendCounters>)>,
     tid: Option<u32>,
     /// utime + stime of the worker thread, seconds, as last read (never goes down).
@@ -117,6 +120,7 @@ impl WorkerLatest {
         WorkerLatest {
             active: 0,
             listener_resets: 0,
+            pipe_resizes_refused: 0,
             routes: BTreeMap::new(),
             tid: None,
             cpu_seconds: None,
@@ -189,6 +193,7 @@ impl MetricsStore {
         };
         latest.active = snap.active;
         latest.listener_resets = snap.listener_resets;
+        latest.pipe_resizes_refused = snap.pipe_resizes_refused;
         latest.tid = snap.tid;
         latest.read_cpu();
         for (name, (counters, _)) in &latest.routes {
@@ -214,6 +219,11 @@ impl MetricsStore {
     /// Connections reset by listener closes, summed over workers.
     pub fn listener_resets(&self) -> u64 {
         self.workers.iter().map(|w| w.listener_resets).sum()
+    }
+
+    /// Pipes whose size the kernel refused, summed over workers.
+    pub fn pipe_resizes_refused(&self) -> u64 {
+        self.workers.iter().map(|w| w.pipe_resizes_refused).sum()
     }
 
     /// Active sessions per worker.
