@@ -263,6 +263,40 @@ pub fn accept_queue_len(fd: RawFd) -> io::Result<u32> {
     Ok(info.tcpi_unacked)
 }
 
+/// Test support: clears CAP_SYS_RESOURCE and CAP_SYS_ADMIN from the calling thread's
+/// effective capabilities (capabilities are per thread on Linux), so that a test running as
+/// root meets the limits an unprivileged ringway meets (the pipe budget).
+#[cfg(test)]
+pub(crate) fn drop_resource_caps_for_this_thread() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes one header and two data structs (version 3), which live on our
+    // stack for the whole call.
+    cvt(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } as libc::c_int)?;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    data[0].effective &= !(1 << CAP_SYS_RESOURCE | 1 << CAP_SYS_ADMIN);
+    // SAFETY: capset reads the same structs; pid 0 is the calling thread.
+    cvt(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } as libc::c_int)
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

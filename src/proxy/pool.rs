@@ -243,6 +243,25 @@ mod tests {
         assert_eq!(pool.idle(), 0);
     }
 
+    /// A size over `fs.pipe-max-size`, asked without CAP_SYS_RESOURCE, is refused: the
+    /// pipe keeps the default size and the refusal is counted (ringway_pipe_resize_refused_total).
+    #[test]
+    fn refused_pipe_sizes_are_counted() {
+        crate::net::sys::drop_resource_caps_for_this_thread().unwrap();
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pool = PipePool::new(max * 2, 4);
+        let p = pool.take().unwrap();
+        assert!(p.capacity() < max * 2, "capacity {}", p.capacity());
+        assert_eq!(pool.refused(), 1);
+        let fits = PipePool::new(65536, 4);
+        fits.take().unwrap();
+        assert_eq!(fits.refused(), 0);
+    }
+
     #[test]
     fn trim_releases_spares_unused_since_the_last_trim() {
         let pool = PipePool::new(65536, 8);
