@@ -14,10 +14,48 @@ use ringway::config::{Config, DEFAULT_TOML};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Collects the calling thread's mimalloc heap and returns the memory it freed to the OS
+/// (`force`: every page and every pending purge, now); the workers call it once a second
+/// (`ringway::worker::trim`).
+fn mimalloc_release(force: bool) {
+    // `void mi_collect(bool force)` of mimalloc.h, in the static library that
+    // libmimalloc-sys (under the `mimalloc` crate above) builds and links.
+    unsafe extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect takes a C bool (ABI-compatible with Rust's bool), touches only the
+    // calling thread's own heap and the allocator's internal, synchronized arena state, and
+    // is safe to call from any thread at any time (an uninitialized heap is a no-op).
+    unsafe { mi_collect(force) }
+}
+
+/// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set
+/// (then mimalloc does what it says).
+///
+/// mimalloc asks for huge pages on its arenas (`madvise(MADV_HUGEPAGE)`), so they are used
+/// even where THP is "madvise" only. For a proxy that is a bad trade: a buffer touched in one
+/// place makes a whole 2 MiB page resident (2,100 sessions each holding two 64 KiB buffers:
+/// ~310 MiB resident with huge pages, ~48 MiB without), and memory freed after a peak does
+/// not stay freed: khugepaged (`max_ptes_none` 511 by default) collapses a range with one
+/// page still in use back into a whole huge page. Measured: after a peak of 2,100 sessions,
+/// RSS stayed 15-25 % above its baseline with huge pages, 2-4 % without.
+/// `PR_SET_THP_DISABLE` applies to every later fault and collapse, in the arena mimalloc
+/// reserved before `main` too.
+fn no_transparent_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    // SAFETY: prctl(2) with integer arguments only; PR_SET_THP_DISABLE sets a flag on this
+    // process's memory map and touches no memory of ours. A failure (a kernel without it)
+    // leaves THP as it was, which is harmless.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -156,6 +194,7 @@ fn serve(command: Command) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
+            ringway::worker::trim::set_release(mimalloc_release);
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {

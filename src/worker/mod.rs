@@ -9,6 +9,7 @@ mod accept;
 mod inbox;
 mod ring;
 mod sessions;
+pub mod trim;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -156,14 +157,17 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
 }
 
 /// Sends metrics to the control thread every [`SNAPSHOT_EVERY`]; forgets the metrics of
-/// routes that are gone and hold no session.
+/// routes that are gone and hold no session; trims the pools, then hands the memory the
+/// worker freed back to the OS ([`trim`]).
 async fn snapshots(worker: Rc<Worker>) {
+    let mut release = trim::Release::default();
     while !worker.stopping.get() {
         monoio::time::sleep(SNAPSHOT_EVERY).await;
         let table = worker.table.borrow().clone();
         worker.metrics.prune(|name| table.has(name));
         worker.send_snapshot();
         worker.pools.trim();
+        release.tick(worker.sessions.is_empty());
     }
 }
 

@@ -760,3 +760,91 @@ pub fn curl(url: &str, args: &[&str]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// Resident memory of process `pid` in KiB (`VmRSS` in /proc/PID/status); `None` once it is
+/// gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The names of the threads of process `pid` (`comm`: `ringway-w0`, `iou-wrk-1234`, ...),
+/// for messages about thread counts.
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+impl Proxy {
+    /// The proxy's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid()).unwrap_or_else(|| panic!("no VmRSS for ringway\n{}", self.logs()))
+    }
+}
+
+/// A backend that accepts and holds every connection, with no thread per connection (for
+/// thousands of idle sessions); [`HoldBackend::close_all`] closes what it holds.
+pub struct HoldBackend {
+    pub addr: SocketAddr,
+    held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HoldBackend {
+    pub fn start() -> HoldBackend {
+        let listener = listen_backlog("127.0.0.1:0".parse().unwrap(), 4096);
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (keep, flag) = (held.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    keep.lock().unwrap().push(conn);
+                }
+            }
+        });
+        HoldBackend {
+            addr,
+            held,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted and still held.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Closes every connection held (a clean close: nothing was read or written).
+    pub fn close_all(&self) {
+        self.held.lock().unwrap().clear();
+    }
+}
+
+impl Drop for HoldBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.close_all();
+    }
+}
