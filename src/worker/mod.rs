@@ -167,6 +167,7 @@ async fn snapshots(worker: Rc<Worker>) {
         worker.metrics.prune(|name| table.has(name));
         worker.send_snapshot();
         worker.pools.trim();
+        worker.sessions.shrink_when_empty();
         release.tick(worker.sessions.is_empty());
     }
 }
@@ -224,6 +225,8 @@ impl Worker {
     }
 
     fn send_snapshot(&self) {
+        self.metrics
+            .set_pipe_resizes_refused(self.pools.pipes.refused());
         let _ = self
             .to_control
             .send(FromWorker::Snapshot(self.metrics.snapshot(self.id)));

@@ -74,6 +74,15 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// Frees the table's memory once no session is left (after a peak of thousands of
+    /// sessions it would otherwise stay at its high-water mark; called about once a second).
+    pub fn shrink_when_empty(&self) {
+        let mut slab = self.slab.borrow_mut();
+        if slab.is_empty() && slab.capacity() > 0 {
+            *slab = Slab::new();
+        }
+    }
+
     /// Shuts down both sockets of every session: pending reads see EOF and pending writes
     /// fail, so every relay ends promptly. Returns how many sessions were told to close.
     pub fn close_all(&self) -> usize {
@@ -128,5 +137,9 @@ mod tests {
         assert_eq!(s.close(on_new), None);
         assert_eq!(s.close(other_route), None);
         assert!(s.is_empty());
+        s.shrink_when_empty();
+        assert_eq!(s.slab.borrow().capacity(), 0);
+        let again = s.open(a.as_raw_fd(), web);
+        assert_eq!(s.close(again), None);
     }
 }
