@@ -9,14 +9,14 @@
 //!        ┌───────────────────┼────────────────────┐
 //!   worker 0 (core 0)   worker 1 (core 1)   …  worker N-1          (worker/)
 //!   monoio io_uring runtime, own SO_REUSEPORT listener per address
-//!   accept → route lookup → connect (retries) → relay: splice | buffered   (proxy/)
+//!   accept → route lookup → connect (retries) → relay: copy ⇄ splice   (proxy/)
 //! ```
 //!
 //! Hot side (workers, no locks, no shared atomics, no blocking): `worker`, `proxy`,
 //! `net::sys`, `metrics::local`. Control side (plain and simple): `config`, `control`
 //! (route state, switch/rollback, state file), `health` (checks on their own thread),
-//! `admin` (HTTP API), `client` (the CLI's side of it), `net::listener`,
-//! `metrics::{snapshot, render}`.
+//! `admin` (HTTP API), `client` (the CLI's side of it), `net::{listener, pipe_budget}`,
+//! `metrics::{snapshot, render, cpu}`.
 
 #![deny(unsafe_code)]
 

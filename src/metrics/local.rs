@@ -41,12 +41,10 @@ pub enum Outcome {
     Drained,
     /// No backend could be connected; the client was reset.
     ConnectFailed,
-    /// A local resource failed (no pipe, no memory).
-    LocalError,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 7;
     pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Clean,
         Outcome::ClientReset,
@@ -55,7 +53,6 @@ impl Outcome {
         Outcome::Shutdown,
         Outcome::Drained,
         Outcome::ConnectFailed,
-        Outcome::LocalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,7 +64,6 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::Drained => "drained",
             Outcome::ConnectFailed => "connect_failed",
-            Outcome::LocalError => "local_error",
         }
     }
 

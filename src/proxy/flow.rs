@@ -71,7 +71,13 @@ enum Read {
     },
     NothingQueued,
     Eof,
+    /// Splice: no pipe could be made (fds or the user's pipe budget exhausted).
+    NoPipe,
 }
+
+/// Reads in a row a direction makes without waiting before it lets other tasks run: 16 × the
+/// 64 KiB copy buffer = 1 MiB.
+const BURST: u32 = 16;
 
 /// Runs one direction until EOF (passed on) or a failure.
 ///
@@ -82,28 +88,55 @@ pub async fn direction(ctx: &Ctx<'_>, way: Way<'_>) -> Result<(), Fail> {
     let mut splicing = ctx.splice_now;
     let mut ready = way.try_first;
     let mut held = Held::Nothing;
+    // Reads in a row without a wait.
+    let mut burst = 0u32;
     loop {
-        // Wait: for room on `to` while bytes are held, else for bytes on `from`.
+        // Wait: for room on `to` while bytes are held, else for bytes on `from` (at once when
+        // more is probably queued, but at least every BURST reads, so that one bulk session
+        // never keeps the worker from its other sessions: monoio has no task budget).
         let wait = match held {
-            Held::Nothing if ready => None,
+            Held::Nothing if ready && burst < BURST => None,
             Held::Nothing => Some((way.from, true, way.from_side)),
             _ => Some((way.to, false, way.to_side)),
         };
+        // The wait just done said `from` is readable.
+        let mut woke = false;
         if let Some((stream, read, side)) = wait {
+            burst = 0;
             let r = if read {
                 stream.readable(false).await
             } else {
                 stream.writable(false).await
             };
             r.map_err(|_| Fail::Peer(side))?;
+            woke = read;
         }
+        let was_held = !matches!(held, Held::Nothing);
         held = match held {
             Held::Nothing => {
-                let step = if splicing {
+                burst += 1;
+                let mut step = if splicing {
                     splice_in(ctx, &way, from_fd, to_fd)?
                 } else {
                     copy(ctx, &way, from_fd, to_fd)?
                 };
+                let confirm = match step {
+                    Read::NoPipe | Read::Eof => true,
+                    Read::NothingQueued => woke,
+                    Read::Moved { .. } => false,
+                };
+                if splicing && confirm {
+                    // No pipe to be had (fds or the pipe budget exhausted): copy instead.
+                    // Or splice saw nothing (or "EOF") where there may be bytes: splice never
+                    // reads past TCP urgent data, and returns EAGAIN in front of it (while
+                    // readiness reports it forever) or 0 once the peer has also sent its FIN.
+                    // A copy step reads past it (the urgent byte itself is dropped, as recv(2)
+                    // without SO_OOBINLINE does) or confirms the EOF; splicing then goes on.
+                    if matches!(step, Read::NoPipe) {
+                        splicing = false;
+                    }
+                    step = copy(ctx, &way, from_fd, to_fd)?;
+                }
                 match step {
                     Read::Moved { full, held } => {
                         ready = full;
@@ -114,7 +147,7 @@ pub async fn direction(ctx: &Ctx<'_>, way: Way<'_>) -> Result<(), Fail> {
                         }
                         held
                     }
-                    Read::NothingQueued => {
+                    Read::NothingQueued | Read::NoPipe => {
                         ready = false;
                         Held::Nothing
                     }
@@ -124,6 +157,10 @@ pub async fn direction(ctx: &Ctx<'_>, way: Way<'_>) -> Result<(), Fail> {
             Held::Backlog { buf, sent } => send_backlog(ctx, &way, to_fd, buf, sent)?,
             Held::Pipe(pipe) => drain_pipe(ctx, &way, to_fd, pipe)?,
         };
+        let holds = !matches!(held, Held::Nothing);
+        if holds != was_held {
+            ctx.shared.holding(holds);
+        }
     }
 }
 
@@ -180,7 +217,10 @@ fn send_backlog(
     mut sent: usize,
 ) -> Result<Held, Fail> {
     match sys::send(to_fd, &buf[sent..]) {
-        Ok(m) => sent += m,
+        Ok(m) => {
+            sent += m;
+            ctx.tally.active();
+        }
         Err(e) if is_not_now(e.kind()) => {}
         Err(_) => return Err(Fail::Peer(way.to_side)),
     }
@@ -194,7 +234,9 @@ fn send_backlog(
 /// Splices what is queued into a pooled pipe, and on to `to` as far as it takes it.
 fn splice_in(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Result<Read, Fail> {
     let pipes = &ctx.pools.pipes;
-    let mut pipe = pipes.take().map_err(|_| Fail::Local)?;
+    let Ok(mut pipe) = pipes.take() else {
+        return Ok(Read::NoPipe);
+    };
     let n = match pipe.fill_from(from_fd) {
         Ok(0) => {
             pipes.put(pipe);
@@ -223,7 +265,7 @@ fn drain_pipe(ctx: &Ctx<'_>, way: &Way<'_>, to_fd: RawFd, mut pipe: Pipe) -> Res
     while pipe.pending() > 0 {
         match pipe.drain_to(to_fd) {
             Ok(0) => return Err(Fail::Peer(way.to_side)),
-            Ok(_) => {}
+            Ok(_) => ctx.tally.active(),
             Err(e) if is_not_now(e.kind()) => return Ok(Held::Pipe(pipe)),
             // The pipe still holds bytes: dropping it closes it (never reused).
             Err(_) => return Err(Fail::Peer(way.to_side)),

@@ -51,8 +51,6 @@ pub enum Side {
 pub enum Fail {
     /// Reading from or writing to this side failed (reset, broken pipe).
     Peer(Side),
-    /// A local resource failed (no pipe could be made).
-    Local,
 }
 
 /// How a relay ended.
@@ -80,6 +78,12 @@ impl Tally<'_> {
         #[cfg(feature = "perf-check-slowdown")]
         super::slowdown::burn();
         bump(counter, n as u64);
+        self.active();
+    }
+
+    /// Bytes moved out (a backlog or pipe drained): the session is not idle.
+    #[inline]
+    pub fn active(&self) {
         if let Some(a) = self.activity {
             a.set(Instant::now());
         }
@@ -93,12 +97,20 @@ pub struct Shared {
     one_done: Cell<bool>,
     /// Both sockets are in non-blocking mode (splice needs it; copying does not).
     nonblocking: Cell<bool>,
+    /// Directions holding bytes read but not yet delivered (a backlog or a pipe).
+    held: Cell<u8>,
 }
 
 impl Shared {
     /// Records that a direction reached EOF; true when the other one had already.
     pub fn end_one(&self) -> bool {
         self.one_done.replace(true)
+    }
+
+    /// A direction started (true) or stopped (false) holding undelivered bytes.
+    pub fn holding(&self, on: bool) {
+        let n = self.held.get();
+        self.held.set(if on { n + 1 } else { n.saturating_sub(1) });
     }
 
     /// Puts both sockets in non-blocking mode once (two `ioctl`s, only for a session that
@@ -167,7 +179,9 @@ pub fn relay<'a>(
             ));
             with_idle_timeout(relay, idle, activity).await
         };
-        if matches!(end, RelayEnd::Failed(_)) {
+        // A failure resets both sides; so does an idle timeout that drops bytes still held
+        // (a FIN after a cut stream would tell the peer it got everything).
+        if matches!(end, RelayEnd::Failed(_)) || end == RelayEnd::Idle && shared.held.get() > 0 {
             arm_reset(client.as_raw_fd(), backend.as_raw_fd());
         }
         end

@@ -78,7 +78,6 @@ pub fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) -> impl Futu
                     RelayEnd::Idle => Outcome::IdleTimeout,
                     RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
                     RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
-                    RelayEnd::Failed(Fail::Local) => Outcome::LocalError,
                 }
             }
         };

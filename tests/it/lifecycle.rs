@@ -129,12 +129,12 @@ fn embedded_default_runs_and_relays() {
     let _ = child.wait();
 }
 
-/// runtime.driver = "epoll" runs both relay paths on the epoll driver.
+/// runtime.driver = "epoll" runs every relay mode (auto, buffered, splice) on the epoll driver.
 #[test]
-fn epoll_driver_relays_on_both_paths() {
-    for splice in [true, false] {
+fn epoll_driver_relays_on_every_relay_mode() {
+    for relay in Relay::ALL {
         let backend = Backend::echo();
-        let mut b = ProxyBuilder::new(splice).route(&[backend.addr], "");
+        let mut b = ProxyBuilder::new(relay).route(&[backend.addr], "");
         b.driver = "epoll";
         let proxy = b.start();
         let addr = proxy.addr("r0");

@@ -18,6 +18,8 @@ all_paths!(
     thousand_concurrent_connections_and_fds_back_to_baseline,
     idle_connections_do_not_add_threads,
     idle_timeout_closes_both_sides,
+    idle_timeout_with_bytes_undelivered_is_a_reset,
+    urgent_data_does_not_stall_a_direction,
 );
 
 const MIB64: usize = 64 << 20;
@@ -261,4 +263,62 @@ fn idle_timeout_closes_both_sides(relay: Relay) {
     assert!(proxy.eventually(Duration::from_secs(3), |p| {
         p.metric("ringway_sessions_ended_total{route=\"r0\",outcome=\"idle_timeout\"}") == Some(1.0)
     }));
+}
+
+/// An idle timeout that drops bytes still held for a peer that stopped reading ends with a
+/// reset, not a FIN: a FIN after a cut stream would say the stream was complete.
+fn idle_timeout_with_bytes_undelivered_is_a_reset(relay: Relay) {
+    let backend = Backend::start(|mut s| {
+        // Far more than the client's and ringway's socket buffers hold.
+        let _ = send_pattern(&mut s, 3, 64 << 20);
+    });
+    let b = ProxyBuilder::new(relay).route(&[backend.addr], "idle_timeout = \"500ms\"");
+    let proxy = b.start();
+    let mut c = connect(proxy.addr("r0"));
+    // Read a little, then stop reading: ringway is left holding bytes it cannot deliver.
+    let mut first = [0u8; 1024];
+    c.read_exact(&mut first).unwrap();
+    assert!(proxy.eventually(Duration::from_secs(5), |p| {
+        p.metric("ringway_sessions_ended_total{route=\"r0\",outcome=\"idle_timeout\"}") == Some(1.0)
+    }));
+    // What was queued before the reset may still be read; then the reset shows.
+    assert_eq!(
+        read_to_end(&mut c),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "client sees a reset, not EOF"
+    );
+}
+
+/// TCP urgent data (MSG_OOB) in the middle of a transfer: splice never reads past an urgent
+/// byte, so a splicing direction must not stall (or spin) on it. Every ordinary byte arrives;
+/// the urgent byte itself is dropped, as recv(2) does without SO_OOBINLINE.
+fn urgent_data_does_not_stall_a_direction(relay: Relay) {
+    use std::os::fd::AsRawFd;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let backend = Backend::start(move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 65536];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(total),
+                Ok(n) => total += n,
+                Err(e) => break Err((e.kind(), total)),
+            }
+        };
+        tx.send(end).unwrap();
+    });
+    let proxy = ProxyBuilder::new(relay).route(&[backend.addr], "").start();
+    let mut c = connect(proxy.addr("r0"));
+    let chunk = vec![7u8; 256 << 10];
+    c.write_all(&chunk).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    // SAFETY: a live socket and a one-byte buffer on the stack.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::send(c.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1);
+    c.write_all(&chunk).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(15)).unwrap();
+    assert_eq!(got, Ok(2 * chunk.len()), "backend received");
 }
