@@ -42,9 +42,12 @@ for p in $PROXIES; do
         perf script -i "$TMP/perf.data" 2>/dev/null | inferno-collapse-perf >"$TMP/folded"
         inferno-flamegraph --title "$p, scenario $scen ($(date -u +%F), $(uname -r))" \
             <"$TMP/folded" >"$OUT/flame-$p-$scen.svg"
-        echo "== $p, scenario $scen: $(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt") req/s under perf; top self symbols (% of samples):"
+        echo "== $p, scenario $scen: $(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt") req/s under perf; samples by object:"
+        perf report -i "$TMP/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | head -4 || true
+        echo "   top self symbols (% of samples):"
         perf report -i "$TMP/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | head -15
+            grep -E '^ +[0-9.]+%' | head -15 || true   # head closes the pipe early
         stop_proxy
     done
 done

@@ -17,6 +17,8 @@
 #       ringway           ringway, default relay: splice = "auto" (1 worker)
 #       ringway-buffered  ringway, splice = false: copy only (1 worker)
 #       ringway-splice    ringway, splice = true: splice from the first byte (1 worker)
+#       ringway-busy      ringway, default relay with busy_poll = "50us" (1 worker; not in the
+#                         default list: name it in PROXIES)
 #       haproxy           HAProxy mode tcp, nbthread 1, no logging
 #       haproxy-splice    the same with `option splice-auto`
 #       nginx-stream      nginx `stream {}` proxy_pass, one process (worker_processes 1,
@@ -242,8 +244,8 @@ selected=()
 for p in $PROXIES; do
     case $p in
         direct | haproxy | haproxy-splice | nginx-stream) selected+=("$p") ;;
-        ringway | ringway-splice | ringway-buffered) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
-        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream)" ;;
+        ringway | ringway-splice | ringway-buffered | ringway-busy) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
+        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy haproxy haproxy-splice nginx-stream)" ;;
     esac
 done
 PROXIES="${selected[*]}"
@@ -664,16 +666,18 @@ start_proxy() {
         direct)
             PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
             ;;
-        ringway | ringway-splice | ringway-buffered)
+        ringway | ringway-splice | ringway-buffered | ringway-busy)
             read -r HTTP_PORT BULK_PORT ADMIN_PORT < <(free_ports 3 | paste -sd ' ')
-            local splice='"auto"'
+            local splice='"auto"' busy='"0us"'
             [[ $name == ringway-splice ]] && splice=true
             [[ $name == ringway-buffered ]] && splice=false
+            [[ $name == ringway-busy ]] && busy='"50us"'
             cat >"$TMP/$name.toml" <<EOF
 [runtime]
 workers = 1
 pin = false          # bench.sh pins the process with taskset
 splice = $splice
+busy_poll = $busy
 shutdown_grace = "1s"
 
 [admin]

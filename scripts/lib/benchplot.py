@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-RINGWAY = {"ringway": "#c92a2a", "ringway-buffered": "#d9480f", "ringway-splice": "#f08c00"}
+RINGWAY = {"ringway": "#c92a2a", "ringway-buffered": "#d9480f", "ringway-splice": "#f08c00", "ringway-busy": "#e64980"}
 PEER = "#868e96"
 
 

@@ -30,6 +30,7 @@ pub struct FileRuntime {
     pub buffer_size: Option<Spanned<String>>,
     pub pipe_size: Option<Spanned<String>>,
     pub watch_config: Option<bool>,
+    pub busy_poll: Option<Spanned<String>>,
 }
 
 /// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).

@@ -118,6 +118,9 @@ pub struct RuntimeConfig {
     /// Reload by itself when the configuration file changes (debounced), as `ringway
     /// reload` would.
     pub watch_config: bool,
+    /// Spin this long on the ring after the last event before sleeping (lower latency for
+    /// CPU); `None`: off.
+    pub busy_poll: Option<Duration>,
 }
 
 /// One `[[route]]`.
@@ -308,6 +311,10 @@ impl Config {
         ));
         out.push_str(&format!("pipe_size = \"{}\"\n", format_size(rt.pipe_size)));
         out.push_str(&format!("watch_config = {}\n", rt.watch_config));
+        out.push_str(&format!(
+            "busy_poll = \"{}\"\n",
+            format_duration(rt.busy_poll.unwrap_or_default())
+        ));
         let a = &self.admin;
         out.push_str("\n[admin]\n");
         out.push_str(&format!("listen = \"{}\"\n", a.listen));
@@ -392,5 +399,26 @@ mod tests {
         for mode in [SpliceMode::Auto, SpliceMode::Always, SpliceMode::Never] {
             assert_eq!(splice_of(mode.toml_value()), Ok(mode));
         }
+    }
+
+    /// `runtime.busy_poll`: off by default and at "0us", on up to 1ms, written back the way it
+    /// reads; longer or unit-less is refused with the key named.
+    #[test]
+    fn busy_poll_parses_and_round_trips() {
+        let of = |v: &str| {
+            Config::parse(&format!("[runtime]\nbusy_poll = {v}\n"), "t.toml")
+                .map(|c| c.runtime.busy_poll)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(Config::parse("", "t.toml").unwrap().runtime.busy_poll, None);
+        assert_eq!(of("\"0us\""), Ok(None));
+        assert_eq!(of("\"50us\""), Ok(Some(Duration::from_micros(50))));
+        assert_eq!(of("\"1ms\""), Ok(Some(Duration::from_millis(1))));
+        let err = of("\"5ms\"").unwrap_err();
+        assert!(err.contains("runtime.busy_poll"), "{err}");
+        assert!(of("\"50\"").unwrap_err().contains("runtime.busy_poll"));
+        let c = Config::parse("[runtime]\nbusy_poll = \"50us\"\n", "t.toml").unwrap();
+        let again = Config::parse(&c.to_toml(), "t.toml").unwrap();
+        assert_eq!(again.runtime.busy_poll, Some(Duration::from_micros(50)));
     }
 }

@@ -188,6 +188,21 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
             }
         },
     };
+    let busy_poll = duration(
+        rt.busy_poll.as_ref(),
+        "runtime.busy_poll",
+        Duration::ZERO,
+        p,
+    );
+    if busy_poll > MAX_BUSY_POLL {
+        p.add(
+            rt.busy_poll.as_ref().map(|s| s.span().start),
+            "runtime.busy_poll",
+            format!("{busy_poll:?} is longer than {MAX_BUSY_POLL:?}"),
+            "use a few tens of microseconds (e.g. \"50us\"), or \"0us\" for off (default)",
+        );
+    }
+    let busy_poll = (!busy_poll.is_zero() && busy_poll <= MAX_BUSY_POLL).then_some(busy_poll);
     let shutdown_grace = duration(
         rt.shutdown_grace.as_ref(),
         "runtime.shutdown_grace",
@@ -220,8 +235,12 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         buffer_size,
         pipe_size,
         watch_config: rt.watch_config.unwrap_or(false),
+        busy_poll,
     })
 }
+
+/// The longest `runtime.busy_poll`: past a millisecond a worker is a spin loop.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 
 /// How a route's keys are named in problems: `route[0] ("web").backends[1]` in a file,
 /// `backends[1]` in an admin API body.

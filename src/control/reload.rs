@@ -283,6 +283,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         ("runtime.driver", a.driver != b.driver),
         ("runtime.buffer_size", a.buffer_size != b.buffer_size),
         ("runtime.pipe_size", a.pipe_size != b.pipe_size),
+        ("runtime.busy_poll", a.busy_poll != b.busy_poll),
         ("admin.listen", x.listen != y.listen),
         ("admin.token", x.token != y.token),
         ("admin.allow", x.allow != y.allow),

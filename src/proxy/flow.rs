@@ -139,6 +139,7 @@ pub async fn direction(ctx: &Ctx<'_>, way: Way<'_>) -> Result<(), Fail> {
                 }
                 match step {
                     Read::Moved { full, held } => {
+                        ctx.pools.pulse.beat();
                         ready = full;
                         if full && !splicing && ctx.may_splice {
                             // A read filled the copy buffer: bulk. Splice from now on

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod flow;
 pub mod pool;
+pub mod pulse;
 pub mod relay;
 pub mod session;
 #[cfg(feature = "perf-check-slowdown")]

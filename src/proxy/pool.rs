@@ -22,6 +22,8 @@ pub struct Pools {
     /// The copy buffer: a direction reads into it and sends from it in one step with no
     /// await in between, so one buffer serves every connection of the worker.
     pub scratch: RefCell<Box<[u8]>>,
+    /// Relay steps that moved bytes (watched by the busy poller, when there is one).
+    pub pulse: super::pulse::Pulse,
 }
 
 impl Pools {
@@ -30,6 +32,7 @@ impl Pools {
             buffers: BufferPool::new(buffer_size, max_idle),
             pipes: PipePool::new(pipe_size, max_idle),
             scratch: RefCell::new(vec![0; buffer_size].into_boxed_slice()),
+            pulse: super::pulse::Pulse::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! over a crossbeam channel; it never blocks and never takes a lock.
 
 mod accept;
+mod busy;
 mod inbox;
 mod ring;
 mod sessions;
@@ -93,7 +94,7 @@ fn run_thread(spec: WorkerSpec) {
     }
     let (id, to_control) = (spec.id, spec.to_control.clone());
     let result = match spec.runtime.driver {
-        Driver::IoUring => ring::build(RING_ENTRIES)
+        Driver::IoUring => ring::build(RING_ENTRIES, spec.runtime.busy_poll.is_some())
             .map_err(|e| {
                 format!(
                     "io_uring is unavailable ({e}): the kernel refused io_uring_setup \
@@ -103,7 +104,7 @@ fn run_thread(spec: WorkerSpec) {
                 )
             })
             .map(|(mut rt, mode)| {
-                tracing::debug!(
+                tracing::info!(
                     worker = id,
                     task_run = mode.as_str(),
                     "io_uring ring set up"
@@ -153,6 +154,9 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         core,
     });
     monoio::spawn(snapshots(worker.clone()));
+    if let Some(budget) = spec.runtime.busy_poll {
+        monoio::spawn(busy::spin(worker.clone(), budget));
+    }
     inbox::run(worker, spec.inbox, wake).await;
 }
 

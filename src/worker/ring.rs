@@ -51,9 +51,21 @@ impl TaskRun {
 /// Builds an io_uring runtime with `entries` submission entries and a timer, using the best
 /// setup the kernel accepts. The error is the one of the plain setup: when even that fails,
 /// io_uring itself is unavailable.
-pub fn build(entries: u32) -> std::io::Result<(Runtime<TimeDriver<IoUringDriver>>, TaskRun)> {
+///
+/// `busy_poll`: the worker will spin on the ring (`worker::busy`), which only sees completions
+/// if task work runs on any kernel entry: `DEFER_TASKRUN` posts them only for a waiting
+/// `io_uring_enter`, so it is left out.
+pub fn build(
+    entries: u32,
+    busy_poll: bool,
+) -> std::io::Result<(Runtime<TimeDriver<IoUringDriver>>, TaskRun)> {
     let mut last = None;
-    for mode in [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Plain] {
+    let modes: &[TaskRun] = if busy_poll {
+        &[TaskRun::Cooperative, TaskRun::Plain]
+    } else {
+        &[TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Plain]
+    };
+    for &mode in modes {
         match RuntimeBuilder::<IoUringDriver>::new()
             .with_entries(entries)
             .uring_builder(mode.builder())
@@ -73,7 +85,7 @@ mod tests {
 
     #[test]
     fn builds_and_runs_a_timer_on_this_kernel() {
-        let (mut rt, mode) = match build(256) {
+        let (mut rt, mode) = match build(256, false) {
             Ok(x) => x,
             // io_uring refused here (a sandbox): nothing of ours to test.
             Err(e) => return eprintln!("io_uring unavailable: {e}"),

@@ -154,6 +154,42 @@ fn epoll_driver_relays_on_every_relay_mode() {
     }
 }
 
+/// `runtime.busy_poll`: every relay mode still relays (bytes intact both ways, on and off the
+/// spin), and the ring is set up without DEFER_TASKRUN, which would hide completions from the
+/// spinning worker.
+#[test]
+fn busy_poll_relays_on_every_relay_mode() {
+    for relay in Relay::ALL {
+        let backend = Backend::echo();
+        let proxy = ProxyBuilder::new(relay)
+            .runtime_extra("busy_poll = \"50us\"")
+            .route(&[backend.addr], "")
+            .start();
+        let addr = proxy.addr("r0");
+        // A few small exchanges with pauses (the worker parks between them), then bulk.
+        let mut c = connect(addr);
+        for i in 0..5u8 {
+            c.write_all(&[i; 100]).unwrap();
+            let mut back = [0u8; 100];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(back, [i; 100]);
+            thread::sleep(Duration::from_millis(20));
+        }
+        let w = c.try_clone().unwrap();
+        let sender = thread::spawn(move || {
+            let mut w = w;
+            send_pattern(&mut w, 9, 4 << 20).unwrap()
+        });
+        assert_eq!(check_pattern(&mut c, 9).unwrap(), 4 << 20);
+        sender.join().unwrap();
+        let logs = proxy.logs();
+        assert!(
+            logs.contains("task_run=\"cooperative\"") || logs.contains("task_run=\"plain\""),
+            "{logs}"
+        );
+    }
+}
+
 /// Where io_uring is refused (here by a seccomp filter, as under a container's default
 /// profile), start-up fails with exit 1, says so, and names the explicit epoll choice; with
 /// `driver = "epoll"` the same process starts and relays.
