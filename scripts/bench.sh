@@ -656,6 +656,29 @@ backend iperf3
 EOF
 }
 
+# ringway_config NAME WORKERS PIN SPLICE BUSY_POLL: writes $TMP/NAME.toml's [runtime], [admin]
+# and [state] (the state file in the temp dir, removed before each start: every start begins
+# on the configured backends); the caller appends its routes. PIN false: bench.sh pins the
+# process with taskset.
+ringway_config() {
+    cat >"$TMP/$1.toml" <<EOF
+[runtime]
+workers = $2
+pin = $3
+splice = $4
+busy_poll = $5
+shutdown_grace = "1s"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+token = "$RW_TOKEN"
+
+[state]
+file = "$TMP/$1-state.json"
+
+EOF
+}
+
 # start_proxy NAME CPU WARMUP_S: sets PROXY_PID ("" for direct), HTTP_PORT (to nginx),
 # BULK_PORT (to iperf3), ADMIN_PORT (ringway's admin API), PROXY_CPU_NOW; the proxy is
 # pinned to CPU
@@ -672,22 +695,8 @@ start_proxy() {
             [[ $name == ringway-splice ]] && splice=true
             [[ $name == ringway-buffered ]] && splice=false
             [[ $name == ringway-busy ]] && busy='"50us"'
-            cat >"$TMP/$name.toml" <<EOF
-[runtime]
-workers = 1
-pin = false          # bench.sh pins the process with taskset
-splice = $splice
-busy_poll = $busy
-shutdown_grace = "1s"
-
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-token = "$RW_TOKEN"
-
-[state]
-# in the temp dir, removed before each start: every start begins on the configured backends
-file = "$TMP/$name-state.json"
-
+            ringway_config "$name" 1 false "$splice" "$busy"
+            cat >>"$TMP/$name.toml" <<EOF
 [[route]]
 name = "bench"
 listen = ["127.0.0.1:$HTTP_PORT"]
@@ -1064,19 +1073,9 @@ measure_workers() {
     local log=$TMP/ringway-workers.log
     mkdir -p "$d"
     read -r bulk ADMIN_PORT < <(free_ports 2 | paste -sd ' ')
-    cat >"$TMP/$name.toml" <<EOF
-[runtime]
-workers = $W_WORKERS
-pin = true           # worker i on the i-th CPU that taskset allows (W_CPUS)
-shutdown_grace = "1s"
-
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-token = "$RW_TOKEN"
-
-[state]
-file = "$TMP/$name-state.json"
-
+    # pin: worker i on the i-th CPU that taskset allows (W_CPUS)
+    ringway_config "$name" "$W_WORKERS" true '"auto"' '"0us"'
+    cat >>"$TMP/$name.toml" <<EOF
 [[route]]
 name = "bulk"
 listen = ["127.0.0.1:$bulk"]
