@@ -16,7 +16,9 @@ pub struct Pulse {
 
 impl std::fmt::Debug for Pulse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pulse").field("count", &self.count.get()).finish()
+        f.debug_struct("Pulse")
+            .field("count", &self.count.get())
+            .finish()
     }
 }
 
