@@ -13,6 +13,14 @@ use crate::support::{Backend, BlackHole, ProxyBuilder, dead_addr};
 /// watch checks every 200 ms and switches back after two failed rounds.
 const FAST_HTTP: &str = "[route.health]\ncheck = \"http\"\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2\n[route.switch]\ndrain = \"5s\"\nrollback_window = \"30s\"\nrollback_check = \"200ms\"\nrollback_fail_threshold = 2\n";
 
+/// True once `route r0`'s active set is `want` and the change that put it there has been
+/// acknowledged by every worker and recorded (`switching` is false): the active set in
+/// /status moves when a change is published, its `last_switch` record when it is applied.
+fn settled_on(p: &crate::support::Proxy, want: &[std::net::SocketAddr]) -> bool {
+    let want: Vec<String> = want.iter().map(ToString::to_string).collect();
+    active(p) == want && p.status()["routes"][0]["switching"] == false
+}
+
 fn active(p: &crate::support::Proxy) -> Vec<String> {
     p.status()["routes"][0]["active"]
         .as_array()
@@ -130,9 +138,7 @@ fn auto_rollback_when_the_new_backend_turns_bad() {
     thread::sleep(Duration::from_secs(2));
     b.refuse();
     let t = Instant::now();
-    let back = proxy.eventually(Duration::from_secs(5), |p| {
-        active(p) == vec![a.addr.to_string()]
-    });
+    let back = proxy.eventually(Duration::from_secs(5), |p| settled_on(p, &[a.addr]));
     let took = t.elapsed();
     assert!(back, "no rollback:\n{}", proxy.logs());
     // fall 2 × interval 200 ms + 1 s (the rollback checks run at the same pace).
@@ -173,11 +179,11 @@ fn connect_failures_roll_back_without_waiting_for_a_check() {
     assert_eq!(proxy.switch("r0", &[b.addr]).0, 200);
     b.refuse();
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(4) && active(&proxy) != vec![a.addr.to_string()] {
+    while t.elapsed() < Duration::from_secs(4) && !settled_on(&proxy, &[a.addr]) {
         let _ = get(addr);
         thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(active(&proxy), vec![a.addr.to_string()], "{}", proxy.logs());
+    assert!(settled_on(&proxy, &[a.addr]), "{}", proxy.logs());
     let detail = proxy.status()["routes"][0]["last_switch"]["detail"].clone();
     assert!(
         detail.as_str().unwrap().contains("could not connect"),
@@ -378,8 +384,7 @@ fn rollback_due_during_a_gate_happens_when_the_gate_fails() {
     assert_eq!(code, 409, "{body}");
     assert!(proxy.logs().contains("rollback due"), "{}", proxy.logs());
     assert!(
-        proxy.eventually(Duration::from_secs(2), |p| active(p)
-            == vec![a.addr.to_string()]),
+        proxy.eventually(Duration::from_secs(2), |p| settled_on(p, &[a.addr])),
         "{}",
         proxy.logs()
     );
