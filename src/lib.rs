@@ -30,4 +30,5 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod sniff;
 pub mod worker;
