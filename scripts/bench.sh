@@ -21,6 +21,14 @@
 #                         default list: name it in PROXIES)
 #       haproxy           HAProxy mode tcp, nbthread 1, no logging
 #       haproxy-splice    the same with `option splice-auto`
+#       ringway-sni       B-sni only: ringway whose address is shared by two routes, one with
+#                         `[route.match] sni = ["bench.test"]` to the origin and a default one
+#                         to the origin's second port, so every connection is peeked
+#       haproxy-sni       B-sni only: HAProxy routing by req.ssl_sni (inspect-delay 5s, accept
+#                         on req_ssl_hello_type 1, use_backend if req.ssl_sni -i bench.test,
+#                         default_backend the origin's second port)
+#     B-sni adds ringway-sni right after ringway and haproxy-sni right after haproxy when they
+#     are not named in PROXIES.
 #       nginx-stream      nginx `stream {}` proxy_pass, one process (worker_processes 1,
 #                         master_process off, so that the process measured is the one working);
 #                         the stream module is loaded with load_module when not built in
@@ -40,6 +48,20 @@
 #               ringway >= 0.6 x direct there
 #       B       as A with -H 'Connection: close'         one connection per request: conn/s,
 #                                                       CPU-s per 100k connections
+#       B-sni   peek cost: ringway-load --mode conn --closed-loop -c 50 --exchange hello
+#               -d ${DUR}s: a new connection per exchange, each sending one fixed TLS
+#               ClientHello (server name bench.test) and reading the origin's answer to its
+#               close (nginx answers TLS bytes with a 400 and closes; no handshake is made).
+#               Proxies: direct, ringway (one route, no match: no peek), ringway-sni (the
+#               address shared by an sni route and a default route: every connection is
+#               peeked and its ClientHello parsed before the backend is picked), haproxy
+#               (plain) and haproxy-sni (req.ssl_sni routing); each on a fresh start whose
+#               warm-up is WARMUP s of the same load. Figures: conn/s, CPU-s per 100k
+#               connections, and for ringway-sni / haproxy-sni the added CPU per connection
+#               over ringway / haproxy (µs; median of the rep-paired differences). For
+#               ringway-sni, ringway's ringway_listen_routed_total is read after each run: the
+#               connections must have been routed by sni. Not in the default list (5 more
+#               proxy starts per rep, about 2 min more in a full run): SCENARIOS="... B-sni".
 #       C       iperf3 -c ... -t ${DUR} -J (1 stream)    Gbit/s, CPU-s per GiB (bytes from
 #                                                       end.sum_received.bytes)
 #       C-http  wrk -t1 -c10 -d${DUR}s .../1m.bin        1 MiB HTTP responses: Gbit/s, CPU-s/GiB
@@ -99,7 +121,7 @@
 #   * Proxy CPU = delta of utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks /
 #     `getconf CLK_TCK`) of the proxy process, which covers all of its threads, sampled right
 #     before and right after each timed run, per 100k requests (A, A-ac, A1, L), per 100k
-#     connections (B, D) or per GiB (C, C-http); none for S and R. Loopback receive work runs in
+#     connections (B, B-sni, D) or per GiB (C, C-http); none for S and R. Loopback receive work runs in
 #     the sender's context, so this includes the kernel TCP work the proxy's sends cause: what
 #     a proxy really costs.
 #   * Shared machine: before each timed run a quiet gate waits (up to QUIET_MAX_WAIT s, and
@@ -142,11 +164,12 @@
 #   Without --install it says what is missing and how to install it, then runs what it can:
 #   haproxy, nginx, wrk, iperf3 (and python3, taskset, timeout) are required; without
 #   autocannon A-ac is skipped, without matplotlib the plots, without the nginx stream module
-#   the nginx-stream proxy, without target/release/ringway-load scenarios D, S and R.
+#   the nginx-stream proxy, without target/release/ringway-load scenarios D, S, R and B-sni.
 # Environment (defaults in brackets):
 #   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
 #   PROXIES ["direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
-#   SCENARIOS ["A A-ac A1 B C C-http D L S R"; W only when named]
+#   SCENARIOS ["A A-ac A1 B C C-http D L S R"; W and B-sni only when named]
+#   SNI_NAME [bench.test] (B-sni: the server name sent and matched)
 #   W_WORKERS [2]  W_STREAMS [3]  W_DUR [DUR]  W_CPUS [PROXY_CPU,LOAD_CPU] (W)
 #   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
 #   S_RATE [1000] (S, R: new connections per second)  S_DUR [10; 4 with --quick] (s, S and R,
@@ -217,6 +240,8 @@ NOISE_MAX=${NOISE_MAX:-5}
 PLOTS=${PLOTS:-1}
 RESULTS_ROOT=${RESULTS_ROOT:-$REPO_ROOT/bench/results}
 KEEP_TMP=${KEEP_TMP:-0}
+SNI_NAME=${SNI_NAME:-bench.test}
+[[ $SNI_NAME =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]] || die "SNI_NAME must be a DNS name, got '$SNI_NAME'"
 
 for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU IDLE_CONNS D_HOLD S_RATE S_DUR QUIET_MAX_WAIT NOISE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
@@ -234,19 +259,25 @@ RUN_SCENS=()
 for s in $SCENARIOS; do
     [[ $s != E ]] || { note "scenario E is now called C-http"; s=C-http; }
     case $s in
-        A | A-ac | A1 | B | C | C-http | D | L | S | R | W) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
-        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B C C-http D L S R W)" ;;
+        A | A-ac | A1 | B | B-sni | C | C-http | D | L | S | R | W) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
+        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B B-sni C C-http D L S R W)" ;;
     esac
 done
 SCENARIOS="${RUN_SCENS[*]}"
 has_scen() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 selected=()
 for p in $PROXIES; do
+    [[ " ${selected[*]} " != *" $p "* ]] || continue
     case $p in
-        direct | haproxy | haproxy-splice | nginx-stream) selected+=("$p") ;;
-        ringway | ringway-splice | ringway-buffered | ringway-busy) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
-        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy haproxy haproxy-splice nginx-stream)" ;;
+        direct | haproxy | haproxy-splice | haproxy-sni | nginx-stream) selected+=("$p") ;;
+        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
+        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy ringway-sni haproxy haproxy-splice haproxy-sni nginx-stream)" ;;
     esac
+    # B-sni: the peeking peer right after its plain one, unless PROXIES names it
+    if has_scen B-sni && [[ $p == ringway || $p == haproxy ]] && [[ " $PROXIES " != *" $p-sni "* ]] &&
+        [[ " ${selected[*]} " == *" $p "* ]]; then
+        selected+=("$p-sni")
+    fi
 done
 PROXIES="${selected[*]}"
 has_proxy() { [[ " $PROXIES " == *" $1 "* ]]; }
@@ -364,7 +395,7 @@ if has_scen R && [[ " $PROXIES " != *" ringway"* ]]; then
     skip scenario R "no ringway proxy selected (R is ringway only: HAProxy has no runtime route add without a reload)"
     SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx R | paste -sd ' ' || true)
 fi
-for s in D S R; do
+for s in D S R B-sni; do
     if has_scen "$s" && [[ ! -x $RINGWAY_LOAD_BIN ]]; then
         skip scenario "$s" "no ringway-load at $RINGWAY_LOAD_BIN (cargo build --release --workspace)"
         SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx "$s" | paste -sd ' ' || true)
@@ -457,7 +488,7 @@ if [[ " $PROXIES " == *" ringway"* ]]; then
     cp "$RINGWAY_BIN" "$RINGWAY_RUN"
     RINGWAY_MTIME=$(date -u -r "$RINGWAY_BIN" +%Y-%m-%dT%H:%M:%SZ)
 fi
-if has_scen D || has_scen S || has_scen R; then
+if has_scen D || has_scen S || has_scen R || has_scen B-sni; then
     RINGWAY_LOAD_RUN=$TMP/bin/ringway-load
     cp "$RINGWAY_LOAD_BIN" "$RINGWAY_LOAD_RUN"
 fi
@@ -626,7 +657,16 @@ haproxy_cfg() {
     local maxconn=$(((NOFILE - 2 * 150 - 100) / 2))
     ((maxconn < 20000)) || maxconn=20000
     local splice="    # no option splice-auto: recv/send copies only"
-    [[ $1 == haproxy ]] || splice="    option splice-auto"
+    if [[ $1 == haproxy-splice ]]; then splice="    option splice-auto"; fi
+    # haproxy-sni (B-sni): the frontend waits for a ClientHello and routes by its server name;
+    # anything else (the readiness GET) goes to the origin's second port
+    local route="    default_backend origin"
+    if [[ $1 == haproxy-sni ]]; then
+        route="    tcp-request inspect-delay 5s
+    tcp-request content accept if { req_ssl_hello_type 1 }
+    use_backend origin if { req.ssl_sni -i $SNI_NAME }
+    default_backend origin-default"
+    fi
     cat <<EOF
 global
     nbthread 1
@@ -642,7 +682,7 @@ $splice
 
 frontend bench
     bind 127.0.0.1:$HTTP_PORT
-    default_backend origin
+$route
 
 frontend bench-bulk
     bind 127.0.0.1:$BULK_PORT
@@ -650,6 +690,9 @@ frontend bench-bulk
 
 backend origin
     server s1 127.0.0.1:$2
+
+backend origin-default
+    server s1 127.0.0.1:$ORIGIN2_PORT
 
 backend iperf3
     server s1 127.0.0.1:$IPERF_PORT
@@ -679,6 +722,7 @@ file = "$TMP/$1-state.json"
 EOF
 }
 
+WARM_WITH=wrk       # the warm-up load: wrk, or hello (B-sni's ringway-load)
 # start_proxy NAME CPU WARMUP_S: sets PROXY_PID ("" for direct), HTTP_PORT (to nginx),
 # BULK_PORT (to iperf3), ADMIN_PORT (ringway's admin API), PROXY_CPU_NOW; the proxy is
 # pinned to CPU
@@ -689,14 +733,37 @@ start_proxy() {
         direct)
             PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
             ;;
-        ringway | ringway-splice | ringway-buffered | ringway-busy)
+        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni)
             read -r HTTP_PORT BULK_PORT ADMIN_PORT < <(free_ports 3 | paste -sd ' ')
             local splice='"auto"' busy='"0us"'
             [[ $name == ringway-splice ]] && splice=true
             [[ $name == ringway-buffered ]] && splice=false
             [[ $name == ringway-busy ]] && busy='"50us"'
             ringway_config "$name" 1 false "$splice" "$busy"
-            cat >>"$TMP/$name.toml" <<EOF
+            if [[ $name == ringway-sni ]]; then
+                # B-sni: the address is shared; a ClientHello for SNI_NAME goes to the origin,
+                # anything else to the default route (the origin's second port)
+                cat >>"$TMP/$name.toml" <<EOF
+[[route]]
+name = "bench-sni"
+listen = ["127.0.0.1:$HTTP_PORT"]
+backends = ["127.0.0.1:$ORIGIN_PORT"]
+
+[route.match]
+sni = ["$SNI_NAME"]
+
+[[route]]
+name = "bench"
+listen = ["127.0.0.1:$HTTP_PORT"]
+backends = ["127.0.0.1:$ORIGIN2_PORT"]
+
+[[route]]
+name = "bench-bulk"
+listen = ["127.0.0.1:$BULK_PORT"]
+backends = ["127.0.0.1:$IPERF_PORT"]
+EOF
+            else
+                cat >>"$TMP/$name.toml" <<EOF
 [[route]]
 name = "bench"
 listen = ["127.0.0.1:$HTTP_PORT"]
@@ -707,11 +774,12 @@ name = "bench-bulk"
 listen = ["127.0.0.1:$BULK_PORT"]
 backends = ["127.0.0.1:$IPERF_PORT"]
 EOF
+            fi
             rm -f "$TMP/$name-state.json"
             start_bg "$log" taskset -c "$cpu" "$RINGWAY_RUN" run -c "$TMP/$name.toml"
             PROXY_PID=$BG_PID
             ;;
-        haproxy | haproxy-splice)
+        haproxy | haproxy-splice | haproxy-sni)
             read -r HTTP_PORT BULK_PORT < <(free_ports 2 | paste -sd ' ')
             haproxy_cfg "$name" "$ORIGIN_PORT" >"$TMP/$name.cfg"
             start_bg "$log" taskset -c "$cpu" haproxy -db -f "$TMP/$name.cfg"
@@ -751,8 +819,12 @@ EOF
         done
     fi
     ((warm > 0)) || return 0
-    # unmeasured warm-up
+    # unmeasured warm-up (B-sni: its own load, so that the peek path is the one warmed)
     local wcmd=(timeout 30 taskset -c "$LOAD_CPU" wrk -t1 -c50 "-d${warm}s" "http://127.0.0.1:$HTTP_PORT/")
+    if [[ $WARM_WITH == hello ]]; then
+        wcmd=(timeout 30 taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" -t "127.0.0.1:$HTTP_PORT"
+            -m conn --closed-loop -c 50 -x hello --hello-sni "$SNI_NAME" -d "${warm}s")
+    fi
     log_cmd "${wcmd[@]}"
     run_tracked "$TMP/warmup.out" "$TMP/warmup.err" "${wcmd[@]}"
     ((RC == 0)) || { cat "$TMP/warmup.out" "$TMP/warmup.err" >&2; die "$name: warm-up failed"; }
@@ -916,6 +988,26 @@ restart_haproxy() {
     ((SWITCH_RC == 0)) || SWITCH_MSG=$(tail -n 5 "$TMP/$name-switched.log")
 }
 
+# routed_counts: B-sni on ringway-sni. Sets ROUTED to "BY=N ..." from ringway's
+# ringway_listen_routed_total for the shared address since the start, summed over its routes
+# ("" when the metrics could not be read), read 1.1 s after the run (the workers report every
+# second).
+ROUTED=""
+routed_counts() {
+    local m=$TMP/routed.prom
+    ROUTED=""
+    sleep 1.1
+    run_tracked "$m" "$m.err" timeout 10 "$RINGWAY_RUN" metrics \
+        --admin "127.0.0.1:$ADMIN_PORT" --token "$RW_TOKEN"
+    ((RC == 0)) || return 0
+    ROUTED=$(awk -v l="listen=\"127.0.0.1:$HTTP_PORT\"" '
+        /^ringway_listen_routed_total[{]/ && index($0, l) {
+            if (match($0, /by="[a-z]+"/)) n[substr($0, RSTART + 4, RLENGTH - 5)] += $NF
+        }
+        END { for (k in n) printf "%s=%d ", k, n[k] }' "$m") || ROUTED=""
+    return 0
+}
+
 # measure REP PROXY SCENARIO: one timed run, appended to $TMP/runs.jsonl
 measure() {
     local rep=$1 proxy=$2 scen=$3 tool=wrk cmd layout=split
@@ -930,6 +1022,10 @@ measure() {
         A-ac) tool=autocannon
               cmd=(taskset -c "$LOAD_CPU" "$AUTOCANNON" -c 50 -d "$DUR" -j "$url") ;;
         B) cmd=("${wrk[@]}" -c50 "-d${DUR}s" --latency -H 'Connection: close' -s "$TMP/report.lua" "$url") ;;
+        B-sni) tool=hello
+               cmd=(taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" --target "127.0.0.1:$HTTP_PORT"
+                   --mode conn --closed-loop --connections 50 --exchange hello
+                   --hello-sni "$SNI_NAME" --duration "${DUR}s" --timeout 2s) ;;
         C) tool=iperf3
            cmd=(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$BULK_PORT" -t "$DUR" -J) ;;
         C-http) cmd=("${wrk[@]}" -c10 "-d${DUR}s" --latency -s "$TMP/report.lua" "${url}1m.bin") ;;
@@ -998,6 +1094,8 @@ measure() {
 
     rc=$RC
     local proxy_ticks="" extra=()
+    # B-sni on ringway-sni: how ringway routed the connections (read after the CPU sample)
+    [[ $scen != B-sni || $proxy != ringway-sni ]] || routed_counts
     # S: no proxy CPU figure (HAProxy's process is replaced during the run); R as S
     [[ -z $PROXY_PID || $scen == S || $scen == R ]] || proxy_ticks=$((p1 - p0))
     [[ $scen != D ]] || extra=(--rss-before-kb "$rss0" --rss-held-kb "$RSS_HELD"
@@ -1006,6 +1104,7 @@ measure() {
         --switch-t1 "$SWITCH_T1" --switch-stopped "$SWITCH_STOPPED" --switch-how "$SWITCH_HOW"
         --switch-cmd "$SWITCH_CMD" --switch-msg "$SWITCH_MSG" --load-t0 "$t0")
     [[ $scen != R ]] || extra=(--route-json "$ROUTE_JSON" --route-rc "$ROUTE_RC")
+    [[ $scen != B-sni || $proxy != ringway-sni ]] || extra=(--routed "$ROUTED")
     "${STAT[@]}" record --scenario "$scen" --proxy "$proxy" --rep "$rep" --tool "$tool" \
         --layout "$layout" --output "$out" --cmd "$cmdline" --rc "$rc" \
         --t0 "$t0" --t1 "$t1" --clk-tck "$CLK_TCK" --proxy-ticks "$proxy_ticks" \
@@ -1190,7 +1289,7 @@ write_env() {
         echo "cpu model: $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//')"
         echo "nproc: $(nproc)"
         echo "layout: proxy on CPU $PROXY_CPU; load generator + origin on CPU $LOAD_CPU; A1: all on CPU $LOAD_CPU"
-        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE S_RATE=$S_RATE S_DUR=$S_DUR QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
+        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE S_RATE=$S_RATE S_DUR=$S_DUR SNI_NAME=$SNI_NAME QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
         echo "proxies: $PROXIES"
         echo "scenarios: $SCENARIOS"
         for v in "${SKIPPED[@]}"; do v=${v#*:}; echo "skipped: ${v/:/: }"; done
@@ -1249,7 +1348,13 @@ split=()            # the scenarios of the split layout, on one proxy start
 for s in $SCENARIOS; do
     case $s in A | A-ac | B | C | C-http | L) split+=("$s") ;; esac
 done
+sni_peer() {        # sni_peer NAME: true when NAME takes part in B-sni
+    case $1 in direct | ringway | ringway-sni | haproxy | haproxy-sni) return 0 ;; esac
+    return 1
+}
 proxy_has_work() {  # proxy_has_work NAME: true when NAME runs a scenario of this selection
+    if has_scen B-sni && sni_peer "$1"; then return 0; fi
+    [[ $1 != *-sni ]] || return 1               # the -sni proxies run B-sni only
     if ((${#split[@]} > 0)) || has_scen A1; then return 0; fi
     [[ $1 != direct ]] || return 1              # D, S and R need a proxy process
     if has_scen D; then return 0; fi
@@ -1263,6 +1368,14 @@ for ((rep = 1; rep <= REPS; rep++)); do
     for proxy in $PROXIES; do
         proxy_has_work "$proxy" || continue
         note "rep $rep/$REPS: $proxy"
+        # B-sni: a fresh start warmed up with its own load, for the plain proxies as for the
+        # peeking ones (the -sni proxies run nothing else)
+        if has_scen B-sni && sni_peer "$proxy"; then
+            WARM_WITH=hello
+            run_group "$rep" "$proxy" "$PROXY_CPU" "$WARMUP" B-sni
+            WARM_WITH=wrk
+        fi
+        [[ $proxy != *-sni ]] || continue
         run_group "$rep" "$proxy" "$PROXY_CPU" "$WARMUP" "${split[@]}"
         if has_scen A1; then run_group "$rep" "$proxy" "$LOAD_CPU" "$WARMUP" A1; fi
         # D: a fresh start without warm-up, so that memory freed by earlier connections does
@@ -1302,7 +1415,7 @@ for v in "${SKIPPED[@]}"; do skipped_args+=(--skipped "$v"); done
     --meta "l_dur_s=$L_DUR" --meta "reps=$REPS" --meta "clk_tck=$CLK_TCK" \
     --meta "proxies=$PROXIES" --meta "scenarios=$SCENARIOS" --meta "kernel=$(uname -r)" \
     --meta "idle_conns=$IDLE_CONNS" --meta "warmup_s=$WARMUP" --meta "quick=$QUICK" \
-    --meta "s_rate=$S_RATE" --meta "s_dur_s=$S_DUR" \
+    --meta "s_rate=$S_RATE" --meta "s_dur_s=$S_DUR" --meta "sni_name=$SNI_NAME" \
     --meta "wall_s_before_report=$WALL_S" "${skipped_args[@]}"
 if has_scen W; then workers_report "$OUT_DIR"; fi
 if [[ $PLOTS == 1 && -n $PLOT_PY ]]; then

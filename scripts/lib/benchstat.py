@@ -52,6 +52,11 @@ SCENARIOS = {
            "cpu_unit": "CPU-s/100k req", "work": "requests", "scale": 1e5},
     "B": {"title": "B new conn per request, wrk -c50", "figure": "rps", "unit": "conn/s",
           "cpu_unit": "CPU-s/100k conn", "work": "requests", "scale": 1e5},
+    # B-sni: a TLS ClientHello per new connection (ringway-load --exchange hello); the -sni
+    # proxies route by its server name, the plain ones do not look at it
+    "B-sni": {"title": "B-sni new conn per ClientHello, ringway-load -c50", "figure": "rps",
+              "unit": "conn/s", "cpu_unit": "CPU-s/100k conn", "work": "requests",
+              "scale": 1e5},
     "C": {"title": "C bulk, iperf3 1 stream", "figure": "gbps", "unit": "Gbit/s",
           "cpu_unit": "CPU-s/GiB", "work": "bytes", "scale": 2 ** 30},
     "C-http": {"title": "C-http 1 MiB responses, wrk -c10", "figure": "gbps", "unit": "Gbit/s",
@@ -68,7 +73,7 @@ SCENARIOS = {
     "R": {"title": "R route added and removed under load", "figure": "failed_requests",
           "unit": "failed", "cpu_unit": "-", "work": "exchanges", "scale": 1},
 }
-SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "C", "C-http", "D", "L", "S", "R"]
+SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "B-sni", "C", "C-http", "D", "L", "S", "R"]
 # A1: everything on one core; the goal for ringway there (ratio of req/s to direct)
 A1_TARGET = 0.6
 
@@ -471,6 +476,33 @@ def parse_switch(text, args):
     return out
 
 
+def parse_hello(text, args):
+    """Scenario B-sni: ringway-load --mode conn --closed-loop --exchange hello JSON report;
+    for ringway-sni also how ringway routed the address's connections ("sni=N default=M",
+    ringway_listen_routed_total since the start, warm-up included)."""
+    out, failed = parse_conn_load(text)
+    if failed:
+        return failed
+    out["requests"] = out["ok"]          # the work the proxy's CPU is divided by
+    warn = [out["warning"]] if out.get("warning") else []
+    if out.get("failed_requests"):
+        warn.append(f"{out['failed_requests']:,} of {out['exchanges']:,} exchanges failed "
+                    f"({outcomes_text(out['outcomes'])})")
+    if args.proxy == "ringway-sni":
+        routed = dict((k, int(v)) for k, _, v in
+                      (x.partition("=") for x in (args.routed or "").split()) if v.isdigit())
+        out["routed"] = routed
+        if not routed:
+            warn.append("no ringway_listen_routed_total for the address: routing not checked")
+        elif routed.get("sni", 0) < out["exchanges"] or \
+                sum(v for k, v in routed.items() if k != "sni") > 10:
+            warn.append(f"not all routed by sni: {args.routed.strip()} for "
+                        f"{out['exchanges']:,} exchanges (+ warm-up)")
+    if warn:
+        out["warning"] = "; ".join(warn)
+    return out
+
+
 # what scenario R keeps of route-phase's JSON
 ROUTE_KEYS = ("listen", "add_cmd", "add_rc", "add_output", "add_s", "add_at_s", "ready_s",
               "ready", "probes", "first_probe", "probe_failures", "remove_cmd", "remove_rc",
@@ -528,7 +560,8 @@ def parse_route(text, args):
 
 
 PARSERS = {"wrk": parse_wrk, "iperf3": parse_iperf3, "autocannon": parse_autocannon,
-           "idle": parse_idle, "switch": parse_switch, "route": parse_route}
+           "idle": parse_idle, "switch": parse_switch, "route": parse_route,
+           "hello": parse_hello}
 
 
 def cmd_record(args):
@@ -743,11 +776,38 @@ def summarize(runs, noise_max):
                   and direct_by_rep.get(r["rep"])]
         row["ratio_to_direct_paired"] = med(paired)
     for row in rows:
+        if row["scenario"] == "B-sni" and row["proxy"].endswith("-sni"):
+            peek_added(row, by.get(("B-sni", row["proxy"][:-len("-sni")])), runs)
         if row["scenario"] == "A1" and row["proxy"].startswith("ringway"):
             row["target_ratio_to_direct"] = A1_TARGET
             row["target_met"] = None if row["ratio_to_direct"] is None \
                 else row["ratio_to_direct"] >= A1_TARGET
     return rows
+
+
+def peek_added(row, base, runs):
+    """B-sni: the CPU the SNI peek adds per connection, PROXY-sni over PROXY (same load, same
+    origin): peek_us_per_conn = median of the rep-paired differences of CPU-s per 100k
+    connections, in µs per connection (x 10); peek_us_per_conn_medians = the difference of
+    the medians; peek_pct = the paired difference over the plain proxy's median."""
+    row["peek_base"] = base["proxy"] if base else None
+    row["peek_us_per_conn"] = row["peek_us_per_conn_medians"] = row["peek_pct"] = None
+    if not base or row["proxy_cpu_per_unit"] is None or base["proxy_cpu_per_unit"] is None:
+        return
+    to_us = 1e6 / SCENARIOS["B-sni"]["scale"]      # CPU-s per 100k conn -> µs per conn
+    row["peek_us_per_conn_medians"] = \
+        (row["proxy_cpu_per_unit"] - base["proxy_cpu_per_unit"]) * to_us
+    cpu = {}
+    for r in runs:
+        if r["scenario"] == "B-sni" and "failed" not in r and \
+                r.get("proxy_cpu_per_unit") is not None:
+            cpu[(r["proxy"], r["rep"])] = r["proxy_cpu_per_unit"]
+    paired = [(cpu[(row["proxy"], rep)] - cpu[(base["proxy"], rep)]) * to_us
+              for rep in row["reps_used"] if rep in base["reps_used"]
+              and (row["proxy"], rep) in cpu and (base["proxy"], rep) in cpu]
+    row["peek_us_per_conn_paired"] = paired
+    row["peek_us_per_conn"] = med(paired) if paired else row["peek_us_per_conn_medians"]
+    row["peek_pct"] = 100.0 * row["peek_us_per_conn"] / (base["proxy_cpu_per_unit"] * to_us)
 
 
 def order_rows(rows, proxies):
@@ -779,6 +839,9 @@ def cells(r):
         fig += f", {r['threads']:g} thr"
     cpu = "-" if r["proxy_cpu_per_unit"] is None else \
         f"{fnum(r['proxy_cpu_per_unit'])} {r['proxy_cpu_unit']}"
+    if r.get("peek_us_per_conn") is not None:     # B-sni: what the peek adds
+        cpu += f" (peek {r['peek_us_per_conn']:+.2f} µs/conn, {r['peek_pct']:+.0f}% " \
+               f"vs {r['peek_base']})"
     ratio = "-" if r["ratio_to_direct"] is None else f"{r['ratio_to_direct']:.2f}"
     if r.get("target_met") is not None:   # 3 digits, so that 0.597 does not read as 0.60
         ratio = f"{r['ratio_to_direct']:.3f}" + (" ok" if r["target_met"] else " (<0.6)")
@@ -837,7 +900,7 @@ def notes_text(meta, rows, skipped, noise_max):
         f"{meta.get('reps', '?')} rep(s) of {meta.get('dur_s', '?')} s "
         f"(L: {meta.get('l_dur_s', '?')} s), medians.",
         "Scenarios: " + "; ".join(SCENARIOS[s]["title"] for s in used) + ".",
-        "figure = median req/s (A, A-ac, A1), conn/s (B), Gbit/s received (C, C-http), VmRSS "
+        "figure = median req/s (A, A-ac, A1), conn/s (B, B-sni), Gbit/s received (C, C-http), VmRSS "
         "bytes per held connection (D), p50 latency (L) or failed requests (S, R); ratio to direct = median(proxied) / "
         "median(direct) of the figure (for L a latency ratio: above 1 is slower; D has no "
         "direct row); proxy CPU = utime+stime of the proxy process (all threads) from "
@@ -851,6 +914,20 @@ def notes_text(meta, rows, skipped, noise_max):
     if any(r["scenario"] == "A1" for r in rows):
         lines.append(f"A1 target: ringway >= {A1_TARGET} x direct req/s with proxy, wrk and "
                      "origin on one core ('ok' / '(<0.6)' next to the ratio).")
+    if any(r["scenario"] == "B-sni" for r in rows):
+        lines.append(
+            "B-sni (peek cost): ringway-load --mode conn --closed-loop -c 50 --exchange hello: "
+            "a new connection per exchange carrying one fixed TLS ClientHello (server name "
+            f"{meta.get('sni_name', '?')}); the origin (nginx, plain HTTP) answers its bytes "
+            "with a 400 and closes; no handshake is made. ringway and haproxy do not look at "
+            "the bytes (one route / default_backend); ringway-sni shares the address between a "
+            "route with [route.match] sni and a default route, haproxy-sni routes by "
+            "req.ssl_sni after `tcp-request content accept if { req_ssl_hello_type 1 }`: both "
+            "read and parse the ClientHello before they connect to the backend. Each proxy is "
+            "started fresh and warmed up with the same load. 'peek +x µs/conn' = the CPU the "
+            "peek adds per connection over the plain proxy (median of the rep-paired "
+            "differences of CPU-s per 100k conn, x 10), and as a share of the plain proxy's "
+            "CPU per connection.")
     if any(r["scenario"] == "S" for r in rows):
         lines.append(
             f"S: ringway-load --mode conn at {meta.get('s_rate', '?')} new connections/s for "
@@ -979,6 +1056,8 @@ def main():
     s.add_argument("--switch-cmd", default="")
     s.add_argument("--switch-msg", default="", help="what the switch printed")
     s.add_argument("--load-t0", default="", help="start of the load, seconds since the epoch")
+    # hello (scenario B-sni) on ringway-sni only: "sni=N default=M" from ringway's metrics
+    s.add_argument("--routed", default="", help="ringway_listen_routed_total by 'by' label")
     # route (scenario R) only: what route-phase printed, and its exit code
     s.add_argument("--route-json", default="", help="file: route-phase's output")
     s.add_argument("--route-rc", default="", help="exit code of route-phase")

@@ -14,19 +14,20 @@ pub struct Args {
     #[arg(long, short = 't')]
     pub target: SocketAddr,
 
-    /// conn: a new connection per exchange at --rate per second (open loop).
+    /// conn: a new connection per exchange at --rate per second (open loop), or with
+    /// --closed-loop on --connections connections one after the other, as fast as they go.
     /// keepalive: --connections connections repeating the exchange (open loop at --rate
     /// exchanges per second in total, or as fast as they can without --rate).
     /// idle: open --connections connections, send nothing, hold them for --duration.
     #[arg(long, short = 'm', value_enum)]
     pub mode: Mode,
 
-    /// conn: new connections per second. keepalive: exchanges per second over all connections
+    /// conn: new connections per second (0 with --closed-loop). keepalive: exchanges per second over all connections
     /// (0 = closed loop, as fast as possible). idle: connections opened per second (0 = all at once).
     #[arg(long, short = 'r', default_value_t = 0.0)]
     pub rate: f64,
 
-    /// keepalive and idle: how many connections.
+    /// keepalive and idle: how many connections; conn with --closed-loop: how many in flight.
     #[arg(long, short = 'c', default_value_t = 10)]
     pub connections: usize,
 
@@ -67,6 +68,15 @@ pub struct Args {
     #[arg(long, default_value_t = 20_000)]
     pub max_inflight: usize,
 
+    /// conn mode: no rate; --connections loops each open a new connection, do the exchange,
+    /// close it and start over at once (closed loop, as wrk -H 'Connection: close' does).
+    #[arg(long)]
+    pub closed_loop: bool,
+
+    /// hello: the server name the ClientHello carries.
+    #[arg(long, default_value = "bench.test")]
+    pub hello_sni: String,
+
     /// Exit 1 unless every exchange was ok.
     #[arg(long)]
     pub fail_on_error: bool,
@@ -91,6 +101,10 @@ pub enum Exchange {
     Http,
     /// Send --size bytes of a fixed pattern, expect them back.
     Echo,
+    /// Send a fixed TLS ClientHello with --hello-sni as server name, then read whatever the
+    /// backend answers until it closes: ok when at least one byte came back (the handshake is
+    /// never completed; a plain HTTP origin answers 400 and closes). conn mode only.
+    Hello,
 }
 
 /// Parses "250ms", "10s", "2m", "1.5s", or a bare number of seconds.
@@ -125,11 +139,27 @@ impl Args {
         if !self.rate.is_finite() || self.rate < 0.0 {
             return Err("--rate must be a number ≥ 0".into());
         }
-        if self.mode == Mode::Conn && self.rate <= 0.0 {
-            return Err("--mode conn needs --rate > 0 (new connections per second)".into());
+        if self.closed_loop && self.mode != Mode::Conn {
+            return Err("--closed-loop is for --mode conn".into());
         }
-        if self.mode != Mode::Conn && self.connections < self.threads {
+        if self.closed_loop && self.rate > 0.0 {
+            return Err("--closed-loop takes no --rate (it goes as fast as it can)".into());
+        }
+        if self.mode == Mode::Conn && !self.closed_loop && self.rate <= 0.0 {
+            return Err(
+                "--mode conn needs --rate > 0 (new connections per second) or --closed-loop".into(),
+            );
+        }
+        if (self.mode != Mode::Conn || self.closed_loop) && self.connections < self.threads {
             return Err("--connections must be at least --threads".into());
+        }
+        if self.exchange == Exchange::Hello {
+            if self.mode != Mode::Conn {
+                return Err(
+                    "--exchange hello is for --mode conn (one ClientHello per connection)".into(),
+                );
+            }
+            crate::hello::check_name(&self.hello_sni)?;
         }
         if self.exchange == Exchange::Echo && self.size == 0 {
             return Err("--size must be at least 1".into());

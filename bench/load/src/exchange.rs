@@ -1,5 +1,5 @@
-//! One exchange on a connection: an HTTP/1.1 GET (response parsed with httparse) or an echo,
-//! and how an I/O error maps to an [`Outcome`].
+//! One exchange on a connection: an HTTP/1.1 GET (response parsed with httparse), an echo, or
+//! a TLS ClientHello answered by anything, and how an I/O error maps to an [`Outcome`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use crate::report::Outcome;
 /// What to send and what to expect, built once from the arguments.
 pub struct Spec {
     kind: Exchange,
-    /// HTTP request (keep-alive or `Connection: close`), or the echo payload.
+    /// HTTP request (keep-alive or `Connection: close`), the echo payload, or the ClientHello.
     request: Vec<u8>,
     expect_body: Option<Vec<u8>>,
     /// conn mode: after the answer, wait for the peer's close (HTTP) or half-close and wait
@@ -35,6 +35,7 @@ impl Spec {
             )
             .into_bytes(),
             Exchange::Echo => (0..args.size).map(|i| (i % 251) as u8).collect(),
+            Exchange::Hello => crate::hello::client_hello(&args.hello_sni),
         };
         Spec {
             kind: args.exchange,
@@ -71,6 +72,8 @@ pub async fn run(s: &mut TcpStream, spec: &Spec, buf: &mut Vec<u8>) -> Result<()
     match spec.kind {
         Exchange::Http => http_response(s, spec, buf).await?,
         Exchange::Echo => echo_back(s, spec, buf).await?,
+        // the answer ends with the peer's close: nothing more to wait for
+        Exchange::Hello => return any_answer(s, buf).await,
     }
     if spec.close {
         if spec.kind == Exchange::Echo {
@@ -122,6 +125,21 @@ async fn http_response(s: &mut TcpStream, spec: &Spec, buf: &mut Vec<u8>) -> Res
         return Err(Outcome::WrongBytes);
     }
     Ok(())
+}
+
+/// Hello: reads until the peer closes; at least one byte must have come (at most MAX_HEAD).
+async fn any_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Outcome> {
+    buf.clear();
+    loop {
+        buf.reserve(4096);
+        match s.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Err(Outcome::WrongBytes),
+            Ok(0) => return Ok(()),
+            Ok(_) if buf.len() > MAX_HEAD => return Err(Outcome::WrongBytes),
+            Ok(_) => {}
+            Err(e) => return Err(classify(&e)),
+        }
+    }
 }
 
 /// Appends what the socket has to `buf`; EOF here means the answer was cut short.

@@ -1,6 +1,7 @@
 //! `ringway-load`: an open-loop load generator for ringway's benchmarks and fault tests.
 //!
-//! Three shapes (`--mode`): `conn` (a fixed rate of new connections, one exchange each),
+//! Three shapes (`--mode`): `conn` (a fixed rate of new connections, one exchange each, or
+//! with `--closed-loop` a fixed number of them back to back),
 //! `keepalive` (a fixed number of connections repeating the exchange, open loop at a fixed
 //! rate or closed loop), `idle` (hold connections open). Every exchange ends in one outcome
 //! (ok, refused, reset, timeout, wrong_bytes, error; `dropped` when the tool itself could not
@@ -10,6 +11,7 @@
 
 mod cli;
 mod exchange;
+mod hello;
 mod modes;
 mod report;
 

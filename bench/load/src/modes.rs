@@ -1,4 +1,4 @@
-//! The three load shapes, each run by one thread on its own current-thread tokio runtime with
+//! The load shapes (conn open or closed loop, keepalive, idle), each run by one thread on its own current-thread tokio runtime with
 //! its share of the rate and connections.
 
 use std::cell::RefCell;
@@ -31,6 +31,7 @@ const FAIL_BACKOFF: Duration = Duration::from_millis(1);
 pub async fn run(args: Rc<Args>, share: Share) -> Tally {
     let tally = Rc::new(RefCell::new(Tally::default()));
     match args.mode {
+        Mode::Conn if args.closed_loop => conn_closed(&args, &share, &tally).await,
         Mode::Conn => conn(&args, &share, &tally).await,
         Mode::Keepalive => keepalive(&args, &share, &tally).await,
         Mode::Idle => idle(&args, &share, &tally).await,
@@ -96,6 +97,50 @@ async fn conn(args: &Rc<Args>, share: &Share, tally: &Rc<RefCell<Tally>>) {
         });
         // Reap finished tasks so the set does not grow with the run.
         while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A new connection per exchange, closed loop: `share.connections` loops, each opening a
+/// connection, doing the exchange, closing it and starting over at once (what
+/// `wrk -H 'Connection: close'` does). Latency is the exchange's own time, connect included.
+async fn conn_closed(args: &Rc<Args>, share: &Share, tally: &Rc<RefCell<Tally>>) {
+    let spec = Rc::new(Spec::new(args, true));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..share.connections {
+        let (spec, tally, args) = (spec.clone(), tally.clone(), args.clone());
+        let (start, record_from, end) = (share.start, share.record_from, share.end);
+        tasks.spawn_local(async move {
+            let mut buf = Vec::with_capacity(4096);
+            sleep_until(start).await;
+            loop {
+                let begun = Instant::now();
+                if begun >= end {
+                    break;
+                }
+                let record = begun >= record_from;
+                let res = timeout(args.timeout, async {
+                    let mut s = exchange::connect(args.target).await?;
+                    if record {
+                        tally.borrow_mut().connections += 1;
+                    }
+                    exchange::run(&mut s, &spec, &mut buf).await
+                })
+                .await
+                .unwrap_or(Err(Outcome::Timeout));
+                if record {
+                    let took = begun.elapsed();
+                    let mut t = tally.borrow_mut();
+                    match res {
+                        Ok(()) => t.record_ok(took, took),
+                        Err(o) => t.outcomes.count(o),
+                    }
+                }
+                if res.is_err() {
+                    sleep(FAIL_BACKOFF).await;
+                }
+            }
+        });
     }
     while tasks.join_next().await.is_some() {}
 }
