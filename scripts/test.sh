@@ -2,7 +2,8 @@
 # Runs ringway's whole test suite on a fresh Debian machine: installs what the tests use
 # (curl for the admin API checks; build tools for the Rust toolchain's C deps; shellcheck;
 # procps for kill; systemd for systemd-analyze, which verifies the units in tuning/systemd;
-# prometheus for promtool, which parses the Grafana dashboard's queries in tuning/grafana),
+# prometheus for promtool, which parses the Grafana dashboard's queries in tuning/grafana;
+# openssl and haproxy for the shared-address tests),
 # then script lints, the host check, formatting, lints, unit and integration tests (ringway and
 # the bench/load tool).
 set -euo pipefail
@@ -23,6 +24,12 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # rules` (package prometheus; in a container nothing starts, on a systemd host the package
 # also enables a prometheus service: `systemctl disable --now prometheus` if unwanted).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# tests/it/share.rs (routes sharing an address): openssl makes the TLS servers' certificates
+# and captures real ClientHellos (req, s_client); python3 (above) runs those TLS servers;
+# HAProxy reads the PROXY headers ringway sends (nginx stands in where only nginx is
+# installed; on a systemd host the haproxy package also starts an idle haproxy service).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || [ -x /usr/sbin/nginx ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -11,6 +11,8 @@ mod ports;
 mod relay;
 mod reload;
 mod routes;
+mod share;
+mod share_support;
 mod support;
 mod switch;
 mod units;
