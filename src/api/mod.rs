@@ -11,8 +11,8 @@ mod status;
 pub use change::{ChangeAction, ChangeDoc, ErrorDoc, ProblemDoc, ReloadDoc, SwitchDoc};
 pub use status::{
     ActiveHealth, BackendDoc, BackendRole, ConnectErrorsDoc, HealthDoc, HealthWord, ListenerDoc,
-    Quantiles, ReloadStatusDoc, RouteDoc, RouteHealthDoc, RouteList, RouteView, RuntimeDoc,
-    StatusDoc, WatchDoc, WorkerDoc,
+    Quantiles, ReloadStatusDoc, RouteDoc, RouteHealthDoc, RouteList, RouteView, RuleDoc,
+    RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
 };
 
 use std::net::SocketAddr;

@@ -68,8 +68,36 @@ pub struct ListenerDoc {
     pub addr: SocketAddr,
     /// As configured (differs when the configuration asks for port 0).
     pub configured: SocketAddr,
-    /// The routes on it (one until routes can be told apart by SNI, Host or source).
+    /// The routes on it (several when `[route.match]` tells them apart).
     pub routes: Vec<String>,
+    /// How a connection picks among `routes`, most specific first; the default last.
+    #[serde(default)]
+    pub rules: Vec<RuleDoc>,
+    /// Sources whose PROXY header is read (and required) here; empty: none.
+    #[serde(default)]
+    pub accept_proxy_from: Vec<String>,
+    /// How long the first bytes are awaited when the route depends on them.
+    #[serde(default)]
+    pub peek_timeout: String,
+}
+
+/// One route on a listen address and what it matches (`[route.match]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleDoc {
+    pub route: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefix: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<String>,
+    /// Takes what no other route matched.
+    pub default: bool,
+    /// The PROXY protocol version sent to its backends, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<String>,
 }
 
 /// The last configuration reload, as `/status` shows it.

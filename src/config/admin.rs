@@ -277,7 +277,7 @@ fn nonempty_path(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option
     Some(PathBuf::from(v))
 }
 
-fn cidr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<IpNet> {
+pub(super) fn cidr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<IpNet> {
     let v = s.get_ref().trim();
     // A bare address means that one host.
     let parsed = v

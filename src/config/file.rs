@@ -94,6 +94,21 @@ pub struct FileRoute {
     pub max_connections: Option<Spanned<i64>>,
     pub health: Option<Spanned<FileHealth>>,
     pub switch: Option<FileSwitch>,
+    #[serde(rename = "match")]
+    pub matching: Option<Spanned<FileMatch>>,
+    pub proxy_protocol: Option<Spanned<String>>,
+    pub accept_proxy_from: Option<Vec<Spanned<String>>>,
+    pub peek_timeout: Option<Spanned<String>>,
+}
+
+/// `[route.match]`: how the routes sharing a listen address are told apart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    pub sni: Option<Vec<Spanned<String>>>,
+    pub host: Option<Vec<Spanned<String>>>,
+    pub path_prefix: Option<Vec<Spanned<String>>>,
+    pub source: Option<Vec<Spanned<String>>>,
 }
 
 /// `[route.health]`: active health checks of the route's backends.

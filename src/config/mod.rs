@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod file;
 mod health;
+mod matching;
 mod read;
 mod route_body;
 mod size;
@@ -27,6 +28,10 @@ pub use admin::{
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use health::{Check, HealthConfig, SwitchConfig};
+pub use matching::{
+    DEFAULT_PEEK_TIMEOUT, MatchConfig, NamePattern, PEEK_LIMIT, ProxyProtocol, SharedError,
+    Sharing, canonical, check_shared,
+};
 pub use read::{MAX_CONFIG_BYTES, read_config_file};
 pub use route_body::{parse_route_json, parse_route_toml, route_to_json};
 pub use size::{format_size, parse_size};
@@ -140,6 +145,8 @@ pub struct RouteConfig {
     pub max_connections: Option<NonZeroU32>,
     pub health: HealthConfig,
     pub switch: SwitchConfig,
+    /// `[route.match]`, `proxy_protocol`, `accept_proxy_from`, `peek_timeout`.
+    pub sharing: Sharing,
 }
 
 impl RouteConfig {
@@ -156,6 +163,7 @@ impl RouteConfig {
             max_connections: None,
             health: HealthConfig::default(),
             switch: SwitchConfig::default(),
+            sharing: Sharing::default(),
         }
     }
 
@@ -192,6 +200,7 @@ impl RouteConfig {
             Some(n) => out.push_str(&format!("max_connections = {n}\n")),
             None => out.push_str("# max_connections: not set, no limit\n"),
         }
+        matching::to_toml(&r.sharing, &mut out);
         let h = &r.health;
         if h.periodic {
             out.push_str("[route.health]\n");

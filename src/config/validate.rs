@@ -65,19 +65,18 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 );
             }
             for l in &r.listen {
-                if let Some((held, other)) = listens.iter().find(|(h, _)| overlaps(*h, *l)) {
-                    let message = if held == l {
-                        format!("{l} is already the listen address of route \"{other}\"")
-                    } else {
-                        format!(
-                            "{l} overlaps {held}, the listen address of route \"{other}\" (a wildcard address covers every address of its port)"
-                        )
-                    };
+                // The same address may be shared (told apart by [route.match], checked
+                // below); a wildcard address overlapping another address of its port may not.
+                if let Some((held, other)) =
+                    listens.iter().find(|(h, _)| h != l && overlaps(*h, *l))
+                {
                     problems.add(
                         Some(at),
                         format!("{label}listen"),
-                        message,
-                        "give each route its own listen address (routes sharing an address need match rules, which a later version brings)",
+                        format!(
+                            "{l} overlaps {held}, the listen address of route \"{other}\" (a wildcard address covers every address of its port)"
+                        ),
+                        "listen on the same address as that route (and tell the routes apart with [route.match]) or on another port",
                     );
                 }
                 if l.port() != 0 {
@@ -87,6 +86,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             routes.push(r);
         }
     }
+    shared(&routes, &mut problems);
     if let Some((_, route)) = admin
         .as_ref()
         .and_then(|a| listens.iter().find(|(l, _)| overlaps(*l, a.listen)))
@@ -260,6 +260,29 @@ impl Label {
     }
 }
 
+/// Routes on one concrete address must be told apart ([`super::check_shared`]).
+fn shared(routes: &[RouteConfig], p: &mut Problems<'_>) {
+    let mut by_addr: std::collections::BTreeMap<SocketAddr, Vec<(&str, &super::Sharing)>> =
+        Default::default();
+    for r in routes {
+        for l in r.listen.iter().filter(|l| l.port() != 0) {
+            by_addr.entry(*l).or_default().push((&r.name, &r.sharing));
+        }
+    }
+    for (addr, on) in by_addr {
+        if let Err(e) = super::check_shared(addr, &on) {
+            let [_, b] = e.routes();
+            let i = routes.iter().position(|r| r.name == b).unwrap_or(0);
+            p.add(
+                None,
+                format!("route[{i}] (\"{b}\").listen"),
+                e.to_string(),
+                e.fix(),
+            );
+        }
+    }
+}
+
 /// What a route must have beyond its keys' own rules.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RouteRules {
@@ -409,6 +432,14 @@ pub(super) fn route(
     });
     let health = health::health(r.health.as_ref(), &label, p);
     let switch = health::switch(r.switch.as_ref(), &label, p);
+    let sharing = super::matching::sharing(
+        r.matching.as_ref(),
+        r.proxy_protocol.as_ref(),
+        r.accept_proxy_from.as_ref(),
+        r.peek_timeout.as_ref(),
+        &label,
+        p,
+    );
     if p.len() != before {
         return None;
     }
@@ -422,6 +453,7 @@ pub(super) fn route(
         max_connections,
         health,
         switch,
+        sharing,
     })
 }
 

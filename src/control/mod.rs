@@ -325,13 +325,7 @@ impl Control {
         mut next: Vec<RouteState>,
         drains: Vec<Drain>,
     ) -> Result<Installed, ControlError> {
-        let wants: Vec<ports::Want> = next
-            .iter()
-            .map(|r| ports::Want {
-                route: r.cfg.name.clone(),
-                slots: r.slots(),
-            })
-            .collect();
+        let wants: Vec<ports::Want> = next.iter().map(RouteState::want).collect();
         let reserved = [(self.admin_addr, "the admin API's address")];
         let plan = self.ports.plan(
             &wants,

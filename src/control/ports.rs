@@ -12,14 +12,14 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 
-use crate::config::{ListenRange, overlaps};
+use crate::config::{ListenRange, SharedError, Sharing, check_shared, overlaps};
 use crate::net::listener::{Group, ListenerError, bind_group, try_bind_group};
 
 /// Why a plan could not be made. Nothing was bound or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
     #[error(
-        "{addr} is already the listen address of route \"{other}\": route \"{route}\" cannot listen there too (routes sharing an address need match rules, which a later version brings)"
+        "{addr} is already the listen address of route \"{other}\": route \"{route}\" cannot listen there too"
     )]
     Taken {
         addr: SocketAddr,
@@ -63,6 +63,8 @@ pub enum PortError {
         #[source]
         source: ListenerError,
     },
+    #[error("{0}; {fix}", fix = .0.fix())]
+    Shared(#[from] SharedError),
     #[error("route \"{route}\": no free port in admin.listen_range ({range})")]
     NoFreePort { route: String, range: ListenRange },
     #[error(
@@ -78,6 +80,7 @@ impl PortError {
             PortError::Taken { route, other, .. } | PortError::Overlap { route, other, .. } => {
                 vec![route, other]
             }
+            PortError::Shared(e) => e.routes().to_vec(),
             PortError::Reserved { route, .. }
             | PortError::StillHeld { route, .. }
             | PortError::Releasing { route, .. }
@@ -91,6 +94,7 @@ impl PortError {
         match self {
             PortError::Taken { .. }
             | PortError::Overlap { .. }
+            | PortError::Shared(_)
             | PortError::Reserved { .. }
             | PortError::StillHeld { .. } => "listen_conflict",
             PortError::Releasing { .. } => "releasing",
@@ -124,6 +128,8 @@ pub enum Slot {
 pub struct Want {
     pub route: String,
     pub slots: Vec<Slot>,
+    /// How the route is told apart from others on a shared address.
+    pub sharing: Sharing,
 }
 
 /// A ready change of the address set: new addresses bound and listening, to be handed to
@@ -181,6 +187,20 @@ impl Ports {
                 claim(&mut next, reserved, pair, &w.route)?;
                 out[i][j] = Some(pair);
             }
+        }
+        // Routes sharing an address must be told apart.
+        for (addr, held) in next.iter().filter(|(_, h)| h.routes.len() > 1) {
+            let on: Vec<(&str, &Sharing)> = held
+                .routes
+                .iter()
+                .filter_map(|name| {
+                    wants
+                        .iter()
+                        .find(|w| &w.route == name)
+                        .map(|w| (name.as_str(), &w.sharing))
+                })
+                .collect();
+            check_shared(*addr, &on)?;
         }
         // 2. Bind the concrete addresses ringway does not hold yet (not listening).
         let mut groups: Vec<Group> = Vec::new();
@@ -328,22 +348,27 @@ fn claim(
             what: (*what).to_string(),
         });
     }
+    if let Some(h) = next.get_mut(&bound) {
+        // A shared address: whether its routes can be told apart was checked before the
+        // plan (`config::check_shared`). A port-0 binding is never shared.
+        if bound.port() != 0 && configured.port() != 0 && h.configured.port() != 0 {
+            if !h.routes.iter().any(|r| r == route) {
+                h.routes.push(route.to_string());
+            }
+            return Ok(());
+        }
+        return Err(PortError::Taken {
+            addr: bound,
+            route: route.to_string(),
+            other: h.routes.first().cloned().unwrap_or_default(),
+        });
+    }
     if let Some((held, h)) = next.iter().find(|(h, _)| overlaps(**h, bound)) {
-        let other = h.routes.first().cloned().unwrap_or_default();
-        let route = route.to_string();
-        return Err(if *held == bound {
-            PortError::Taken {
-                addr: bound,
-                route,
-                other,
-            }
-        } else {
-            PortError::Overlap {
-                addr: bound,
-                route,
-                held: *held,
-                other,
-            }
+        return Err(PortError::Overlap {
+            addr: bound,
+            route: route.to_string(),
+            held: *held,
+            other: h.routes.first().cloned().unwrap_or_default(),
         });
     }
     next.insert(
@@ -364,6 +389,7 @@ mod tests {
         Want {
             route: route.into(),
             slots: slots.to_vec(),
+            sharing: Sharing::default(),
         }
     }
 
@@ -431,17 +457,6 @@ mod tests {
         let wild: SocketAddr = "0.0.0.0:1".parse().unwrap();
         let e = ports
             .plan(
-                &[want("x", &[Slot::Addr(a)]), want("y", &[Slot::Addr(a)])],
-                1,
-                None,
-                &[],
-            )
-            .unwrap_err();
-        assert!(matches!(e, PortError::Taken { .. }), "{e}");
-        let text = e.to_string();
-        assert!(text.contains("\"x\"") && text.contains("\"y\""), "{text}");
-        let e = ports
-            .plan(
                 &[want("x", &[Slot::Addr(wild)]), want("y", &[Slot::Addr(a)])],
                 1,
                 None,
@@ -449,6 +464,8 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, PortError::Overlap { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("\"x\"") && text.contains("\"y\""), "{text}");
         let e = ports
             .plan(
                 &[want("x", &[Slot::Addr(a)])],
@@ -458,6 +475,46 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("the admin API's"), "{e}");
+    }
+
+    /// Routes naming the same concrete address share one listener group (bound once); it is
+    /// released when the last of them goes.
+    #[test]
+    fn routes_share_a_concrete_address() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = free.local_addr().unwrap();
+        drop(free);
+        let mut ports = Ports::default();
+        // Two defaults cannot be told apart ...
+        let e = ports
+            .plan(
+                &[want("x", &[Slot::Addr(a)]), want("y", &[Slot::Addr(a)])],
+                2,
+                None,
+                &[],
+            )
+            .unwrap_err();
+        assert!(matches!(e, PortError::Shared(_)), "{e}");
+        assert_eq!(e.routes(), ["x", "y"]);
+        // ... a default and a route matching a source can.
+        let mut y = want("y", &[Slot::Addr(a)]);
+        y.sharing.matching = Some(crate::config::MatchConfig {
+            source: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        });
+        let plan = ports
+            .plan(&[want("x", &[Slot::Addr(a)]), y.clone()], 2, None, &[])
+            .unwrap();
+        assert_eq!(plan.add.len(), 1, "one address, bound once");
+        ports.commit(&plan, 1);
+        let held: Vec<_> = ports.list().collect();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].2, ["x".to_string(), "y".to_string()]);
+        let plan = ports.plan(&[y], 2, None, &[]).unwrap();
+        assert!(plan.add.is_empty() && plan.release.is_empty());
+        ports.commit(&plan, 2);
+        let plan = ports.plan(&[], 2, None, &[]).unwrap();
+        assert_eq!(plan.release, vec![a]);
     }
 
     /// A route without listen gets the first free port of the range; no range: an error.

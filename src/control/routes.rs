@@ -78,6 +78,15 @@ impl RouteState {
         }
     }
 
+    /// What this route asks of the listen addresses ([`super::ports::Ports::plan`]).
+    pub fn want(&self) -> super::ports::Want {
+        super::ports::Want {
+            route: self.cfg.name.clone(),
+            slots: self.slots(),
+            sharing: self.cfg.sharing.clone(),
+        }
+    }
+
     /// What this route asks to listen on (see [`Slot`]).
     pub fn slots(&self) -> Vec<Slot> {
         if self.cfg.listen.is_empty() {

@@ -107,13 +107,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     let mut ports = Ports::default();
     let reserved = [(config.admin.listen, "the admin API's address")];
     let plan = loop {
-        let wants: Vec<Want> = routes
-            .iter()
-            .map(|r| Want {
-                route: r.cfg.name.clone(),
-                slots: r.slots(),
-            })
-            .collect();
+        let wants: Vec<Want> = routes.iter().map(RouteState::want).collect();
         match ports.plan(&wants, count, config.admin.listen_range.as_ref(), &reserved) {
             Ok(plan) => break plan,
             Err(e) => {

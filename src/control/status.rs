@@ -7,7 +7,7 @@ use super::Control;
 use super::routes::RouteState;
 use crate::api::{
     ActiveHealth, BackendDoc, BackendRole, ConnectErrorsDoc, HealthDoc, ListenerDoc, RouteDoc,
-    RouteHealthDoc, RouteList, RouteView, RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
+    RouteHealthDoc, RouteList, RouteView, RuleDoc, RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
 };
 use crate::config::route_to_json;
 use crate::metrics::render::quantiles;
@@ -43,11 +43,7 @@ pub(super) fn status(c: &Control) -> StatusDoc {
     let listeners = c
         .ports
         .list()
-        .map(|(addr, configured, routes)| ListenerDoc {
-            addr,
-            configured,
-            routes: routes.to_vec(),
-        })
+        .map(|(addr, configured, routes)| listener_doc(c, addr, configured, routes))
         .collect();
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -220,4 +216,70 @@ fn since(t: SystemTime) -> u64 {
     SystemTime::now()
         .duration_since(t)
         .map_or(0, |d| d.as_secs())
+}
+
+fn strings<T: std::fmt::Display>(v: &[T]) -> Vec<String> {
+    v.iter().map(ToString::to_string).collect()
+}
+
+/// A listen address: its routes, most specific rule first (`config::matching`).
+fn listener_doc(
+    c: &Control,
+    addr: std::net::SocketAddr,
+    configured: std::net::SocketAddr,
+    routes: &[String],
+) -> ListenerDoc {
+    let on: Vec<&crate::config::RouteConfig> = routes
+        .iter()
+        .filter_map(|n| c.routes.iter().find(|r| &r.cfg.name == n).map(|r| &r.cfg))
+        .collect();
+    let mut rules: Vec<(std::cmp::Reverse<[u32; 4]>, RuleDoc)> = on
+        .iter()
+        .map(|r| {
+            let s = &r.sharing;
+            let m = s.matching.clone().unwrap_or_default();
+            let top = |v: Vec<u32>| v.into_iter().max().unwrap_or(0);
+            let key = [
+                top(m.sni.iter().map(crate::config::NamePattern::rank).collect()),
+                top(m.path_prefix.iter().map(|p| 1 + p.len() as u32).collect()),
+                top(m
+                    .host
+                    .iter()
+                    .map(crate::config::NamePattern::rank)
+                    .collect()),
+                top(m
+                    .source
+                    .iter()
+                    .map(|n| 1 + u32::from(n.prefix_len()))
+                    .collect()),
+            ];
+            let doc = RuleDoc {
+                route: r.name.clone(),
+                sni: strings(&m.sni),
+                host: strings(&m.host),
+                path_prefix: m.path_prefix.clone(),
+                source: strings(&m.source),
+                default: s.matching.is_none(),
+                proxy_protocol: s.proxy_protocol.map(|v| v.as_str().to_string()),
+            };
+            (std::cmp::Reverse(key), doc)
+        })
+        .collect();
+    rules.sort_by(|a, b| a.1.default.cmp(&b.1.default).then(a.0.cmp(&b.0)));
+    let first = on.first().map(|r| &r.sharing);
+    ListenerDoc {
+        addr,
+        configured,
+        routes: routes.to_vec(),
+        rules: rules.into_iter().map(|(_, d)| d).collect(),
+        accept_proxy_from: first
+            .map(|s| strings(&s.accept_proxy_from))
+            .unwrap_or_default(),
+        peek_timeout: on
+            .iter()
+            .map(|r| r.sharing.peek_timeout)
+            .max()
+            .map(crate::config::format_duration)
+            .unwrap_or_default(),
+    }
 }

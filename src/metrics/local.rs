@@ -2,13 +2,15 @@
 //! touched only by the worker thread; the control thread gets copies ([`super::snapshot`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use hdrhistogram::Histogram;
 
-use super::snapshot::{BackendCounters, RouteCounters, RouteSnapshot, WorkerSnapshot};
+use super::snapshot::{
+    BackendCounters, ListenSnapshot, RouteCounters, RouteSnapshot, WorkerSnapshot,
+};
 
 /// Histogram bounds, in microseconds: 1 µs .. 1 day, 2 significant digits.
 pub const HIST_LOW_US: u64 = 1;
@@ -202,10 +204,146 @@ impl RouteMetrics {
     }
 }
 
+/// How a connection on a shared listen address found its route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    Sni,
+    Host,
+    Path,
+    Source,
+    /// Nothing matched (or nothing could be read): the address's route without a match.
+    Default,
+}
+
+impl By {
+    pub const COUNT: usize = 5;
+    pub const ALL: [By; By::COUNT] = [By::Sni, By::Host, By::Path, By::Source, By::Default];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            By::Sni => "sni",
+            By::Host => "host",
+            By::Path => "path",
+            By::Source => "source",
+            By::Default => "default",
+        }
+    }
+}
+
+/// Why a connection on a shared listen address was reset before any route took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// No route matched and the address has no default route.
+    NoMatch,
+    /// `accept_proxy_from` is set and the connection came from elsewhere.
+    ProxyUntrusted,
+    /// The PROXY header was missing, malformed or did not arrive in time.
+    ProxyMalformed,
+}
+
+impl Rejected {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Rejected; Rejected::COUNT] = [
+        Rejected::NoMatch,
+        Rejected::ProxyUntrusted,
+        Rejected::ProxyMalformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejected::NoMatch => "no_match",
+            Rejected::ProxyUntrusted => "proxy_untrusted",
+            Rejected::ProxyMalformed => "proxy_malformed",
+        }
+    }
+}
+
+/// Why the bytes that decide a route could not be read (the default route, if any, then
+/// takes the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekFailure {
+    /// `peek_timeout` passed first.
+    Timeout,
+    /// Not a ClientHello / request head that parses.
+    Malformed,
+    /// Over `PEEK_LIMIT` bytes without a decision.
+    TooLarge,
+    /// The client closed or reset first.
+    Closed,
+}
+
+impl PeekFailure {
+    pub const COUNT: usize = 4;
+    pub const ALL: [PeekFailure; PeekFailure::COUNT] = [
+        PeekFailure::Timeout,
+        PeekFailure::Malformed,
+        PeekFailure::TooLarge,
+        PeekFailure::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeekFailure::Timeout => "timeout",
+            PeekFailure::Malformed => "malformed",
+            PeekFailure::TooLarge => "too_large",
+            PeekFailure::Closed => "closed",
+        }
+    }
+}
+
+/// Counters of one shared listen address on one worker (cumulative, never pruned: an
+/// address's series stay while ringway runs).
+#[derive(Debug, Default)]
+pub struct ListenMetrics {
+    routed: RefCell<BTreeMap<String, Rc<RoutedCounters>>>,
+    rejected: [Cell<u64>; Rejected::COUNT],
+    peek_failed: [Cell<u64>; PeekFailure::COUNT],
+}
+
+/// Connections one route took on one address, by how it was chosen.
+pub type RoutedCounters = [Cell<u64>; By::COUNT];
+
+impl ListenMetrics {
+    /// The counters of `route` on this address, created on first use (table build time).
+    pub fn routed(&self, route: &str) -> Rc<RoutedCounters> {
+        self.routed
+            .borrow_mut()
+            .entry(route.to_string())
+            .or_default()
+            .clone()
+    }
+
+    #[inline]
+    pub fn reject(&self, why: Rejected) {
+        bump(&self.rejected[why as usize], 1);
+    }
+
+    #[inline]
+    pub fn peek_failed(&self, why: PeekFailure) {
+        bump(&self.peek_failed[why as usize], 1);
+    }
+
+    fn snapshot(&self, addr: SocketAddr) -> ListenSnapshot {
+        ListenSnapshot {
+            addr,
+            routed: self
+                .routed
+                .borrow()
+                .iter()
+                .map(|(name, c)| (name.clone(), c.each_ref().map(Cell::get)))
+                .collect(),
+            rejected: self.rejected.each_ref().map(Cell::get),
+            peek_failed: self.peek_failed.each_ref().map(Cell::get),
+        }
+    }
+}
+
 /// All metrics of one worker.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     routes: RefCell<HashMap<String, Rc<RouteMetrics>>>,
+    /// Shared listen addresses (those whose connections are matched to a route).
+    listens: RefCell<HashMap<SocketAddr, Rc<ListenMetrics>>>,
     pub active: Cell<u64>,
     /// Connections still queued when a listener closed (touched only when one retires).
     listener_resets: Cell<u64>,
@@ -233,6 +371,11 @@ impl WorkerMetrics {
             .entry(name.to_string())
             .or_insert_with(|| Rc::new(RouteMetrics::new()))
             .clone()
+    }
+
+    /// The metrics of shared listen address `addr`, created on first use.
+    pub fn listen(&self, addr: SocketAddr) -> Rc<ListenMetrics> {
+        self.listens.borrow_mut().entry(addr).or_default().clone()
     }
 
     /// Counts `n` connections reset by the close of a listener.
@@ -266,6 +409,12 @@ impl WorkerMetrics {
                 .borrow()
                 .iter()
                 .map(|(name, m)| m.snapshot(name))
+                .collect(),
+            listens: self
+                .listens
+                .borrow()
+                .iter()
+                .map(|(addr, m)| m.snapshot(*addr))
                 .collect(),
         }
     }

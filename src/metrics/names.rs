@@ -43,6 +43,15 @@ pub const LISTENER_QUEUE_RESETS_TOTAL: &str = "ringway_listener_queue_resets_tot
 /// `fs.pipe-max-size` or the user's `fs.pipe-user-pages-soft` budget. Such pipes keep the
 /// kernel's default size and bulk throughput drops; tuning/README.md says how to raise them.
 pub const PIPE_RESIZE_REFUSED_TOTAL: &str = "ringway_pipe_resize_refused_total";
+/// ringway addition: connections on a shared listen address, by the route that took them
+/// and how it was chosen (`by`: sni, host, path, source, default).
+pub const LISTEN_ROUTED_TOTAL: &str = "ringway_listen_routed_total";
+/// ringway addition: connections on a shared listen address reset before any route took
+/// them (`reason`: no_match, proxy_untrusted, proxy_malformed).
+pub const LISTEN_REJECTED_TOTAL: &str = "ringway_listen_rejected_total";
+/// ringway addition: peeks at a shared listen address that could not decide (`reason`:
+/// timeout, malformed, too_large, closed); the default route, if any, took the connection.
+pub const LISTEN_PEEK_FAILURES_TOTAL: &str = "ringway_listen_peek_failures_total";
 
 /// A family's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +92,9 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (WORKER_IMBALANCE, Kind::Gauge),
     (LISTENER_QUEUE_RESETS_TOTAL, Kind::Counter),
     (PIPE_RESIZE_REFUSED_TOTAL, Kind::Counter),
+    (LISTEN_ROUTED_TOTAL, Kind::Counter),
+    (LISTEN_REJECTED_TOTAL, Kind::Counter),
+    (LISTEN_PEEK_FAILURES_TOTAL, Kind::Counter),
     (SWITCHES_TOTAL, Kind::Counter),
     (BACKEND_UP, Kind::Gauge),
     (RELOADS_TOTAL, Kind::Counter),

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::local::Outcome;
+use super::local::{By, Outcome, PeekFailure, Rejected};
 use super::names::*;
 use super::snapshot::{MetricsStore, WorkerTotals};
 use crate::api::Quantiles;
@@ -198,6 +198,7 @@ pub fn prometheus(store: &MetricsStore) -> String {
         &[],
         store.pipe_resizes_refused(),
     );
+    listens(&mut out, store);
     out
 }
 
@@ -429,7 +430,79 @@ pub fn json(store: &MetricsStore) -> Value {
         "worker_imbalance": store.imbalance(),
         "listener_queue_resets": store.listener_resets(),
         "pipe_resize_refused": store.pipe_resizes_refused(),
+        "listens": store.listens().iter().map(|(addr, l)| {
+            let routed: serde_json::Map<String, Value> = l.routed.iter().map(|(route, c)| {
+                let by: serde_json::Map<String, Value> =
+                    By::ALL.iter().map(|b| (b.as_str().to_string(), json!(c[*b as usize]))).collect();
+                (route.clone(), Value::Object(by))
+            }).collect();
+            let rejected: serde_json::Map<String, Value> = Rejected::ALL.iter()
+                .map(|r| (r.as_str().to_string(), json!(l.rejected[*r as usize]))).collect();
+            let peek: serde_json::Map<String, Value> = PeekFailure::ALL.iter()
+                .map(|r| (r.as_str().to_string(), json!(l.peek_failed[*r as usize]))).collect();
+            (addr.to_string(), json!({"routed": routed, "rejected": rejected, "peek_failures": peek}))
+        }).collect::<serde_json::Map<String, Value>>(),
     })
+}
+
+/// The shared listen addresses' families (headers even when none is shared).
+fn listens(out: &mut String, store: &MetricsStore) {
+    let listens = store.listens();
+    header(
+        out,
+        LISTEN_ROUTED_TOTAL,
+        "counter",
+        "Connections on a shared listen address, by the route that took them and how it was chosen.",
+    );
+    for (addr, l) in &listens {
+        let listen = addr.to_string();
+        for (route, counts) in &l.routed {
+            for by in By::ALL {
+                let labels = [
+                    ("listen", listen.as_str()),
+                    ("route", route),
+                    ("by", by.as_str()),
+                ];
+                sample(out, LISTEN_ROUTED_TOTAL, &labels, counts[by as usize]);
+            }
+        }
+    }
+    header(
+        out,
+        LISTEN_REJECTED_TOTAL,
+        "counter",
+        "Connections on a shared listen address reset before any route took them.",
+    );
+    for (addr, l) in &listens {
+        let listen = addr.to_string();
+        for why in Rejected::ALL {
+            let labels = [("listen", listen.as_str()), ("reason", why.as_str())];
+            sample(
+                out,
+                LISTEN_REJECTED_TOTAL,
+                &labels,
+                l.rejected[why as usize],
+            );
+        }
+    }
+    header(
+        out,
+        LISTEN_PEEK_FAILURES_TOTAL,
+        "counter",
+        "Peeks at a shared listen address that could not decide; the default route, if any, took the connection.",
+    );
+    for (addr, l) in &listens {
+        let listen = addr.to_string();
+        for why in PeekFailure::ALL {
+            let labels = [("listen", listen.as_str()), ("reason", why.as_str())];
+            sample(
+                out,
+                LISTEN_PEEK_FAILURES_TOTAL,
+                &labels,
+                l.peek_failed[why as usize],
+            );
+        }
+    }
 }
 
 /// Metrics the control thread itself owns: switch results, backend health, reloads.

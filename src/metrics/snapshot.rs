@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use hdrhistogram::Histogram;
 
 use super::cpu;
-use super::local::{Outcome, new_histogram};
+use super::local::{By, Outcome, PeekFailure, Rejected, new_histogram};
 
 /// Plain counters of one route on one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,6 +74,37 @@ pub struct RouteSnapshot {
     pub backends: Vec<BackendCounters>,
 }
 
+/// One shared listen address, one worker (cumulative counters).
+#[derive(Debug, Clone)]
+pub struct ListenSnapshot {
+    pub addr: SocketAddr,
+    /// Per route: connections taken, by `By` index.
+    pub routed: Vec<(String, [u64; By::COUNT])>,
+    /// Resets, by `Rejected` index.
+    pub rejected: [u64; Rejected::COUNT],
+    /// Peeks that could not decide, by `PeekFailure` index.
+    pub peek_failed: [u64; PeekFailure::COUNT],
+}
+
+impl ListenSnapshot {
+    fn add(&mut self, o: &ListenSnapshot) {
+        for (name, counts) in &o.routed {
+            match self.routed.iter_mut().find(|(n, _)| n == name) {
+                Some((_, c)) => c.iter_mut().zip(counts).for_each(|(a, b)| *a += b),
+                None => self.routed.push((name.clone(), *counts)),
+            }
+        }
+        self.rejected
+            .iter_mut()
+            .zip(&o.rejected)
+            .for_each(|(a, b)| *a += b);
+        self.peek_failed
+            .iter_mut()
+            .zip(&o.peek_failed)
+            .for_each(|(a, b)| *a += b);
+    }
+}
+
 /// One worker's report.
 #[derive(Debug, Clone)]
 pub struct WorkerSnapshot {
@@ -86,6 +117,7 @@ pub struct WorkerSnapshot {
     /// Pipes whose size the kernel refused (cumulative).
     pub pipe_resizes_refused: u64,
     pub routes: Vec<RouteSnapshot>,
+    pub listens: Vec<ListenSnapshot>,
 }
 
 /// Merged metrics of one route across workers.
@@ -104,6 +136,7 @@ struct WorkerLatest {
     listener_resets: u64,
     pipe_resizes_refused: u64,
     routes: BTreeMap<String, (RouteCounters, Vec<BackendCounters>)>,
+    listens: Vec<ListenSnapshot>,
     tid: Option<u32>,
     /// utime + stime of the worker thread, seconds, as last read (never goes down).
     cpu_seconds: Option<f64>,
@@ -122,6 +155,7 @@ impl WorkerLatest {
             listener_resets: 0,
             pipe_resizes_refused: 0,
             routes: BTreeMap::new(),
+            listens: Vec::new(),
             tid: None,
             cpu_seconds: None,
             retired: RouteCounters::default(),
@@ -194,6 +228,7 @@ impl MetricsStore {
         latest.active = snap.active;
         latest.listener_resets = snap.listener_resets;
         latest.pipe_resizes_refused = snap.pipe_resizes_refused;
+        latest.listens = snap.listens;
         latest.tid = snap.tid;
         latest.read_cpu();
         for (name, (counters, _)) in &latest.routes {
@@ -219,6 +254,23 @@ impl MetricsStore {
     /// Connections reset by listener closes, summed over workers.
     pub fn listener_resets(&self) -> u64 {
         self.workers.iter().map(|w| w.listener_resets).sum()
+    }
+
+    /// Shared listen addresses' counters, summed over workers, by address.
+    pub fn listens(&self) -> BTreeMap<SocketAddr, ListenSnapshot> {
+        let mut out: BTreeMap<SocketAddr, ListenSnapshot> = BTreeMap::new();
+        for l in self.workers.iter().flat_map(|w| &w.listens) {
+            match out.get_mut(&l.addr) {
+                Some(sum) => sum.add(l),
+                None => {
+                    out.insert(l.addr, l.clone());
+                }
+            }
+        }
+        for sum in out.values_mut() {
+            sum.routed.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        out
     }
 
     /// Pipes whose size the kernel refused, summed over workers.

@@ -2,7 +2,9 @@
 //! adaptive) with its per-worker pools.
 
 pub mod connect;
+pub mod door;
 pub mod flow;
+pub mod peek;
 pub mod pool;
 pub mod pulse;
 pub mod relay;

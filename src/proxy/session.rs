@@ -12,7 +12,11 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use std::net::SocketAddr;
+
 use super::connect::connect;
+use super::door::Door;
+use super::peek::{self, Prelude};
 use super::relay::{self, Fail, RelayEnd, Side, Tally};
 use super::table::Route;
 use crate::metrics::local::{Outcome, bump, drop_one};
@@ -26,8 +30,16 @@ use crate::worker::Worker;
 /// and lives as long as the connection, so its size is most of an idle connection's memory.
 /// The connect phase is boxed (its state is dropped once connected); the relay is not (it
 /// lives as long as the task).
+///
+/// `prelude`: bytes to send to the backend before relaying (a shared address's peek, a
+/// PROXY header; see [`super::peek`]).
 #[allow(clippy::manual_async_fn)] // deliberate: see above
-pub fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) -> impl Future<Output = ()> {
+pub fn run(
+    worker: Rc<Worker>,
+    route: Rc<Route>,
+    client: TcpStream,
+    prelude: Option<Box<Prelude>>,
+) -> impl Future<Output = ()> {
     async move {
         let started = Instant::now();
         let m = &route.metrics;
@@ -45,6 +57,12 @@ pub fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) -> impl Futu
             None => {
                 reset(client);
                 Outcome::ConnectFailed
+            }
+            Some((backend, b)) if prelude_failed(&backend, prelude).await => {
+                bump(&b.connections, 1);
+                reset(client);
+                let _ = sys::set_linger_zero(backend.as_raw_fd());
+                Outcome::BackendReset
             }
             Some((backend, b)) => {
                 bump(&b.connections, 1);
@@ -90,6 +108,35 @@ pub fn run(worker: Rc<Worker>, route: Rc<Route>, client: TcpStream) -> impl Futu
     }
 }
 
+/// A connection accepted on an address whose route depends on what the client sends first
+/// (or that speaks the PROXY protocol): decides the route ([`peek::admit`]), then runs the
+/// session. The peek's state is boxed and gone before the relay starts.
+#[allow(clippy::manual_async_fn)] // as `run`
+pub fn run_door(
+    worker: Rc<Worker>,
+    door: Rc<Door>,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    async move {
+        let admitted = Box::pin(peek::admit(&door, &client, peer)).await;
+        drop(door);
+        if let Some((route, prelude)) = admitted {
+            run(worker, route, client, prelude).await;
+        }
+    }
+}
+
+/// Sends the prelude, if any; true when that failed (the backend is gone).
+async fn prelude_failed(backend: &TcpStream, prelude: Option<Box<Prelude>>) -> bool {
+    match prelude {
+        None => false,
+        Some(p) => Box::pin(peek::send_prelude(backend, &p.bytes))
+            .await
+            .is_err(),
+    }
+}
+
 /// Closes a client with a reset (SO_LINGER 0).
 fn reset(client: TcpStream) {
     let _ = sys::set_linger_zero(client.as_raw_fd());
@@ -102,7 +149,7 @@ mod tests {
 
     fn future_size<F, Fut>(_f: F) -> usize
     where
-        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream) -> Fut,
+        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream, Option<Box<Prelude>>) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

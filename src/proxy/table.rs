@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use super::door::Door;
 use crate::config::RouteConfig;
 use crate::control::messages::RouteSpec;
 use crate::metrics::local::{BackendMetrics, RouteMetrics, WorkerMetrics};
@@ -62,7 +63,7 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub generation: u64,
-    by_listen: HashMap<SocketAddr, Rc<Route>>,
+    by_listen: HashMap<SocketAddr, Rc<Door>>,
     by_name: HashMap<String, Rc<Route>>,
 }
 
@@ -74,7 +75,7 @@ impl RouteTable {
         metrics: &WorkerMetrics,
         workers: usize,
     ) -> RouteTable {
-        let mut by_listen = HashMap::new();
+        let mut on: HashMap<SocketAddr, Vec<Rc<Route>>> = HashMap::new();
         let mut by_name = HashMap::new();
         for spec in routes {
             let cfg = &spec.cfg;
@@ -113,10 +114,14 @@ impl RouteTable {
                 max_per_worker,
             });
             for addr in &spec.listen {
-                by_listen.insert(*addr, route.clone());
+                on.entry(*addr).or_default().push(route.clone());
             }
             by_name.insert(cfg.name.clone(), route);
         }
+        let by_listen = on
+            .into_iter()
+            .map(|(addr, routes)| (addr, Rc::new(Door::build(addr, &routes, metrics))))
+            .collect();
         RouteTable {
             generation,
             by_listen,
@@ -134,9 +139,9 @@ impl RouteTable {
         self.by_name.contains_key(name)
     }
 
-    /// The route that owns listen address `addr`.
+    /// The listen address `addr`: its routes, and how a connection picks one.
     #[inline]
-    pub fn lookup(&self, addr: &SocketAddr) -> Option<&Rc<Route>> {
+    pub fn door(&self, addr: &SocketAddr) -> Option<&Rc<Door>> {
         self.by_listen.get(addr)
     }
 }
@@ -165,11 +170,14 @@ mod tests {
             ..RouteSpec::configured(1, &cfg.routes[0])
         };
         let table = RouteTable::build(1, &[spec(&[])], &metrics, 2);
-        let route = table.lookup(&"127.0.0.1:3000".parse().unwrap()).unwrap();
+        let route = table
+            .door(&"127.0.0.1:3000".parse().unwrap())
+            .and_then(|d| d.direct())
+            .unwrap();
         let picks: Vec<u16> = (0..4).map(|_| route.pick().addr.port()).collect();
         assert_eq!(picks, [8080, 8081, 8080, 8081]);
         assert_eq!(route.max_per_worker, Some(3));
-        assert!(table.lookup(&"127.0.0.1:3001".parse().unwrap()).is_none());
+        assert!(table.door(&"127.0.0.1:3001".parse().unwrap()).is_none());
         assert!(table.by_name("web").is_some());
 
         // A backend that is down gets no new sessions while another is up ...

@@ -24,8 +24,8 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::Worker;
 use crate::net::sys;
+use crate::proxy::door::Door;
 use crate::proxy::session;
-use crate::proxy::table::Route;
 
 /// How long a retiring listener keeps accepting after new SYNs are dropped: one round trip
 /// for the handshakes already under way (loopback: microseconds; LAN: under a millisecond;
@@ -36,14 +36,14 @@ pub(super) const HANDSHAKE_GRACE: Duration = Duration::from_millis(200);
 #[derive(Debug, Default)]
 pub(super) struct Retire {
     requested: Cell<bool>,
-    /// The route the retiring address had: queued connections are served by it.
-    route: RefCell<Option<Rc<Route>>>,
+    /// The routes the retiring address had: queued connections are served by them.
+    door: RefCell<Option<Rc<Door>>>,
     done: Cell<bool>,
 }
 
 impl Retire {
-    pub(super) fn request(&self, route: Option<Rc<Route>>) {
-        *self.route.borrow_mut() = route;
+    pub(super) fn request(&self, door: Option<Rc<Door>>) {
+        *self.door.borrow_mut() = door;
         self.requested.set(true);
     }
 
@@ -63,7 +63,7 @@ pub(super) async fn run(
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
-            Ok((stream, _peer)) => serve(&worker, addr, stream, &retire),
+            Ok((stream, peer)) => serve(&worker, addr, stream, peer, &retire),
             // Cancelled (retiring), or the listener failed for good: this loop is done.
             Err(_) if retire.requested.get() || worker.stopping.get() => break,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINVAL)) => break,
@@ -81,9 +81,12 @@ pub(super) async fn run(
     let mut served = 0;
     loop {
         match sys::accept_now(fd) {
-            Ok(Some(std)) => match TcpStream::from_std(std) {
-                Ok(stream) => {
-                    serve(&worker, addr, stream, &retire);
+            Ok(Some(std)) => match std
+                .peer_addr()
+                .and_then(|peer| Ok((TcpStream::from_std(std)?, peer)))
+            {
+                Ok((stream, peer)) => {
+                    serve(&worker, addr, stream, peer, &retire);
                     served += 1;
                 }
                 Err(e) => {
@@ -109,19 +112,30 @@ pub(super) async fn run(
     tracing::debug!(worker = worker.id, %addr, served, residue, "listener retired");
 }
 
-/// Starts a session for `stream` with the route that owns `addr` (the retiring route while
-/// the address is being retired); without one, closes it.
-fn serve(worker: &Rc<Worker>, addr: SocketAddr, stream: TcpStream, retire: &Retire) {
-    let route = worker
+/// Starts a session for `stream` (from `peer`) with the routes of `addr` (those the address
+/// had, while it is being retired); without any, closes it.
+fn serve(
+    worker: &Rc<Worker>,
+    addr: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+    retire: &Retire,
+) {
+    let door = worker
         .table
         .borrow()
-        .lookup(&addr)
+        .door(&addr)
         .cloned()
-        .or_else(|| retire.route.borrow().clone());
-    match route {
-        Some(route) => {
-            monoio::spawn(session::run(worker.clone(), route, stream));
-        }
+        .or_else(|| retire.door.borrow().clone());
+    match door {
+        Some(door) => match door.direct() {
+            Some(route) => {
+                monoio::spawn(session::run(worker.clone(), route.clone(), stream, None));
+            }
+            None => {
+                monoio::spawn(session::run_door(worker.clone(), door, stream, peer));
+            }
+        },
         // Never listened for a route (cannot happen): close it.
         None => drop(stream),
     }

@@ -107,7 +107,7 @@ async fn apply(
     }
     let retiring: Vec<Rc<Retire>> = remove
         .iter()
-        .filter_map(|addr| worker.retire(addr, old.lookup(addr).cloned()))
+        .filter_map(|addr| worker.retire(addr, old.door(addr).cloned()))
         .collect();
     wait_retired(&retiring).await;
     let _ = worker.to_control.send(FromWorker::Applied {
@@ -162,7 +162,7 @@ async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     let table = worker.table.borrow().clone();
     let retiring: Vec<Rc<Retire>> = addrs
         .iter()
-        .filter_map(|addr| worker.retire(addr, table.lookup(addr).cloned()))
+        .filter_map(|addr| worker.retire(addr, table.door(addr).cloned()))
         .collect();
     // The listeners' closes reach the kernel before this runtime can go away (an op still
     // in flight at runtime drop would keep its fd open).

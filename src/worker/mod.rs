@@ -31,8 +31,9 @@ pub use sessions::Sessions;
 use crate::config::{Driver, RuntimeConfig, SpliceMode};
 use crate::control::messages::{FromWorker, ToWorker};
 use crate::metrics::local::WorkerMetrics;
+use crate::proxy::door::Door;
 use crate::proxy::pool::Pools;
-use crate::proxy::table::{Route, RouteTable};
+use crate::proxy::table::RouteTable;
 
 /// io_uring submission queue size per worker (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 2048;
@@ -199,7 +200,7 @@ impl Worker {
     /// Retires the listener of `addr` (see `accept.rs`): no new connections from now on,
     /// those under way and queued are served by `route` for [`accept::HANDSHAKE_GRACE`],
     /// then it closes. Returns what to wait on.
-    fn retire(&self, addr: &SocketAddr, route: Option<Rc<Route>>) -> Option<Rc<accept::Retire>> {
+    fn retire(&self, addr: &SocketAddr, door: Option<Rc<Door>>) -> Option<Rc<accept::Retire>> {
         let h = self.listeners.borrow_mut().remove(addr)?;
         if h.retire.is_done() {
             // Its accept loop already ended and closed the fd (which may belong to another
@@ -211,7 +212,7 @@ impl Worker {
             // close; it is counted then.
             tracing::warn!(worker = self.id, %addr, error = %e, "cannot stop new connections before closing the listener");
         }
-        h.retire.request(route);
+        h.retire.request(door);
         let canceller = h.canceller;
         monoio::spawn(async move {
             monoio::time::sleep(accept::HANDSHAKE_GRACE).await;

@@ -1,0 +1,261 @@
+//! Hot side: the start of a connection whose route depends on what it says first (a shared
+//! address), or that speaks the PROXY protocol (in or out).
+//!
+//! The client's first bytes are read (not peeked: `MSG_PEEK` would leave them queued and
+//! every wake-up would re-read them) into a per-connection buffer that grows up to
+//! [`PEEK_LIMIT`]; a trusted PROXY header is parsed and stripped; the TLS ClientHello or the
+//! HTTP request head is parsed ([`crate::sniff`]); [`Door::decide`] picks the route. What was
+//! read is then sent to the backend first ([`Prelude`]), after the PROXY header ringway
+//! sends itself, and the relay goes on as for any session (splice included). Everything is
+//! bounded: `peek_timeout` for the whole phase, `PEEK_LIMIT` bytes; a peek that cannot
+//! decide leaves the connection to the address's default route, or resets it.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use super::door::{Door, Seen};
+use super::table::Route;
+use crate::config::{PEEK_LIMIT, ProxyProtocol};
+use crate::metrics::local::{PeekFailure, Rejected};
+use crate::net::sys;
+use crate::sniff::{self, Peek};
+
+/// What goes to the backend before the relay starts: ringway's PROXY header (if the route
+/// sends one), then the bytes the peek read from the client.
+#[derive(Debug, Default)]
+pub struct Prelude {
+    pub bytes: Vec<u8>,
+}
+
+/// The client's first bytes, as read so far.
+struct Read {
+    buf: Vec<u8>,
+    filled: usize,
+    /// Bytes at the front already taken (the PROXY header received).
+    skip: usize,
+}
+
+/// Why reading stopped before a decision.
+enum Stop {
+    Timeout,
+    Closed,
+    TooLarge,
+}
+
+impl Read {
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(self.skip..self.filled).unwrap_or_default()
+    }
+
+    /// Reads what the client has sent (at least one byte), waiting until `deadline`.
+    async fn more(&mut self, client: &TcpStream, fd: RawFd, deadline: Instant) -> Result<(), Stop> {
+        if self.filled == self.buf.len() {
+            if self.buf.len() >= PEEK_LIMIT {
+                return Err(Stop::TooLarge);
+            }
+            let grown = (self.buf.len() * 4).clamp(2048, PEEK_LIMIT);
+            self.buf.resize(grown, 0);
+        }
+        loop {
+            let spare = self.buf.get_mut(self.filled..).unwrap_or_default();
+            match sys::recv(fd, spare) {
+                Ok(0) => return Err(Stop::Closed),
+                Ok(n) => {
+                    self.filled += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match monoio::time::timeout(left, client.readable(false)).await {
+                        Err(_) => return Err(Stop::Timeout),
+                        Ok(Err(_)) => return Err(Stop::Closed),
+                        Ok(Ok(())) => {}
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Stop::Closed),
+            }
+        }
+    }
+}
+
+/// Decides the route of `client` (from `peer`) accepted on `door`, reading what that needs.
+/// `None`: the connection was reset or closed here (and counted).
+pub async fn admit(
+    door: &Door,
+    client: &TcpStream,
+    peer: SocketAddr,
+) -> Option<(Rc<Route>, Option<Box<Prelude>>)> {
+    let fd = client.as_raw_fd();
+    let deadline = Instant::now() + door.peek_timeout;
+    let metrics = door.metrics.as_deref();
+    let reject = |why: Rejected| {
+        if let Some(m) = metrics {
+            m.reject(why);
+        }
+        reset(fd);
+        None
+    };
+    let failed = |why: PeekFailure| {
+        if let Some(m) = metrics {
+            m.peek_failed(why);
+        }
+    };
+    let mut read = Read {
+        buf: Vec::new(),
+        filled: 0,
+        skip: 0,
+    };
+    let mut source = peer;
+    let mut destination = None;
+
+    if !door.accept_proxy_from.is_empty() {
+        if !door.trusts(peer.ip()) {
+            return reject(Rejected::ProxyUntrusted);
+        }
+        loop {
+            match sniff::proxy::parse(read.bytes()) {
+                Peek::Done(h) if read.filled > 0 => {
+                    read.skip = h.len;
+                    source = h.source.unwrap_or(peer);
+                    destination = h.destination;
+                    break;
+                }
+                Peek::Invalid(_) => return reject(Rejected::ProxyMalformed),
+                Peek::Done(_) | Peek::More => {}
+            }
+            match read.more(client, fd, deadline).await {
+                Ok(()) => {}
+                Err(Stop::Closed) => {
+                    failed(PeekFailure::Closed);
+                    return None;
+                }
+                Err(Stop::Timeout) => {
+                    failed(PeekFailure::Timeout);
+                    return reject(Rejected::ProxyMalformed);
+                }
+                Err(Stop::TooLarge) => return reject(Rejected::ProxyMalformed),
+            }
+        }
+    }
+
+    let decided = if door.needs_peek() {
+        loop {
+            let got = read.bytes();
+            let verdict = if got.is_empty() {
+                None
+            } else if door.needs_tls && got.first() == Some(&0x16) {
+                match sniff::tls::client_hello_sni(got) {
+                    Peek::Done(name) => Some(Ok(door.decide(
+                        source.ip(),
+                        Seen {
+                            sni: name.as_deref(),
+                            ..Seen::default()
+                        },
+                    ))),
+                    Peek::More => None,
+                    Peek::Invalid(_) => Some(Err(PeekFailure::Malformed)),
+                }
+            } else if door.needs_http {
+                match sniff::http::request_head(got) {
+                    Peek::Done(head) => Some(Ok(door.decide(
+                        source.ip(),
+                        Seen {
+                            host: head.host.as_deref(),
+                            path: Some(&head.path),
+                            sni: None,
+                        },
+                    ))),
+                    Peek::More => None,
+                    Peek::Invalid(_) => Some(Err(PeekFailure::Malformed)),
+                }
+            } else {
+                // Not TLS on an address that routes TLS only: the default route's.
+                Some(Err(PeekFailure::Malformed))
+            };
+            match verdict {
+                Some(Ok(d)) => break d,
+                Some(Err(why)) => {
+                    failed(why);
+                    break door.decide(source.ip(), Seen::default());
+                }
+                None => {}
+            }
+            match read.more(client, fd, deadline).await {
+                Ok(()) => {}
+                Err(Stop::Closed) => {
+                    failed(PeekFailure::Closed);
+                    return None;
+                }
+                Err(Stop::Timeout) => {
+                    failed(PeekFailure::Timeout);
+                    break door.decide(source.ip(), Seen::default());
+                }
+                Err(Stop::TooLarge) => {
+                    failed(PeekFailure::TooLarge);
+                    break door.decide(source.ip(), Seen::default());
+                }
+            }
+        }
+    } else {
+        door.decide(source.ip(), Seen::default())
+    };
+    let Some((route, _by)) = decided else {
+        return reject(Rejected::NoMatch);
+    };
+
+    let mut bytes = Vec::new();
+    if let Some(v) = route.cfg.sharing.proxy_protocol {
+        let to = destination.unwrap_or_else(|| local_addr(door.addr, client));
+        let v = match v {
+            ProxyProtocol::V1 => sniff::proxy::ProxyVersion::V1,
+            ProxyProtocol::V2 => sniff::proxy::ProxyVersion::V2,
+        };
+        sniff::proxy::encode(v, source, to, &mut bytes);
+    }
+    if bytes.is_empty() && read.skip == 0 {
+        // Nothing ringway adds: hand over the buffer itself.
+        read.buf.truncate(read.filled);
+        bytes = read.buf;
+    } else {
+        bytes.extend_from_slice(read.bytes());
+    }
+    let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes }));
+    Some((route, prelude))
+}
+
+/// The address the client connected to: the listen address, or the socket's own when the
+/// listener is a wildcard.
+fn local_addr(listen: SocketAddr, client: &TcpStream) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        client.local_addr().unwrap_or(listen)
+    } else {
+        listen
+    }
+}
+
+/// Makes the coming close a reset (SO_LINGER 0); the caller drops the stream.
+fn reset(fd: RawFd) {
+    let _ = sys::set_linger_zero(fd);
+}
+
+/// Sends `bytes` to a freshly connected backend before the relay starts.
+pub async fn send_prelude(backend: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let fd = backend.as_raw_fd();
+    let mut sent = 0;
+    while let Some(rest) = bytes.get(sent..).filter(|r| !r.is_empty()) {
+        match sys::send(fd, rest) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                backend.writable(false).await?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
