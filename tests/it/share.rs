@@ -707,7 +707,8 @@ fn a_slow_peek_times_out_to_the_default_or_a_reset() {
 
 /// `/status` shows a shared address once in `listeners`, naming every route on it, with
 /// `rules` in precedence order (exact name, then the longer wildcard, then the shorter, the
-/// default last), the longest `peek_timeout` of its routes and its `accept_proxy_from`; and
+/// default last), the longest `peek_timeout` of its routes (each sets one: an unset one is
+/// the 5 s default) and its `accept_proxy_from`; and
 /// routing follows that order: `*.` is exactly one label, names are case-insensitive.
 #[test]
 fn status_lists_a_shared_address_once_with_rules_in_precedence_order() {
@@ -728,7 +729,7 @@ fn status_lists_a_shared_address_once_with_rules_in_precedence_order() {
                     r#"peek_timeout = "2s""#,
                     r#"sni = ["*.b.test"]"#,
                 ),
-                route("dflt", s, &[d.addr], "", ""),
+                route("dflt", s, &[d.addr], r#"peek_timeout = "1s""#, ""),
                 route(
                     "exact",
                     s,
@@ -736,7 +737,13 @@ fn status_lists_a_shared_address_once_with_rules_in_precedence_order() {
                     r#"peek_timeout = "3s""#,
                     r#"sni = ["a.test"]"#,
                 ),
-                route("wilder", s, &[x.addr], "", r#"sni = ["*.x.b.test"]"#),
+                route(
+                    "wilder",
+                    s,
+                    &[x.addr],
+                    r#"peek_timeout = "500ms""#,
+                    r#"sni = ["*.x.b.test"]"#,
+                ),
             ],
         )
     });
