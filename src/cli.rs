@@ -99,14 +99,10 @@ pub enum RouteCommand {
     /// restarts and reloads). Without --listen it gets an address from admin.listen_range.
     Add {
         name: String,
-        /// An address to listen on (repeat for several).
-        #[arg(long = "listen", value_name = "ADDR")]
-        listen: Vec<String>,
-        /// A backend (repeat for several).
-        #[arg(long = "backend", value_name = "ADDR")]
-        backends: Vec<String>,
+        #[command(flatten)]
+        keys: RouteKeys,
         /// The route's other keys from a TOML file, as a [[route]] table has them
-        /// (connect_timeout, [health], [switch], ...); --listen and --backend add to it.
+        /// (connect_timeout, [health], [switch], ...); the flags above add to it.
         #[arg(long = "from", value_name = "FILE")]
         from: Option<PathBuf>,
         /// Replace the route if it exists (otherwise an existing route is an error).
@@ -201,4 +197,30 @@ impl std::fmt::Debug for ClientArgs {
             .field("json", &self.json)
             .finish()
     }
+}
+
+/// The keys `ringway route add` takes as flags (each adds to what `--from` gives).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RouteKeys {
+    /// An address to listen on (repeat for several).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// A backend (repeat for several).
+    #[arg(long = "backend", value_name = "ADDR")]
+    pub backends: Vec<String>,
+    /// [route.match] sni: a TLS server name this route takes on a shared address (repeat).
+    #[arg(long = "sni", value_name = "NAME")]
+    pub sni: Vec<String>,
+    /// [route.match] host: an HTTP Host this route takes on a shared address (repeat).
+    #[arg(long = "host", value_name = "NAME")]
+    pub host: Vec<String>,
+    /// [route.match] path_prefix: an HTTP path prefix this route takes (repeat).
+    #[arg(long = "path-prefix", value_name = "PREFIX")]
+    pub path_prefix: Vec<String>,
+    /// [route.match] source: a client network this route takes (repeat).
+    #[arg(long = "source", value_name = "CIDR")]
+    pub source: Vec<String>,
+    /// Send a PROXY protocol header to the backends: v1 or v2.
+    #[arg(long = "proxy-protocol", value_name = "VERSION")]
+    pub proxy_protocol: Option<String>,
 }

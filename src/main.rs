@@ -101,13 +101,12 @@ fn route_call(what: RouteCommand) -> Result<(Call, ringway::cli::ClientArgs), St
         RouteCommand::Show { name, client } => (Call::Route { name }, client),
         RouteCommand::Add {
             name,
-            listen,
-            backends,
+            keys,
             from,
             replace,
             client,
         } => {
-            let body = client::route_body(from.as_deref(), &listen, &backends)?;
+            let body = client::route_body(from.as_deref(), &keys)?;
             (
                 Call::PutRoute {
                     name,

@@ -19,7 +19,7 @@ pub use http::Target;
 use crate::api::{
     ChangeDoc, ErrorDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc,
 };
-use crate::cli::ClientArgs;
+use crate::cli::{ClientArgs, RouteKeys};
 use crate::config::{Config, TokenSource, default_state_file};
 use crate::control::read_token_file;
 
@@ -285,12 +285,9 @@ fn refused(call: &Call, answer: &http::Answer, json: bool) -> u8 {
 }
 
 /// The body of `route add`: the keys of a `--from` file (a `[[route]]` table, or the bare
-/// keys), plus `--listen` and `--backend`. Errors are usage errors (exit 64).
-pub fn route_body(
-    from: Option<&Path>,
-    listen: &[String],
-    backends: &[String],
-) -> Result<Value, String> {
+/// keys), plus the flags (`--listen`, `--backend`, `--sni`, ...). Errors are usage errors
+/// (exit 64).
+pub fn route_body(from: Option<&Path>, keys: &RouteKeys) -> Result<Value, String> {
     let mut table = match from {
         None => serde_json::Map::new(),
         Some(path) => {
@@ -328,8 +325,28 @@ pub fn route_body(
             items.extend(values.iter().map(|v| Value::String(v.clone())));
         }
     };
-    add(&mut table, "listen", listen);
-    add(&mut table, "backends", backends);
+    add(&mut table, "listen", &keys.listen);
+    add(&mut table, "backends", &keys.backends);
+    let matching = [
+        ("sni", &keys.sni),
+        ("host", &keys.host),
+        ("path_prefix", &keys.path_prefix),
+        ("source", &keys.source),
+    ];
+    if matching.iter().any(|(_, v)| !v.is_empty()) {
+        let m = table
+            .entry("match".to_string())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        let Value::Object(m) = m else {
+            return Err("match: the --from file's match is not a table".into());
+        };
+        for (key, values) in matching {
+            add(m, key, values);
+        }
+    }
+    if let Some(v) = &keys.proxy_protocol {
+        table.insert("proxy_protocol".into(), Value::String(v.clone()));
+    }
     Ok(Value::Object(table))
 }
 
@@ -398,12 +415,12 @@ mod tests {
             "[[route]]\nbackends = [\"127.0.0.1:1\"]\nconnect_timeout = \"2s\"\n[route.health]\ncheck = \"tcp\"\n",
         )
         .unwrap();
-        let body = route_body(
-            Some(&file),
-            &["127.0.0.1:0".into()],
-            &["127.0.0.1:2".into()],
-        )
-        .unwrap();
+        let keys = RouteKeys {
+            listen: vec!["127.0.0.1:0".into()],
+            backends: vec!["127.0.0.1:2".into()],
+            ..RouteKeys::default()
+        };
+        let body = route_body(Some(&file), &keys).unwrap();
         assert_eq!(
             body,
             json!({"backends": ["127.0.0.1:1", "127.0.0.1:2"], "connect_timeout": "2s",
@@ -411,11 +428,22 @@ mod tests {
         );
         std::fs::write(&file, "backends = [\"127.0.0.1:1\"]\n").unwrap();
         assert_eq!(
-            route_body(Some(&file), &[], &[]).unwrap(),
+            route_body(Some(&file), &RouteKeys::default()).unwrap(),
             json!({"backends": ["127.0.0.1:1"]})
         );
+        let keys = RouteKeys {
+            sni: vec!["a.test".into(), "*.b.test".into()],
+            source: vec!["10.0.0.0/8".into()],
+            proxy_protocol: Some("v2".into()),
+            ..RouteKeys::default()
+        };
+        assert_eq!(
+            route_body(Some(&file), &keys).unwrap(),
+            json!({"backends": ["127.0.0.1:1"], "proxy_protocol": "v2",
+                   "match": {"sni": ["a.test", "*.b.test"], "source": ["10.0.0.0/8"]}})
+        );
         std::fs::write(&file, "[[route]\n").unwrap();
-        assert!(route_body(Some(&file), &[], &[]).is_err());
+        assert!(route_body(Some(&file), &RouteKeys::default()).is_err());
     }
 
     #[test]

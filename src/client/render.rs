@@ -38,9 +38,51 @@ pub fn status(v: &StatusDoc) -> String {
         );
     }
     out.push_str(&workers(v));
+    out.push_str(&shared(v));
     for r in &v.routes {
         out.push('\n');
         out.push_str(&route(r));
+    }
+    out
+}
+
+/// The addresses of `ringway status` whose routes are told apart (or that speak PROXY
+/// protocol): each route and what it takes, most specific first.
+fn shared(v: &StatusDoc) -> String {
+    let mut out = String::new();
+    for l in &v.listeners {
+        let proxied = l.rules.iter().any(|r| r.proxy_protocol.is_some());
+        if l.rules.len() < 2 && l.accept_proxy_from.is_empty() && !proxied {
+            continue;
+        }
+        let trust = if l.accept_proxy_from.is_empty() {
+            String::new()
+        } else {
+            format!("; PROXY header from {}", l.accept_proxy_from.join(", "))
+        };
+        let _ = writeln!(out, "\nlisten {} (peek {}{trust}):", l.addr, l.peek_timeout);
+        let mut rows = Vec::new();
+        for r in &l.rules {
+            let mut what: Vec<String> = Vec::new();
+            for (key, values) in [
+                ("sni", &r.sni),
+                ("host", &r.host),
+                ("path_prefix", &r.path_prefix),
+                ("source", &r.source),
+            ] {
+                if !values.is_empty() {
+                    what.push(format!("{key} {}", values.join(", ")));
+                }
+            }
+            if r.default {
+                what.push("default (what nothing else matched)".into());
+            }
+            if let Some(v) = &r.proxy_protocol {
+                what.push(format!("sends PROXY {v}"));
+            }
+            rows.push(vec![r.route.clone(), what.join("; ")]);
+        }
+        table(&mut out, &rows, "  ");
     }
     out
 }
