@@ -800,3 +800,110 @@ fn status_lists_a_shared_address_once_with_rules_in_precedence_order() {
     routed(&p, shared, "wilder", "sni", 1.0);
     routed(&p, shared, "dflt", "default", 3.0);
 }
+
+/// A request head that never ends (40 KiB in 20 long header lines, no blank line; more than
+/// 64 header lines would be malformed already): the peek gives up
+/// at its 32 KiB bound, the default route takes the connection and its backend receives
+/// every byte the client sent, once and in order; `peek_failures{reason="too_large"}`
+/// counts it. The Host route, which the head's first line would have matched, gets nothing.
+#[test]
+fn a_head_that_never_ends_goes_to_the_default_with_every_byte() {
+    let (ra, rd) = (Recorder::start(b""), Recorder::start(b""));
+    let (p, shared) = start_shared(|s| {
+        with_routes(
+            ProxyBuilder::new(Relay::Auto),
+            &[
+                route("a", s, &[ra.addr()], "", r#"host = ["a.test"]"#),
+                route("d", s, &[rd.addr()], "", ""),
+            ],
+        )
+    });
+    let mut sent = b"GET / HTTP/1.1\r\nHost: a.test\r\n".to_vec();
+    while sent.len() < 40 * 1024 {
+        sent.extend_from_slice(
+            format!("X-Pad-{}: {}\r\n", sent.len(), "p".repeat(2000)).as_bytes(),
+        );
+    }
+    let mut c = connect(shared);
+    c.write_all(&sent).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), Ok(Vec::new()), "the backend closes");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rd.sessions().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let got = rd.sessions();
+    assert_eq!(got.len(), 1, "one session on the default backend");
+    assert!(
+        got[0] == sent,
+        "the default backend got {} of {} bytes (or out of order)",
+        got[0].len(),
+        sent.len()
+    );
+    assert!(
+        ra.sessions().is_empty(),
+        "the Host route took a head it never saw whole"
+    );
+    peek_failures(&p, shared, "too_large", 1.0);
+    routed(&p, shared, "d", "default", 1.0);
+}
+
+/// A reload that adds a route to a live address, and changes what another matches: the
+/// address is neither re-bound nor closed (an echo session opened before keeps flowing
+/// through the reload), new connections follow the new rules at once, and the listener
+/// book shows both routes on the one address.
+#[test]
+fn a_reload_adds_a_route_to_a_live_shared_address() {
+    let (a, b, d) = (
+        HttpBackend::start("A"),
+        HttpBackend::start("B"),
+        HttpBackend::start("D"),
+    );
+    let echo = Backend::echo();
+    let build = |s: SocketAddr, with_b: bool| {
+        let mut routes = vec![
+            route("a", s, &[a.addr], "", r#"host = ["a.test"]"#),
+            route("d", s, &[d.addr], "", ""),
+            route("e", s, &[echo.addr], "", r#"host = ["echo.test"]"#),
+        ];
+        if with_b {
+            routes[0] = route("a", s, &[a.addr], "", r#"host = ["a.test", "old-b.test"]"#);
+            routes.push(route("b", s, &[b.addr], "", r#"host = ["b.test"]"#));
+        }
+        with_routes(ProxyBuilder::new(Relay::Auto), &routes)
+    };
+    let (p, shared) = start_shared(|s| build(s, false));
+    let host = |h: &str| curl(&format!("http://{shared}/"), &["-H", &format!("Host: {h}")]);
+    assert_eq!(host("b.test"), (200, "D".to_string()));
+    let mut live = connect(shared);
+    live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = b"GET / HTTP/1.1\r\nHost: echo.test\r\n\r\n";
+    live.write_all(head).unwrap();
+    let mut back = vec![0u8; head.len()];
+    live.read_exact(&mut back).unwrap();
+    assert_eq!(&back, head);
+
+    p.rewrite(&build(shared, true));
+    let (code, body) = p.reload();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(host("b.test"), (200, "B".to_string()));
+    assert_eq!(host("old-b.test"), (200, "A".to_string()));
+    assert_eq!(host("a.test"), (200, "A".to_string()));
+    assert_eq!(host("c.test"), (200, "D".to_string()));
+    for round in 0..5 {
+        let msg = format!("after the reload, round {round}");
+        live.write_all(msg.as_bytes()).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        live.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg.as_bytes(), "the open session changed");
+    }
+    let st = p.status();
+    let on: Vec<&Value> = st["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["addr"] == shared.to_string())
+        .collect();
+    assert_eq!(on.len(), 1, "{st}");
+    assert_eq!(on[0]["routes"].as_array().map(Vec::len), Some(4), "{st}");
+}
