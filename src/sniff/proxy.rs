@@ -67,10 +67,8 @@ fn v1_header(buf: &[u8]) -> Peek<ProxyHeader> {
             return Peek::Invalid("PROXY v1 line longer than 107 bytes");
         }
         // Say no early to bytes no v1 line holds (a \r may only precede the \n).
-        let body_ok = window.iter().enumerate().all(|(i, &b)| {
-            b.is_ascii_graphic() || b == b' ' || (b == b'\r' && i + 1 == window.len())
-        });
-        return if body_ok {
+        let text = window.strip_suffix(b"\r").unwrap_or(window);
+        return if v1_text(text) {
             Peek::More
         } else {
             Peek::Invalid("malformed PROXY v1 line")
@@ -80,8 +78,10 @@ fn v1_header(buf: &[u8]) -> Peek<ProxyHeader> {
     let Some(line) = buf.get(..len) else {
         return Peek::Invalid("malformed PROXY v1 line");
     };
-    if !line.ends_with(b"\r\n") {
-        return Peek::Invalid("PROXY v1 line does not end in CRLF");
+    // ppp skips whatever follows UNKNOWN; the spec allows only the same printable fields.
+    match line.strip_suffix(b"\r\n") {
+        Some(text) if v1_text(text) => {}
+        _ => return Peek::Invalid("malformed PROXY v1 line"),
     }
     let header = match ppp::v1::Header::try_from(line) {
         Ok(h) => h,
@@ -113,6 +113,11 @@ fn v1_header(buf: &[u8]) -> Peek<ProxyHeader> {
         source,
         destination,
     })
+}
+
+/// What a v1 line holds before its CRLF: printable ASCII and spaces.
+fn v1_text(text: &[u8]) -> bool {
+    text.iter().all(|&b| b.is_ascii_graphic() || b == b' ')
 }
 
 fn v2_header(buf: &[u8]) -> Peek<ProxyHeader> {

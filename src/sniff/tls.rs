@@ -92,11 +92,11 @@ fn reassemble(buf: &[u8]) -> Reassembled<'_> {
         got += len;
         records += 1;
         at += end;
+        if header[0] != CLIENT_HELLO {
+            return Reassembled::Invalid("handshake message is not a ClientHello");
+        }
         if needed.is_none() && got >= HANDSHAKE_HEADER {
-            let [kind, b1, b2, b3] = header;
-            if kind != CLIENT_HELLO {
-                return Reassembled::Invalid("handshake message is not a ClientHello");
-            }
+            let [_, b1, b2, b3] = header;
             let body = u32::from_be_bytes([0, b1, b2, b3]) as usize;
             if body > MAX_CLIENT_HELLO {
                 return Reassembled::Invalid("ClientHello longer than 64 KiB");
@@ -311,6 +311,14 @@ mod tests {
             client_hello_sni(&[22, 3, 3, 0, 50, 2]),
             Peek::Invalid(_)
         ));
+        // ... or once a short first record shows it (found by the fuzzer: the whole input
+        // must not say More where its prefix said Invalid).
+        let short_first = [22, 3, 1, 0, 3, 0x39, 0xf0, 0xcc, 22, 3, 1, 0, 3, 0x58];
+        assert!(matches!(
+            client_hello_sni(&short_first[..8]),
+            Peek::Invalid(_)
+        ));
+        assert!(matches!(client_hello_sni(&short_first), Peek::Invalid(_)));
     }
 
     #[test]
