@@ -74,7 +74,7 @@ pub fn backend_pick(c: &mut Criterion) {
         let cfg = route(n);
         let metrics = WorkerMetrics::default();
         let table = RouteTable::build(1, &[RouteSpec::configured(1, &cfg)], &metrics, 1);
-        let Some(current) = table.lookup(&cfg.listen[0]) else {
+        let Some(current) = table.door(&cfg.listen[0]).and_then(|d| d.direct()) else {
             panic!("route not found");
         };
         // The same BackendMetrics the route holds, found by address.

@@ -64,7 +64,8 @@ pub fn lookup(c: &mut Criterion) {
             .iter()
             .filter_map(|r| {
                 table
-                    .lookup(&r.listen[0])
+                    .door(&r.listen[0])
+                    .and_then(|d| d.direct())
                     .map(|rt| (r.listen[0], rt.clone()))
             })
             .collect();
@@ -74,7 +75,7 @@ pub fn lookup(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) % QUERIES;
-                black_box(table.lookup(black_box(&qs[i])).is_some())
+                black_box(table.door(black_box(&qs[i])).is_some())
             })
         });
         g.bench_with_input(BenchmarkId::new("vec_scan", n), &qs, |b, qs| {
