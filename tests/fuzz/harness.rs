@@ -6,6 +6,8 @@
 //! smallest one is written to `<target dir>/tmp/fuzz-crashes/` and named in the panic, ready
 //! to be copied into the corpus.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,8 +36,11 @@ pub struct Target {
     pub words: &'static [&'static [u8]],
     /// Seeds made by code (besides the corpus files), e.g. encoded headers.
     pub extra_seeds: fn() -> Vec<Vec<u8>>,
-    /// Checks one input: panics (or returns an error) on a bug.
-    pub check: fn(&[u8]) -> Result<(), String>,
+    /// Well-formed documents to mix in (the configuration targets), besides bytes.
+    pub structured: Option<fn() -> proptest::strategy::BoxedStrategy<Vec<u8>>>,
+    /// Checks one input: panics (or returns an error) on a bug; else names the outcome
+    /// (`"done"`, `"invalid"`, ...), counted to show how deep the inputs reach.
+    pub check: fn(&[u8]) -> Result<&'static str, String>,
 }
 
 /// Where failing inputs go.
@@ -114,6 +119,7 @@ pub fn run(t: &Target) {
         std::thread::spawn(move || watchdog(name, &dir, &watch))
     };
 
+    let outcomes: RefCell<BTreeMap<&'static str, u64>> = RefCell::new(BTreeMap::new());
     let check = |input: &[u8]| -> Result<(), String> {
         if let Ok(mut slot) = watch.input.lock() {
             slot.clear();
@@ -126,7 +132,8 @@ pub fn run(t: &Target) {
             (t.check)(input)
         };
         let took = started.elapsed();
-        result?;
+        let outcome = result?;
+        *outcomes.borrow_mut().entry(outcome).or_default() += 1;
         if took > SLOW {
             return Err(format!(
                 "took {} ms (limit {} ms)",
@@ -156,7 +163,7 @@ pub fn run(t: &Target) {
     // (b) Generated inputs.
     let mut seeds: Vec<Vec<u8>> = files.into_iter().map(|(_, b)| b).collect();
     seeds.extend((t.extra_seeds)());
-    let strategy = mutate::inputs(seeds, t.words);
+    let strategy = mutate::inputs(seeds, t.words, t.structured.map(|f| f()));
     let seconds = std::env::var("RINGWAY_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
@@ -215,8 +222,9 @@ pub fn run(t: &Target) {
     watch.done.store(true, Ordering::Relaxed);
     let _ = dog.join();
     println!(
-        "fuzz {}: {total} generated inputs passed; heap now {} KiB, peak {} KiB (whole process)",
+        "fuzz {}: {total} generated inputs passed; outcomes {:?}; heap now {} KiB, peak {} KiB (whole process)",
         t.name,
+        outcomes.borrow(),
         alloc::live() / 1024,
         alloc::peak() / 1024
     );

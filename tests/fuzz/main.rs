@@ -13,6 +13,7 @@
 mod alloc;
 mod harness;
 mod mutate;
+mod structured;
 
 use std::fmt::Debug;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -32,11 +33,19 @@ fn no_extra_seeds() -> Vec<Vec<u8>> {
 
 /// A parser's decision on a prefix of the input must be its decision on the whole input
 /// (`More` promises exactly that): checked at two cuts derived from the input.
-fn prefix_holds<T: PartialEq + Debug>(b: &[u8], parse: fn(&[u8]) -> Peek<T>) -> Result<(), String> {
-    if b.is_empty() {
-        return Ok(());
-    }
+fn prefix_holds<T: PartialEq + Debug>(
+    b: &[u8],
+    parse: fn(&[u8]) -> Peek<T>,
+) -> Result<&'static str, String> {
     let whole = parse(b);
+    let label = match whole {
+        Peek::Done(_) => "done",
+        Peek::More => "more",
+        Peek::Invalid(_) => "invalid",
+    };
+    if b.is_empty() {
+        return Ok(label);
+    }
     let h = b.iter().fold(7usize, |h, &x| {
         h.wrapping_mul(31).wrapping_add(usize::from(x))
     });
@@ -55,7 +64,7 @@ fn prefix_holds<T: PartialEq + Debug>(b: &[u8], parse: fn(&[u8]) -> Peek<T>) -> 
             ));
         }
     }
-    Ok(())
+    Ok(label)
 }
 
 /// A host name as the parsers promise it: lower-case, no trailing dot, at most 253 bytes.
@@ -75,7 +84,7 @@ fn normalized(host: &str) -> Result<(), String> {
 
 // ---- tls ----------------------------------------------------------------------------------
 
-fn check_tls(b: &[u8]) -> Result<(), String> {
+fn check_tls(b: &[u8]) -> Result<&'static str, String> {
     if let Peek::Done(Some(name)) = client_hello_sni(b) {
         normalized(&name)?;
         if name.contains(':') || name.contains('[') {
@@ -102,6 +111,7 @@ fn tls() {
             &[0x00],
         ],
         extra_seeds: tls_seeds,
+        structured: None,
         check: check_tls,
     });
 }
@@ -126,7 +136,7 @@ fn tls_seeds() -> Vec<Vec<u8>> {
 
 // ---- http ---------------------------------------------------------------------------------
 
-fn check_http(b: &[u8]) -> Result<(), String> {
+fn check_http(b: &[u8]) -> Result<&'static str, String> {
     if let Peek::Done(Head {
         host: Some(host), ..
     }) = request_head(b)
@@ -172,20 +182,22 @@ fn http() {
             b"PRI * HTTP/2.0",
         ],
         extra_seeds: no_extra_seeds,
+        structured: None,
         check: check_http,
     });
 }
 
 // ---- proxy --------------------------------------------------------------------------------
 
-fn check_proxy(b: &[u8]) -> Result<(), String> {
+fn check_proxy(b: &[u8]) -> Result<&'static str, String> {
     if let Peek::Done(ProxyHeader { len, .. }) = proxy::parse(b)
         && (len == 0 || len > b.len())
     {
         return Err(format!("len {len} of {} bytes", b.len()));
     }
-    prefix_holds(b, proxy::parse)?;
-    round_trip(b)
+    let label = prefix_holds(b, proxy::parse)?;
+    round_trip(b)?;
+    Ok(label)
 }
 
 /// Addresses made from the input's bytes, encoded both ways, must parse back.
@@ -280,6 +292,7 @@ fn proxy_v1() {
             b"-1",
         ],
         extra_seeds: || proxy_seeds(ProxyVersion::V1),
+        structured: None,
         check: check_proxy,
     });
 }
@@ -305,15 +318,16 @@ fn proxy_v2() {
             &[0x20, 0, 5, 1, 0, 0, 0, 0],
         ],
         extra_seeds: || proxy_seeds(ProxyVersion::V2),
+        structured: None,
         check: check_proxy,
     });
 }
 
 // ---- configuration ------------------------------------------------------------------------
 
-fn check_route_toml(b: &[u8]) -> Result<(), String> {
+fn check_route_toml(b: &[u8]) -> Result<&'static str, String> {
     let text = String::from_utf8_lossy(b);
-    match ringway::config::Config::parse(&text, "fuzz.toml") {
+    let whole = match ringway::config::Config::parse(&text, "fuzz.toml") {
         Ok(config) => {
             // What `ringway check` prints must read back as the same configuration.
             let printed = config.to_toml();
@@ -327,13 +341,15 @@ fn check_route_toml(b: &[u8]) -> Result<(), String> {
                 }
                 Err(e) => return Err(format!("to_toml does not parse back:\n{printed}\n{e}")),
             }
+            true
         }
         Err(e) => {
             // Messages quote lines and spans of the input: build them all.
             let _ = e.to_string();
+            false
         }
-    }
-    match ringway::config::parse_route_toml(&text, "fuzz.toml") {
+    };
+    let one = match ringway::config::parse_route_toml(&text, "fuzz.toml") {
         Ok(route) => {
             let printed = route.to_toml();
             if let Err(e) = ringway::config::parse_route_toml(&printed, "printed.toml") {
@@ -341,12 +357,19 @@ fn check_route_toml(b: &[u8]) -> Result<(), String> {
                     "RouteConfig::to_toml does not parse back:\n{printed}\n{e}"
                 ));
             }
+            true
         }
         Err(e) => {
             let _ = e.to_string();
+            false
         }
-    }
-    Ok(())
+    };
+    Ok(match (whole, one) {
+        (true, true) => "valid config, valid route",
+        (true, false) => "valid config",
+        (false, true) => "valid route",
+        (false, false) => "invalid",
+    })
 }
 
 #[test]
@@ -398,34 +421,43 @@ fn route_toml() {
             b"\xc3\xa9",
         ],
         extra_seeds: no_extra_seeds,
+        structured: Some(structured::toml_config),
         check: check_route_toml,
     });
 }
 
 // ---- admin API bodies ---------------------------------------------------------------------
 
-fn check_admin_json(b: &[u8]) -> Result<(), String> {
+fn check_admin_json(b: &[u8]) -> Result<&'static str, String> {
     // PUT /routes/{name}
+    let mut label = "not JSON";
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) {
-        match ringway::config::parse_route_json("fuzz", &v) {
+        label = match ringway::config::parse_route_json("fuzz", &v) {
             Ok(route) => {
                 let json = ringway::config::route_to_json(&route);
                 if let Err(e) = ringway::config::parse_route_json("fuzz", &json) {
                     return Err(format!("route_to_json does not parse back:\n{json}\n{e}"));
                 }
+                "valid route"
             }
             Err(e) => {
                 let _ = e.to_string();
+                "invalid route"
             }
-        }
+        };
     }
     // POST /routes/{name}/backends, POST .../switch, PATCH .../backends/{addr}
     if let Ok(a) = serde_json::from_slice::<ringway::api::AttachBody>(b) {
         let _ = a.addr.parse::<SocketAddr>();
+        label = "attach body";
     }
-    let _ = serde_json::from_slice::<ringway::api::SwitchBody>(b);
-    let _ = serde_json::from_slice::<ringway::api::BackendPatch>(b);
-    Ok(())
+    if serde_json::from_slice::<ringway::api::SwitchBody>(b).is_ok() {
+        label = "switch body";
+    }
+    if serde_json::from_slice::<ringway::api::BackendPatch>(b).is_ok() {
+        label = "backend patch";
+    }
+    Ok(label)
 }
 
 #[test]
@@ -459,6 +491,7 @@ fn admin_json() {
             b"[[[[[[[[[[[[[[[[",
         ],
         extra_seeds: no_extra_seeds,
+        structured: Some(structured::json_body),
         check: check_admin_json,
     });
 }

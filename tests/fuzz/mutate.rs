@@ -147,7 +147,8 @@ pub fn apply(seed: &[u8], ops: &[Op], seeds: &[Vec<u8>], words: &[&[u8]]) -> Vec
 pub fn inputs(
     seeds: Vec<Vec<u8>>,
     words: &'static [&'static [u8]],
-) -> impl Strategy<Value = Vec<u8>> {
+    structured: Option<BoxedStrategy<Vec<u8>>>,
+) -> BoxedStrategy<Vec<u8>> {
     let random = proptest::collection::vec(any::<u8>(), 0..MAX_RANDOM);
     let worded = (
         any::<Index>(),
@@ -161,8 +162,25 @@ pub fn inputs(
             v.extend(tail);
             v
         });
+    // Mostly one or two mutations: more rarely leave anything parseable.
+    let ops = || {
+        prop_oneof![
+            3 => proptest::collection::vec(op(), 1..=2),
+            1 => proptest::collection::vec(op(), 1..=MAX_OPS),
+        ]
+    };
     let pool = seeds.clone();
-    let mutated = (any::<Index>(), proptest::collection::vec(op(), 1..=MAX_OPS))
+    let mutated = (any::<Index>(), ops())
         .prop_map(move |(s, ops)| apply(&pool[s.index(pool.len())], &ops, &pool, words));
-    prop_oneof![1 => random, 1 => worded, 6 => mutated]
+    let bytes = prop_oneof![1 => random, 1 => worded, 6 => mutated];
+    match structured {
+        None => bytes.boxed(),
+        Some(documents) => {
+            let pool = seeds;
+            // Well-formed documents, now and then with a mutation or two.
+            let documents = (documents, prop_oneof![3 => Just(Vec::new()), 1 => ops()])
+                .prop_map(move |(doc, ops)| apply(&doc, &ops, &pool, words));
+            prop_oneof![1 => bytes, 1 => documents].boxed()
+        }
+    }
 }
