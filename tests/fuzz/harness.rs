@@ -188,6 +188,8 @@ pub fn run(t: &Target) {
             cases,
             failure_persistence: None,
             max_shrink_iters: 4096,
+            // A slow input is slow again at each shrinking step: stop after a minute.
+            max_shrink_time: 60_000,
             // The corpus and generated inputs are the whole story; no proptest regressions
             // file is read or written.
             ..Config::default()
