@@ -39,23 +39,22 @@ struct Read {
     skip: usize,
 }
 
-/// Why reading stopped before a decision.
-enum Stop {
-    Timeout,
-    Closed,
-    TooLarge,
-}
-
 impl Read {
     fn bytes(&self) -> &[u8] {
         self.buf.get(self.skip..self.filled).unwrap_or_default()
     }
 
-    /// Reads what the client has sent (at least one byte), waiting until `deadline`.
-    async fn more(&mut self, client: &TcpStream, fd: RawFd, deadline: Instant) -> Result<(), Stop> {
+    /// Reads what the client has sent (at least one byte), waiting until `deadline`; or
+    /// says why it could not (`Timeout`, `TooLarge`, `Closed`).
+    async fn more(
+        &mut self,
+        client: &TcpStream,
+        fd: RawFd,
+        deadline: Instant,
+    ) -> Result<(), PeekFailure> {
         if self.filled == self.buf.len() {
             if self.buf.len() >= PEEK_LIMIT {
-                return Err(Stop::TooLarge);
+                return Err(PeekFailure::TooLarge);
             }
             let grown = (self.buf.len() * 4).clamp(2048, PEEK_LIMIT);
             self.buf.resize(grown, 0);
@@ -63,7 +62,7 @@ impl Read {
         loop {
             let spare = self.buf.get_mut(self.filled..).unwrap_or_default();
             match sys::recv(fd, spare) {
-                Ok(0) => return Err(Stop::Closed),
+                Ok(0) => return Err(PeekFailure::Closed),
                 Ok(n) => {
                     self.filled += n;
                     return Ok(());
@@ -71,13 +70,13 @@ impl Read {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match monoio::time::timeout(left, client.readable(false)).await {
-                        Err(_) => return Err(Stop::Timeout),
-                        Ok(Err(_)) => return Err(Stop::Closed),
+                        Err(_) => return Err(PeekFailure::Timeout),
+                        Ok(Err(_)) => return Err(PeekFailure::Closed),
                         Ok(Ok(())) => {}
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Stop::Closed),
+                Err(_) => return Err(PeekFailure::Closed),
             }
         }
     }
@@ -128,17 +127,12 @@ pub async fn admit(
                 Peek::Invalid(_) => return reject(Rejected::ProxyMalformed),
                 Peek::Done(_) | Peek::More => {}
             }
-            match read.more(client, fd, deadline).await {
-                Ok(()) => {}
-                Err(Stop::Closed) => {
-                    failed(PeekFailure::Closed);
-                    return None;
-                }
-                Err(Stop::Timeout) => {
-                    failed(PeekFailure::Timeout);
-                    return reject(Rejected::ProxyMalformed);
-                }
-                Err(Stop::TooLarge) => return reject(Rejected::ProxyMalformed),
+            if let Err(why) = read.more(client, fd, deadline).await {
+                failed(why);
+                return match why {
+                    PeekFailure::Closed => None,
+                    _ => reject(Rejected::ProxyMalformed),
+                };
             }
         }
     }
@@ -185,20 +179,12 @@ pub async fn admit(
                 }
                 None => {}
             }
-            match read.more(client, fd, deadline).await {
-                Ok(()) => {}
-                Err(Stop::Closed) => {
-                    failed(PeekFailure::Closed);
+            if let Err(why) = read.more(client, fd, deadline).await {
+                failed(why);
+                if why == PeekFailure::Closed {
                     return None;
                 }
-                Err(Stop::Timeout) => {
-                    failed(PeekFailure::Timeout);
-                    break door.decide(source.ip(), Seen::default());
-                }
-                Err(Stop::TooLarge) => {
-                    failed(PeekFailure::TooLarge);
-                    break door.decide(source.ip(), Seen::default());
-                }
+                break door.decide(source.ip(), Seen::default());
             }
         }
     } else {

@@ -75,30 +75,43 @@ async fn conn(args: &Rc<Args>, share: &Share, tally: &Rc<RefCell<Tally>>) {
             (spec.clone(), tally.clone(), inflight.clone(), args.clone());
         tasks.spawn_local(async move {
             let mut buf = Vec::with_capacity(4096);
-            let begun = Instant::now();
-            let res = timeout(args.timeout, async {
-                let mut s = exchange::connect(args.target).await?;
-                if record {
-                    tally.borrow_mut().connections += 1;
-                }
-                exchange::run(&mut s, &spec, &mut buf).await
-            })
-            .await
-            .unwrap_or(Err(Outcome::Timeout));
-            if record {
-                let took = begun.elapsed();
-                let mut t = tally.borrow_mut();
-                match res {
-                    Ok(()) => t.record_ok(took, took),
-                    Err(o) => t.outcomes.count(o),
-                }
-            }
+            let _ = one_conn(&args, &spec, &tally, &mut buf, record, Instant::now()).await;
             *inflight.borrow_mut() -= 1;
         });
         // Reap finished tasks so the set does not grow with the run.
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// One connection: connect, one exchange, close; counted (when `record`) with the time since
+/// `begun`.
+async fn one_conn(
+    args: &Args,
+    spec: &Spec,
+    tally: &RefCell<Tally>,
+    buf: &mut Vec<u8>,
+    record: bool,
+    begun: Instant,
+) -> Result<(), Outcome> {
+    let res = timeout(args.timeout, async {
+        let mut s = exchange::connect(args.target).await?;
+        if record {
+            tally.borrow_mut().connections += 1;
+        }
+        exchange::run(&mut s, spec, buf).await
+    })
+    .await
+    .unwrap_or(Err(Outcome::Timeout));
+    if record {
+        let took = begun.elapsed();
+        let mut t = tally.borrow_mut();
+        match res {
+            Ok(()) => t.record_ok(took, took),
+            Err(o) => t.outcomes.count(o),
+        }
+    }
+    res
 }
 
 /// A new connection per exchange, closed loop: `share.connections` loops, each opening a
@@ -119,23 +132,7 @@ async fn conn_closed(args: &Rc<Args>, share: &Share, tally: &Rc<RefCell<Tally>>)
                     break;
                 }
                 let record = begun >= record_from;
-                let res = timeout(args.timeout, async {
-                    let mut s = exchange::connect(args.target).await?;
-                    if record {
-                        tally.borrow_mut().connections += 1;
-                    }
-                    exchange::run(&mut s, &spec, &mut buf).await
-                })
-                .await
-                .unwrap_or(Err(Outcome::Timeout));
-                if record {
-                    let took = begun.elapsed();
-                    let mut t = tally.borrow_mut();
-                    match res {
-                        Ok(()) => t.record_ok(took, took),
-                        Err(o) => t.outcomes.count(o),
-                    }
-                }
+                let res = one_conn(&args, &spec, &tally, &mut buf, record, begun).await;
                 if res.is_err() {
                     sleep(FAIL_BACKOFF).await;
                 }
