@@ -214,12 +214,15 @@ pub(super) fn sharing(
             None
         }
     });
-    let accept_proxy_from = accept_proxy_from.map_or_else(Vec::new, |list| {
+    // A set: sorted, each network once (routes sharing an address compare them).
+    let mut accept_proxy_from: Vec<IpNet> = accept_proxy_from.map_or_else(Vec::new, |list| {
         list.iter()
             .enumerate()
             .filter_map(|(i, s)| cidr(s, &format!("{label}accept_proxy_from[{i}]"), p))
             .collect()
     });
+    accept_proxy_from.sort();
+    accept_proxy_from.dedup();
     let peek_key = format!("{label}peek_timeout");
     let peek_timeout = super::validate::duration(peek_timeout, &peek_key, DEFAULT_PEEK_TIMEOUT, p);
     if peek_timeout.is_zero() || peek_timeout > Duration::from_secs(300) {
@@ -369,7 +372,7 @@ impl SharedError {
 
 /// Checks that the routes listening on `addr` (name, keys) can share it: the same
 /// `accept_proxy_from`, and no two that every connection could match alike (two defaults,
-/// or the same name/host/path key with overlapping or no `source`).
+/// or the same name/host/path key with no `source`, or with a `source` network in both).
 pub fn check_shared(
     addr: std::net::SocketAddr,
     routes: &[(&str, &Sharing)],
@@ -390,17 +393,16 @@ pub fn check_shared(
                     let same = ma.keys().into_iter().find(|k| kb.contains(k));
                     let sources_overlap = match (ma.source.is_empty(), mb.source.is_empty()) {
                         (true, true) => true,
-                        (false, false) => ma
-                            .source
-                            .iter()
-                            .any(|x| mb.source.iter().any(|y| x.contains(y) || y.contains(x))),
+                        // Nested networks are told apart (the longest match wins); only
+                        // the same network in both ties.
+                        (false, false) => ma.source.iter().any(|x| mb.source.contains(x)),
                         _ => false,
                     };
                     same.filter(|_| sources_overlap).map(|k| {
                         if ma.source.is_empty() {
                             format!("both match {k}")
                         } else {
-                            format!("both match {k} with overlapping source networks")
+                            format!("both match {k} from the same source network")
                         }
                     })
                 }
@@ -535,7 +537,9 @@ mod tests {
             check_shared(addr, &[("a", &a), ("s1", &s1), ("s2", &s2)]),
             Ok(())
         );
-        assert!(check_shared(addr, &[("s1", &s1), ("s3", &s3)]).is_err());
+        // Nested networks: the longer one wins for its addresses.
+        assert_eq!(check_shared(addr, &[("s1", &s1), ("s3", &s3)]), Ok(()));
+        assert!(check_shared(addr, &[("s1", &s1), ("s1b", &s1)]).is_err());
         // Host and path keys combine.
         let hp = |h: &[&str], p: &[&str]| {
             sharing(Some(MatchConfig {

@@ -489,7 +489,7 @@ fn listens(out: &mut String, store: &MetricsStore) {
         out,
         LISTEN_PEEK_FAILURES_TOTAL,
         "counter",
-        "Peeks at a shared listen address that could not decide; the default route, if any, took the connection.",
+        "Peeks at a shared listen address that could not decide (the default route, if any, took the connection; a missing or broken PROXY header counts in ringway_listen_rejected_total instead).",
     );
     for (addr, l) in &listens {
         let listen = addr.to_string();

@@ -19,7 +19,7 @@ use monoio::net::TcpStream;
 
 use super::door::{Door, Seen};
 use super::table::Route;
-use crate::config::{PEEK_LIMIT, ProxyProtocol};
+use crate::config::{PEEK_LIMIT, ProxyProtocol, canonical};
 use crate::metrics::local::{PeekFailure, Rejected};
 use crate::net::sys;
 use crate::sniff::{self, Peek};
@@ -82,10 +82,23 @@ impl Read {
     }
 }
 
+/// What the first bytes said.
+enum Found {
+    /// The ClientHello, with its server name if it has one.
+    Sni(Option<String>),
+    /// The HTTP request head.
+    Http(sniff::http::Head),
+    /// Nothing usable (the reason was counted); the default route's, if any.
+    Nothing,
+}
+
 /// Decides the route of `client` (from `peer`) accepted on `door`, reading what that needs.
-/// `None`: the connection was reset or closed here (and counted).
+/// `latest` gives the address's routes as they are when the decision is made (a reload
+/// during the peek may have changed them; `None`: the address is being retired, `door`
+/// stands). `None`: the connection was reset or closed here (and counted).
 pub async fn admit(
     door: &Door,
+    latest: impl Fn() -> Option<Rc<Door>>,
     client: &TcpStream,
     peer: SocketAddr,
 ) -> Option<(Rc<Route>, Option<Box<Prelude>>)> {
@@ -120,15 +133,15 @@ pub async fn admit(
             match sniff::proxy::parse(read.bytes()) {
                 Peek::Done(h) if read.filled > 0 => {
                     read.skip = h.len;
-                    source = h.source.unwrap_or(peer);
-                    destination = h.destination;
+                    source = h.source.map_or(peer, canonical_addr);
+                    destination = h.destination.map(canonical_addr);
                     break;
                 }
                 Peek::Invalid(_) => return reject(Rejected::ProxyMalformed),
                 Peek::Done(_) | Peek::More => {}
             }
             if let Err(why) = read.more(client, fd, deadline).await {
-                failed(why);
+                // Counted once, as a rejection (or not at all when the client left).
                 return match why {
                     PeekFailure::Closed => None,
                     _ => reject(Rejected::ProxyMalformed),
@@ -137,71 +150,83 @@ pub async fn admit(
         }
     }
 
-    let decided = if door.needs_peek() {
+    let found = if door.needs_peek() {
+        // Where the HTTP parse last looked for the end of the head: each read scans only
+        // what is new (a head trickling in byte by byte is not parsed again per byte).
+        let mut scanned: usize = 0;
         loop {
             let got = read.bytes();
             let verdict = if got.is_empty() {
                 None
             } else if door.needs_tls && got.first() == Some(&0x16) {
                 match sniff::tls::client_hello_sni(got) {
-                    Peek::Done(name) => Some(Ok(door.decide(
-                        source.ip(),
-                        Seen {
-                            sni: name.as_deref(),
-                            ..Seen::default()
-                        },
-                    ))),
+                    Peek::Done(name) => Some(Ok(Found::Sni(name))),
                     Peek::More => None,
                     Peek::Invalid(_) => Some(Err(PeekFailure::Malformed)),
                 }
             } else if door.needs_http {
-                match sniff::http::request_head(got) {
-                    Peek::Done(head) => Some(Ok(door.decide(
-                        source.ip(),
-                        Seen {
-                            host: head.host.as_deref(),
-                            path: Some(&head.path),
-                            sni: None,
-                        },
-                    ))),
-                    Peek::More => None,
-                    Peek::Invalid(_) => Some(Err(PeekFailure::Malformed)),
+                let from = scanned.saturating_sub(3);
+                let ended = got.get(from..).is_some_and(head_ends);
+                // The first bytes are parsed at once (not HTTP: decided now); then only
+                // once the head has ended.
+                let parse = scanned == 0 || ended;
+                scanned = got.len();
+                match parse.then(|| sniff::http::request_head(got)) {
+                    Some(Peek::Done(head)) => Some(Ok(Found::Http(head))),
+                    Some(Peek::Invalid(_)) => Some(Err(PeekFailure::Malformed)),
+                    Some(Peek::More) | None => None,
                 }
             } else {
                 // Not TLS on an address that routes TLS only: the default route's.
                 Some(Err(PeekFailure::Malformed))
             };
             match verdict {
-                Some(Ok(d)) => break d,
+                Some(Ok(found)) => break found,
                 Some(Err(why)) => {
                     failed(why);
-                    break door.decide(source.ip(), Seen::default());
+                    break Found::Nothing;
                 }
                 None => {}
             }
             if let Err(why) = read.more(client, fd, deadline).await {
                 failed(why);
-                if why == PeekFailure::Closed {
+                if why == PeekFailure::Closed && read.bytes().is_empty() {
                     return None;
                 }
-                break door.decide(source.ip(), Seen::default());
+                // What was read still goes somewhere (the default route, with the
+                // client's half-close after it).
+                break Found::Nothing;
             }
         }
     } else {
-        door.decide(source.ip(), Seen::default())
+        Found::Nothing
     };
-    let Some((route, _by)) = decided else {
+    let now = latest();
+    let door = now.as_deref().unwrap_or(door);
+    let seen = match &found {
+        Found::Sni(name) => Seen {
+            sni: name.as_deref(),
+            ..Seen::default()
+        },
+        Found::Http(head) => Seen {
+            host: head.host.as_deref(),
+            path: Some(&head.path),
+            sni: None,
+        },
+        Found::Nothing => Seen::default(),
+    };
+    let Some((route, _by)) = door.decide(source.ip(), seen) else {
         return reject(Rejected::NoMatch);
     };
 
     let mut bytes = Vec::new();
     if let Some(v) = route.cfg.sharing.proxy_protocol {
-        let to = destination.unwrap_or_else(|| local_addr(door.addr, client));
+        let to = destination.unwrap_or_else(|| canonical_addr(local_addr(door.addr, client)));
         let v = match v {
             ProxyProtocol::V1 => sniff::proxy::ProxyVersion::V1,
             ProxyProtocol::V2 => sniff::proxy::ProxyVersion::V2,
         };
-        sniff::proxy::encode(v, source, to, &mut bytes);
+        sniff::proxy::encode(v, canonical_addr(source), to, &mut bytes);
     }
     if bytes.is_empty() && read.skip == 0 {
         // Nothing ringway adds: hand over the buffer itself.
@@ -212,6 +237,16 @@ pub async fn admit(
     }
     let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes }));
     Some((route, prelude))
+}
+
+/// True when `b` holds the end of a request head (an empty line, CRLF or bare LF).
+fn head_ends(b: &[u8]) -> bool {
+    b.windows(2).any(|w| w == b"\n\n") || b.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// An address with an IPv4-mapped IPv6 address written as the IPv4 one.
+fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
 }
 
 /// The address the client connected to: the listen address, or the socket's own when the

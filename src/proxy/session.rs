@@ -58,7 +58,9 @@ pub fn run(
                 reset(client);
                 Outcome::ConnectFailed
             }
-            Some((backend, b)) if prelude_failed(&backend, prelude).await => {
+            Some((backend, b))
+                if prelude_failed(&backend, prelude, route.cfg.connect_timeout).await =>
+            {
                 bump(&b.connections, 1);
                 reset(client);
                 let _ = sys::set_linger_zero(backend.as_raw_fd());
@@ -119,7 +121,12 @@ pub fn run_door(
     peer: SocketAddr,
 ) -> impl Future<Output = ()> {
     async move {
-        let admitted = Box::pin(peek::admit(&door, &client, peer)).await;
+        // Registered while it peeks (route id 0: no route yet), so that a shutdown waits
+        // for it and, at the end of its grace, closes it.
+        let key = worker.sessions.open(client.as_raw_fd(), 0);
+        let latest = || worker.table.borrow().door(&door.addr).cloned();
+        let admitted = Box::pin(peek::admit(&door, latest, &client, peer)).await;
+        worker.sessions.close(key);
         drop(door);
         if let Some((route, prelude)) = admitted {
             run(worker, route, client, prelude).await;
@@ -127,13 +134,19 @@ pub fn run_door(
     }
 }
 
-/// Sends the prelude, if any; true when that failed (the backend is gone).
-async fn prelude_failed(backend: &TcpStream, prelude: Option<Box<Prelude>>) -> bool {
+/// Sends the prelude, if any; true when that failed (the backend is gone, or took no byte
+/// of it within `limit`).
+async fn prelude_failed(
+    backend: &TcpStream,
+    prelude: Option<Box<Prelude>>,
+    limit: std::time::Duration,
+) -> bool {
     match prelude {
         None => false,
-        Some(p) => Box::pin(peek::send_prelude(backend, &p.bytes))
-            .await
-            .is_err(),
+        Some(p) => !matches!(
+            monoio::time::timeout(limit, Box::pin(peek::send_prelude(backend, &p.bytes))).await,
+            Ok(Ok(()))
+        ),
     }
 }
 

