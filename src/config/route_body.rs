@@ -226,9 +226,11 @@ mod tests {
         let r = parse_route_json(
             "web",
             &json!({"listen": ["127.0.0.1:0"], "backends": ["127.0.0.1:8080"],
-                    "idle_timeout": "5m", "switch": {"drain": "3s"}}),
+                    "idle_timeout": "5m", "switch": {"drain": "3s"},
+                    "access_log": {"path": "/var/log/ringway/web.log", "format": "json"}}),
         )
         .unwrap();
+        assert!(r.access_log.is_some());
         assert_eq!(parse_route_toml(&r.to_toml(), "state").unwrap(), r);
         assert_eq!(parse_route_json("web", &route_to_json(&r)).unwrap(), r);
     }

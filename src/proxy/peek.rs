@@ -82,13 +82,23 @@ impl Read {
     }
 }
 
+/// A connection a shared address gave a route.
+#[derive(Debug)]
+pub struct Admitted {
+    pub route: Rc<Route>,
+    pub prelude: Option<Box<Prelude>>,
+    /// The client: the peer, or the source its trusted PROXY header named.
+    pub source: SocketAddr,
+}
+
 /// Decides the route of `client` (from `peer`) accepted on `door`, reading what that needs.
-/// `None`: the connection was reset or closed here (and counted).
+/// `Err(Some(why))`: refused and set to reset on close; `Err(None)`: the client closed
+/// first. Both are counted.
 pub async fn admit(
     door: &Door,
     client: &TcpStream,
     peer: SocketAddr,
-) -> Option<(Rc<Route>, Option<Box<Prelude>>)> {
+) -> Result<Admitted, Option<Rejected>> {
     let fd = client.as_raw_fd();
     let deadline = Instant::now() + door.peek_timeout;
     let metrics = door.metrics.as_deref();
@@ -97,7 +107,7 @@ pub async fn admit(
             m.reject(why);
         }
         reset(fd);
-        None
+        Err(Some(why))
     };
     let failed = |why: PeekFailure| {
         if let Some(m) = metrics {
@@ -130,7 +140,7 @@ pub async fn admit(
             if let Err(why) = read.more(client, fd, deadline).await {
                 failed(why);
                 return match why {
-                    PeekFailure::Closed => None,
+                    PeekFailure::Closed => Err(None),
                     _ => reject(Rejected::ProxyMalformed),
                 };
             }
@@ -182,7 +192,7 @@ pub async fn admit(
             if let Err(why) = read.more(client, fd, deadline).await {
                 failed(why);
                 if why == PeekFailure::Closed {
-                    return None;
+                    return Err(None);
                 }
                 break door.decide(source.ip(), Seen::default());
             }
@@ -211,7 +221,11 @@ pub async fn admit(
         bytes.extend_from_slice(read.bytes());
     }
     let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes }));
-    Some((route, prelude))
+    Ok(Admitted {
+        route,
+        prelude,
+        source,
+    })
 }
 
 /// The address the client connected to: the listen address, or the socket's own when the
