@@ -3,7 +3,7 @@
 //! that cannot write (a FIFO nobody reads) costs lines, counted, never relay throughput.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::thread;
@@ -198,7 +198,7 @@ fn json_lines_parse_back_and_shared_address_refusals_are_logged() {
         log.display()
     );
     let echo = Backend::echo();
-    let (p, shared) = start_shared(|addr| {
+    let (_p, shared) = start_shared(|addr| {
         let routes = [
             route(
                 "site",
@@ -392,7 +392,13 @@ fn a_stuck_writer_drops_and_counts_lines_and_never_slows_the_relay() {
             "{lines} lines + {d} dropped != {sessions} sessions"
         );
     }
-    for l in String::from_utf8(text).unwrap().lines() {
+    let text = String::from_utf8(text).unwrap();
+    for l in text.lines() {
         assert_eq!(parse(l).outcome, "clean");
     }
+    eprintln!(
+        "{sessions} sessions: {} lines written, {} dropped",
+        text.lines().count(),
+        sessions - text.lines().count()
+    );
 }
