@@ -402,3 +402,44 @@ fn a_stuck_writer_drops_and_counts_lines_and_never_slows_the_relay() {
         sessions - text.lines().count()
     );
 }
+
+/// A reload may add an access log to a route (the writer starts then) and move it to
+/// another file and format; the route's next sessions follow, the old file keeps its lines.
+#[test]
+fn a_reload_adds_and_moves_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text_log, json_log) = (dir.path().join("a.log"), dir.path().join("b.json"));
+    let echo = Backend::echo();
+    let build = |keys: &str| ProxyBuilder::new(Relay::Auto).route(&[echo.addr], keys);
+    let p = build("").start();
+    let addr = p.addr("r0");
+    clean_exchange(addr, 1);
+
+    p.rewrite(&build(&format!(
+        "access_log = \"{}\"\n",
+        text_log.display()
+    )));
+    let (code, body) = p.reload();
+    assert_eq!(code, 200, "{body}");
+    clean_exchange(addr, 2);
+    let got = lines(&text_log, 1);
+    assert_eq!(parse(&got[0]).to_backend, 2);
+
+    p.rewrite(&build(&format!(
+        "access_log = {{ path = \"{}\", format = \"json\" }}\n",
+        json_log.display()
+    )));
+    let (code, body) = p.reload();
+    assert_eq!(code, 200, "{body}");
+    clean_exchange(addr, 3);
+    let got = lines(&json_log, 1);
+    let doc: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(
+        (doc["route"].as_str(), doc["bytes_to_backend"].as_u64()),
+        (Some("r0"), Some(3))
+    );
+    assert_eq!(
+        std::fs::read_to_string(&text_log).unwrap().lines().count(),
+        1
+    );
+}
