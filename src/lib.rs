@@ -13,13 +13,14 @@
 //! ```
 //!
 //! Hot side (workers, no locks, no shared atomics, no blocking): `worker`, `proxy`,
-//! `net::sys`, `metrics::local`. Control side (plain and simple): `config`, `control`
+//! `net::sys`, `metrics::local`, the `access_log` record and queue. Control side (plain and simple): `config`, `control`
 //! (route state, switch/rollback, state file), `health` (checks on their own thread),
 //! `admin` (HTTP API), `client` (the CLI's side of it), `net::{listener, pipe_budget}`,
-//! `metrics::{snapshot, render, cpu}`.
+//! `metrics::{snapshot, render, cpu}`, `access_log::{AccessLog, format}` (the writer thread).
 
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod cli;

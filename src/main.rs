@@ -210,7 +210,21 @@ fn serve(command: Command) -> ExitCode {
                 eprintln!("ringway: cannot install a signal handler: {e}");
                 return ExitCode::from(EXIT_RUNTIME);
             }
-            match ringway::control::run(cfg, config, ringway::control::Signals { stop, reload }) {
+            // SIGUSR1: reopen the access log files (logrotate's postrotate). Its default
+            // action ends the process, so it is installed before anything starts too.
+            let reopen = Arc::new(AtomicBool::new(false));
+            if let Err(e) =
+                signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
+            {
+                eprintln!("ringway: cannot install a signal handler: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+            let signals = ringway::control::Signals {
+                stop,
+                reload,
+                reopen,
+            };
+            match ringway::control::run(cfg, config, signals) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "ringway could not start");

@@ -31,6 +31,7 @@ pub struct FileRuntime {
     pub pipe_size: Option<Spanned<String>>,
     pub watch_config: Option<bool>,
     pub busy_poll: Option<Spanned<String>>,
+    pub access_log_queue: Option<Spanned<i64>>,
 }
 
 /// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).
@@ -99,6 +100,55 @@ pub struct FileRoute {
     pub proxy_protocol: Option<Spanned<String>>,
     pub accept_proxy_from: Option<Vec<Spanned<String>>>,
     pub peek_timeout: Option<Spanned<String>>,
+    pub access_log: Option<Spanned<FileAccessLog>>,
+}
+
+/// A route's `access_log`: a path (or `"stdout"`), or `{ path = "...", format = "json" }`.
+#[derive(Debug)]
+pub enum FileAccessLog {
+    Path(String),
+    Table {
+        path: Option<String>,
+        format: Option<String>,
+    },
+}
+
+/// The table form of `access_log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccessLogTable {
+    path: Option<String>,
+    format: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FileAccessLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileAccessLog;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "access_log = \"/path/to/file.log\", \"stdout\" or { path = \"...\", format = \"text\" | \"json\" }",
+                )
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FileAccessLog, E> {
+                Ok(FileAccessLog::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FileAccessLog, A::Error> {
+                let t = FileAccessLogTable::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(FileAccessLog::Table {
+                    path: t.path,
+                    format: t.format,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[route.match]`: how the routes sharing a listen address are told apart.

@@ -5,6 +5,7 @@
 //! the key and how to fix it ([`ConfigError`]). Parsing never binds a socket: whether a port
 //! is free is a question for start-up (`control::ports`), not for `ringway check`.
 
+mod access_log;
 mod admin;
 mod duration;
 mod error;
@@ -21,6 +22,9 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::Path;
 use std::time::Duration;
 
+pub use access_log::{
+    ACCESS_LOG_QUEUE_RANGE, AccessLogConfig, DEFAULT_ACCESS_LOG_QUEUE, LogFormat, LogPath,
+};
 pub use admin::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, ListenRange, MIN_TOKEN_LEN, StateConfig, TokenSource,
     allowed, default_state_file, euid, token_path_beside,
@@ -126,6 +130,9 @@ pub struct RuntimeConfig {
     /// Spin this long on the ring after the last event before sleeping (lower latency for
     /// CPU); `None`: off.
     pub busy_poll: Option<Duration>,
+    /// Access log records each worker's queue holds before lines are dropped (and counted
+    /// in `ringway_access_log_dropped_total`); the queues exist once a route logs.
+    pub access_log_queue: usize,
 }
 
 /// One `[[route]]`.
@@ -147,6 +154,8 @@ pub struct RouteConfig {
     pub switch: SwitchConfig,
     /// `[route.match]`, `proxy_protocol`, `accept_proxy_from`, `peek_timeout`.
     pub sharing: Sharing,
+    /// One line per finished session, to a file or stdout; `None`: no access log.
+    pub access_log: Option<AccessLogConfig>,
 }
 
 impl RouteConfig {
@@ -164,6 +173,7 @@ impl RouteConfig {
             health: HealthConfig::default(),
             switch: SwitchConfig::default(),
             sharing: Sharing::default(),
+            access_log: None,
         }
     }
 
@@ -199,6 +209,10 @@ impl RouteConfig {
         match r.max_connections {
             Some(n) => out.push_str(&format!("max_connections = {n}\n")),
             None => out.push_str("# max_connections: not set, no limit\n"),
+        }
+        match &r.access_log {
+            Some(a) => out.push_str(&a.to_toml()),
+            None => out.push_str("# access_log: not set, no access log\n"),
         }
         matching::to_toml(&r.sharing, &mut out);
         let h = &r.health;
@@ -324,6 +338,7 @@ impl Config {
             "busy_poll = \"{}\"\n",
             format_duration(rt.busy_poll.unwrap_or_default())
         ));
+        out.push_str(&format!("access_log_queue = {}\n", rt.access_log_queue));
         let a = &self.admin;
         out.push_str("\n[admin]\n");
         out.push_str(&format!("listen = \"{}\"\n", a.listen));

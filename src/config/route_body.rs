@@ -84,7 +84,23 @@ pub fn parse_route_json(name: &str, body: &serde_json::Value) -> Result<RouteCon
             ));
         }
     };
-    one(&text, BODY, false)
+    let route = one(&text, BODY, false)?;
+    if let Some(super::AccessLogConfig {
+        path: super::LogPath::File(path),
+        ..
+    }) = &route.access_log
+    {
+        // A token holder must not make ringway append to any file its user can write.
+        return Err(single(
+            "access_log",
+            format!(
+                "a route made through the admin API cannot log to a file ({})",
+                path.display()
+            ),
+            "use access_log = \"stdout\" here, or define the route in the configuration file to log to a file",
+        ));
+    }
+    Ok(route)
 }
 
 fn one(text: &str, source: &str, from_file: bool) -> Result<RouteConfig, ConfigError> {
@@ -159,6 +175,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A token holder cannot make ringway write to an arbitrary file; stdout is allowed.
+    #[test]
+    fn api_routes_log_to_stdout_only() {
+        let body = serde_json::json!({"listen": ["127.0.0.1:0"], "backends": ["127.0.0.1:1"],
+                                      "access_log": "/etc/cron.d/x"});
+        let e = parse_route_json("r", &body).unwrap_err();
+        assert_eq!(e.problems[0].key, "access_log", "{e}");
+        let body = serde_json::json!({"listen": ["127.0.0.1:0"], "backends": ["127.0.0.1:1"],
+                                      "access_log": "stdout"});
+        assert!(parse_route_json("r", &body).is_ok());
+    }
+
     #[test]
     fn a_json_body_is_validated_like_the_file() {
         let ok = parse_route_json(
@@ -226,9 +254,11 @@ mod tests {
         let r = parse_route_json(
             "web",
             &json!({"listen": ["127.0.0.1:0"], "backends": ["127.0.0.1:8080"],
-                    "idle_timeout": "5m", "switch": {"drain": "3s"}}),
+                    "idle_timeout": "5m", "switch": {"drain": "3s"},
+                    "access_log": {"path": "stdout", "format": "json"}}),
         )
         .unwrap();
+        assert!(r.access_log.is_some());
         assert_eq!(parse_route_toml(&r.to_toml(), "state").unwrap(), r);
         assert_eq!(parse_route_json("web", &route_to_json(&r)).unwrap(), r);
     }

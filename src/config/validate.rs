@@ -87,6 +87,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         }
     }
     shared(&routes, &mut problems);
+    same_log_format(&routes, &mut problems);
     if let Some((_, route)) = admin
         .as_ref()
         .and_then(|a| listens.iter().find(|(l, _)| overlaps(*l, a.listen)))
@@ -223,6 +224,7 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         (4096, 64 << 20),
         p,
     );
+    let access_log_queue = access_log_queue(rt.access_log_queue.as_ref(), p);
     if !ok_before || !p.is_empty() {
         return None;
     }
@@ -236,7 +238,31 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         pipe_size,
         watch_config: rt.watch_config.unwrap_or(false),
         busy_poll,
+        access_log_queue,
     })
+}
+
+/// `runtime.access_log_queue`: records per worker, within [`super::ACCESS_LOG_QUEUE_RANGE`].
+fn access_log_queue(v: Option<&Spanned<i64>>, p: &mut Problems<'_>) -> usize {
+    let (min, max) = super::ACCESS_LOG_QUEUE_RANGE;
+    let Some(v) = v else {
+        return super::DEFAULT_ACCESS_LOG_QUEUE;
+    };
+    match usize::try_from(*v.get_ref()) {
+        Ok(n) if (min..=max).contains(&n) => n,
+        _ => {
+            p.add(
+                Some(v.span().start),
+                "runtime.access_log_queue",
+                format!("{} is not a valid queue length", v.get_ref()),
+                format!(
+                    "use a count of records from {min} to {max} (default {})",
+                    super::DEFAULT_ACCESS_LOG_QUEUE
+                ),
+            );
+            super::DEFAULT_ACCESS_LOG_QUEUE
+        }
+    }
 }
 
 /// The longest `runtime.busy_poll`: past a millisecond a worker is a spin loop.
@@ -279,6 +305,31 @@ fn shared(routes: &[RouteConfig], p: &mut Problems<'_>) {
                 e.to_string(),
                 e.fix(),
             );
+        }
+    }
+}
+
+/// Routes writing one access log file write it in one format.
+fn same_log_format(routes: &[RouteConfig], p: &mut Problems<'_>) {
+    let mut first: HashMap<&super::LogPath, (&str, super::LogFormat)> = HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let Some(a) = &r.access_log else { continue };
+        match first.get(&a.path) {
+            Some((other, f)) if *f != a.format => p.add(
+                None,
+                format!("route[{i}] (\"{}\").access_log", r.name),
+                format!(
+                    "{} is written as {} by route \"{other}\" and as {} here",
+                    a.path.as_config(),
+                    f.as_str(),
+                    a.format.as_str()
+                ),
+                "give routes that share an access log file the same format, or separate files",
+            ),
+            Some(_) => {}
+            None => {
+                first.insert(&a.path, (&r.name, a.format));
+            }
         }
     }
 }
@@ -440,6 +491,7 @@ pub(super) fn route(
         &label,
         p,
     );
+    let access_log = super::access_log::access_log(r.access_log.as_ref(), &label, p);
     if p.len() != before {
         return None;
     }
@@ -454,6 +506,7 @@ pub(super) fn route(
         health,
         switch,
         sharing,
+        access_log,
     })
 }
 

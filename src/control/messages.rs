@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ControlError;
+use crate::access_log::{Queue, RouteLog};
 use crate::api::{ChangeDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc};
 use crate::config::RouteConfig;
 use crate::metrics::snapshot::WorkerSnapshot;
@@ -24,6 +25,9 @@ pub struct RouteSpec {
     pub active: Vec<SocketAddr>,
     pub down: Vec<SocketAddr>,
     pub drain: Vec<SocketAddr>,
+    /// The route's access log tags (set by the control thread's `AccessLog`); `None`: it
+    /// does not log.
+    pub log: Option<RouteLog>,
 }
 
 impl RouteSpec {
@@ -35,6 +39,7 @@ impl RouteSpec {
             active: cfg.backends.clone(),
             down: Vec::new(),
             drain: Vec::new(),
+            log: None,
             cfg: cfg.clone(),
         }
     }
@@ -67,6 +72,9 @@ pub enum ToWorker {
         remove: Vec<SocketAddr>,
         drains: Vec<Drain>,
     },
+    /// This worker's queue to the access log writer (sent once, before the first generation
+    /// with a route that logs).
+    AccessLog(Queue),
     /// Stop accepting, let sessions finish for `grace`, close the rest, stop.
     Shutdown { grace: Duration },
 }

@@ -30,13 +30,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
+use crate::access_log::AccessLog;
 use crate::api::ReloadStatusDoc;
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::metrics::render::{self, ControlMetrics};
 use crate::metrics::snapshot::MetricsStore;
 use crate::worker::Waker;
-use messages::{AdminQuery, AdminReply, AdminRequest, Answer, Drain, FromWorker, ToWorker};
+use messages::{
+    AdminQuery, AdminReply, AdminRequest, Answer, Drain, FromWorker, RouteSpec, ToWorker,
+};
 use ports::Ports;
 use routes::RouteState;
 
@@ -60,6 +63,8 @@ pub struct Signals {
     pub stop: StopFlag,
     /// SIGHUP: reload the configuration file.
     pub reload: Arc<AtomicBool>,
+    /// SIGUSR1: reopen the access log files (after logrotate moved them).
+    pub reopen: Arc<AtomicBool>,
 }
 
 /// A worker as the control thread sees it.
@@ -114,6 +119,8 @@ pub struct Control {
     next_gate: u64,
     /// Set once shutdown began: changes are refused from then on.
     stopping: bool,
+    /// The access log: tags given to the routes, and the writer thread once a route logs.
+    access_log: AccessLog,
 }
 
 /// What [`Control::install`] did.
@@ -137,6 +144,23 @@ fn deal(
         }
     }
     per_worker
+}
+
+/// The routes as the workers get them, with their access log tags. When the access log
+/// writer has just started, each worker's queue to it goes out first (a worker's messages
+/// are taken in order, so it has its queue before any route of the generation logs).
+fn worker_specs(
+    access_log: &mut AccessLog,
+    workers: &[WorkerHandle],
+    routes: &[RouteState],
+) -> Arc<Vec<RouteSpec>> {
+    let mut specs: Vec<RouteSpec> = routes.iter().map(RouteState::spec).collect();
+    if let Some(queues) = access_log.tag(&mut specs) {
+        for (w, q) in workers.iter().zip(queues) {
+            w.waker.send(ToWorker::AccessLog(q));
+        }
+    }
+    Arc::new(specs)
 }
 
 /// Runs ringway until `signals.stop` is set: binds, starts workers and the admin API, serves,
@@ -164,6 +188,9 @@ impl Control {
             }
             if signals.reload.swap(false, Ordering::Relaxed) {
                 self.reload(Trigger::Signal, None);
+            }
+            if signals.reopen.swap(false, Ordering::Relaxed) {
+                self.access_log.reopen();
             }
             if self.watch_due.is_some_and(|t| Instant::now() >= t) {
                 self.watch_due = None;
@@ -304,7 +331,7 @@ impl Control {
         drains: Vec<Drain>,
     ) -> u64 {
         self.generation += 1;
-        let routes = Arc::new(self.routes.iter().map(RouteState::spec).collect::<Vec<_>>());
+        let routes = worker_specs(&mut self.access_log, &self.workers, &self.routes);
         for (w, add) in self.workers.iter().zip(deal(add, self.workers.len())) {
             w.waker.send(ToWorker::Apply {
                 generation: self.generation,
@@ -494,6 +521,8 @@ impl Control {
                 let _ = t.join();
             }
         }
+        // The workers' last lines (sessions closed at the deadline) are queued by now.
+        self.access_log.stop();
         tracing::info!(closed_at_deadline = forced_total, "stopped");
     }
 }

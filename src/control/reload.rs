@@ -284,6 +284,10 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         ("runtime.buffer_size", a.buffer_size != b.buffer_size),
         ("runtime.pipe_size", a.pipe_size != b.pipe_size),
         ("runtime.busy_poll", a.busy_poll != b.busy_poll),
+        (
+            "runtime.access_log_queue",
+            a.access_log_queue != b.access_log_queue,
+        ),
         ("admin.listen", x.listen != y.listen),
         ("admin.token", x.token != y.token),
         ("admin.allow", x.allow != y.allow),

@@ -221,6 +221,8 @@ impl RouteState {
                 .filter(|a| !self.is_up(a))
                 .copied()
                 .collect(),
+            // Given by `AccessLog::tag` when published.
+            log: None,
         }
     }
 }

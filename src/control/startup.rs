@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -19,7 +18,8 @@ use super::messages::{FromWorker, ToWorker};
 use super::ports::{PortError, Ports, Want};
 use super::routes::RouteState;
 use super::token::{self, TokenError};
-use super::{Control, WorkerHandle, deal, notify, persist};
+use super::{Control, WorkerHandle, deal, notify, persist, worker_specs};
+use crate::access_log::AccessLog;
 use crate::admin::{self, AdminSettings, AdminSockets};
 use crate::api::Origin;
 use crate::config::{Config, SpliceMode, parse_route_toml};
@@ -168,7 +168,8 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     wait_started(&from_workers, &mut workers)?;
 
     // 3. The first generation: every worker gets its own listener of each address.
-    let specs = Arc::new(routes.iter().map(RouteState::spec).collect::<Vec<_>>());
+    let mut access_log = AccessLog::new(count, config.runtime.access_log_queue);
+    let specs = worker_specs(&mut access_log, &workers, &routes);
     for (w, add) in workers.iter().zip(deal(plan.add, count)) {
         w.waker.send(ToWorker::Apply {
             generation: first_generation,
@@ -241,6 +242,7 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         next_id,
         next_gate: 0,
         stopping: false,
+        access_log,
     };
     let names: Vec<String> = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
     for name in &names {

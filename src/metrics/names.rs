@@ -53,6 +53,10 @@ pub const LISTEN_REJECTED_TOTAL: &str = "ringway_listen_rejected_total";
 /// timeout, malformed, too_large, closed); the default route, if any, took the connection.
 pub const LISTEN_PEEK_FAILURES_TOTAL: &str = "ringway_listen_peek_failures_total";
 
+/// ringway addition: access log lines dropped because a worker's queue to the log writer was
+/// full (the writer, or its disk, could not keep up), per route.
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "ringway_access_log_dropped_total";
+
 /// A family's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -81,6 +85,7 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (BACKEND_CONNECTIONS_ACTIVE, Kind::Gauge),
     (CONNECTIONS_REJECTED_TOTAL, Kind::Counter),
     (SESSIONS_ENDED_TOTAL, Kind::Counter),
+    (ACCESS_LOG_DROPPED_TOTAL, Kind::Counter),
     (CONNECT_DURATION, Kind::Histogram),
     (SESSION_DURATION, Kind::Histogram),
     (WORKER_CONNECTIONS_ACTIVE, Kind::Gauge),

@@ -145,6 +145,20 @@ pub fn prometheus(store: &MetricsStore) -> String {
     }
     header(
         &mut out,
+        ACCESS_LOG_DROPPED_TOTAL,
+        "counter",
+        "Access log lines dropped because the worker's queue to the log writer was full, per route.",
+    );
+    for (r, t) in routes {
+        sample(
+            &mut out,
+            ACCESS_LOG_DROPPED_TOTAL,
+            &[("route", r)],
+            t.counters.access_log_dropped,
+        );
+    }
+    header(
+        &mut out,
         CONNECT_DURATION,
         "histogram",
         "Time to connect to a backend, per route.",
@@ -400,6 +414,7 @@ pub fn json(store: &MetricsStore) -> Value {
                     "bytes_to_backend": c.bytes_to_backend,
                     "bytes_to_client": c.bytes_to_client,
                     "sessions_ended": ended,
+                    "access_log_dropped": c.access_log_dropped,
                     "connect_duration_seconds": quantiles(&t.connect_us),
                     "session_duration_seconds": quantiles(&t.session_us),
                     "backends": backends,

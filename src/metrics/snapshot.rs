@@ -24,6 +24,7 @@ pub struct RouteCounters {
     pub rejected: u64,
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
+    pub access_log_dropped: u64,
     /// Indexed by `Outcome as usize`.
     pub ended: [u64; Outcome::COUNT],
 }
@@ -35,6 +36,7 @@ impl RouteCounters {
         self.rejected += o.rejected;
         self.bytes_to_backend += o.bytes_to_backend;
         self.bytes_to_client += o.bytes_to_client;
+        self.access_log_dropped += o.access_log_dropped;
         for (a, b) in self.ended.iter_mut().zip(o.ended) {
             *a += b;
         }

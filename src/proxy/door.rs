@@ -13,8 +13,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::table::Route;
+use crate::access_log::LogTag;
 use crate::config::{MatchConfig, NamePattern, canonical};
-use crate::metrics::local::{By, ListenMetrics, RoutedCounters, WorkerMetrics, bump};
+use crate::metrics::local::{By, ListenMetrics, RouteMetrics, RoutedCounters, WorkerMetrics, bump};
 
 /// One route on a shared address.
 #[derive(Debug)]
@@ -48,6 +49,9 @@ pub struct Door {
     /// The longest `peek_timeout` of the address's routes.
     pub peek_timeout: Duration,
     pub metrics: Option<Rc<ListenMetrics>>,
+    /// Where a connection refused before any route took it is logged: once per access log
+    /// file of the address's routes, a drop counted on the first route writing that file.
+    pub log: Vec<(LogTag, Rc<RouteMetrics>)>,
 }
 
 impl Door {
@@ -78,8 +82,15 @@ impl Door {
                 .iter()
                 .any(|r| r.route.cfg.sharing.matching.as_ref().is_some_and(f))
         };
+        let mut log: Vec<(LogTag, Rc<RouteMetrics>)> = Vec::new();
+        for r in routes {
+            if let Some(l) = r.log.filter(|l| !log.iter().any(|(t, _)| *t == l.unrouted)) {
+                log.push((l.unrouted, r.metrics.clone()));
+            }
+        }
         Door {
             addr,
+            log,
             needs_tls: m(MatchConfig::needs_tls),
             needs_http: m(MatchConfig::needs_http),
             accept_proxy_from: routes

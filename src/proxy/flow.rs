@@ -15,7 +15,6 @@
 //! copy buffer (more was queued than one buffer holds: bulk). Readiness is asked with
 //! `relaxed = false`, which the epoll driver needs for I/O done outside monoio.
 
-use std::cell::Cell;
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -42,7 +41,6 @@ pub struct Way<'a> {
     pub to: &'a TcpStream,
     pub from_side: Side,
     pub to_side: Side,
-    pub counter: &'a Cell<u64>,
     /// Read before waiting for readiness: true for the client, whose first bytes are usually
     /// queued by the time the session starts; false for a backend just connected, which has
     /// sent nothing yet (a read would be a wasted system call).
@@ -185,7 +183,7 @@ fn copy(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Result<Re
         Err(e) if is_not_now(e.kind()) => return Ok(Read::NothingQueued),
         Err(_) => return Err(Fail::Peer(way.from_side)),
     };
-    ctx.tally.moved(way.counter, n);
+    ctx.tally.moved(way.from_side, n);
     let full = n == scratch.len();
     let sent = match sys::send(to_fd, &scratch[..n]) {
         Ok(m) => m,
@@ -255,7 +253,7 @@ fn splice_in(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Resu
     };
     // A full pipe means more is probably waiting: go again before polling.
     let full = n == pipe.capacity();
-    ctx.tally.moved(way.counter, n);
+    ctx.tally.moved(way.from_side, n);
     let held = drain_pipe(ctx, way, to_fd, pipe)?;
     Ok(Read::Moved { full, held })
 }

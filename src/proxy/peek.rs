@@ -92,16 +92,26 @@ enum Found {
     Nothing,
 }
 
+/// A connection a shared address gave a route.
+#[derive(Debug)]
+pub struct Admitted {
+    pub route: Rc<Route>,
+    pub prelude: Option<Box<Prelude>>,
+    /// The client: the peer, or the source its trusted PROXY header named.
+    pub source: SocketAddr,
+}
+
 /// Decides the route of `client` (from `peer`) accepted on `door`, reading what that needs.
 /// `latest` gives the address's routes as they are when the decision is made (a reload
 /// during the peek may have changed them; `None`: the address is being retired, `door`
-/// stands). `None`: the connection was reset or closed here (and counted).
+/// stands). `Err(Some(why))`: refused and set to reset on close; `Err(None)`: the client
+/// closed first. Both are counted.
 pub async fn admit(
     door: &Door,
     latest: impl Fn() -> Option<Rc<Door>>,
     client: &TcpStream,
     peer: SocketAddr,
-) -> Option<(Rc<Route>, Option<Box<Prelude>>)> {
+) -> Result<Admitted, Option<Rejected>> {
     let fd = client.as_raw_fd();
     let deadline = Instant::now() + door.peek_timeout;
     let metrics = door.metrics.as_deref();
@@ -110,7 +120,7 @@ pub async fn admit(
             m.reject(why);
         }
         reset(fd);
-        None
+        Err(Some(why))
     };
     let failed = |why: PeekFailure| {
         if let Some(m) = metrics {
@@ -143,7 +153,7 @@ pub async fn admit(
             if let Err(why) = read.more(client, fd, deadline).await {
                 // Counted once, as a rejection (or not at all when the client left).
                 return match why {
-                    PeekFailure::Closed => None,
+                    PeekFailure::Closed => Err(None),
                     _ => reject(Rejected::ProxyMalformed),
                 };
             }
@@ -191,7 +201,7 @@ pub async fn admit(
             if let Err(why) = read.more(client, fd, deadline).await {
                 failed(why);
                 if why == PeekFailure::Closed && read.bytes().is_empty() {
-                    return None;
+                    return Err(None);
                 }
                 // What was read still goes somewhere (the default route, with the
                 // client's half-close after it).
@@ -236,7 +246,11 @@ pub async fn admit(
         bytes.extend_from_slice(read.bytes());
     }
     let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes }));
-    Some((route, prelude))
+    Ok(Admitted {
+        route,
+        prelude,
+        source,
+    })
 }
 
 /// True when `b` holds the end of a request head (an empty line, CRLF or bare LF).

@@ -66,18 +66,27 @@ pub enum RelayEnd {
 
 /// Byte counters and the activity clock one relay updates.
 pub struct Tally<'a> {
+    /// The route's counters (read by metrics snapshots while the session runs).
     pub to_backend: &'a Cell<u64>,
     pub to_client: &'a Cell<u64>,
+    /// This session's own counts, `[to_backend, to_client]` (for the access log).
+    pub session: &'a [Cell<u64>; 2],
     /// Last time a byte moved; only kept when the route has an idle timeout.
     pub activity: Option<&'a Cell<Instant>>,
 }
 
 impl Tally<'_> {
+    /// `n` bytes read from side `from` (and sent, or held, for the other side).
     #[inline]
-    pub fn moved(&self, counter: &Cell<u64>, n: usize) {
+    pub fn moved(&self, from: Side, n: usize) {
         #[cfg(feature = "perf-check-slowdown")]
         super::slowdown::burn();
-        bump(counter, n as u64);
+        let (route, session) = match from {
+            Side::Client => (self.to_backend, &self.session[0]),
+            Side::Backend => (self.to_client, &self.session[1]),
+        };
+        bump(route, n as u64);
+        bump(session, n as u64);
         self.active();
     }
 
@@ -161,7 +170,6 @@ pub fn relay<'a>(
                         to: &backend,
                         from_side: Side::Client,
                         to_side: Side::Backend,
-                        counter: tally.to_backend,
                         try_first: true,
                     },
                 ),
@@ -172,7 +180,6 @@ pub fn relay<'a>(
                         to: &client,
                         from_side: Side::Backend,
                         to_side: Side::Client,
-                        counter: tally.to_client,
                         try_first: false,
                     },
                 ),

@@ -6,22 +6,56 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use monoio::net::TcpStream;
-
-use std::net::SocketAddr;
 
 use super::connect::connect;
 use super::door::Door;
 use super::peek::{self, Prelude};
 use super::relay::{self, Fail, RelayEnd, Side, Tally};
 use super::table::Route;
+use crate::access_log::{LogOutcome, LogTag, Record, Refusal};
 use crate::metrics::local::{Outcome, bump, drop_one};
 use crate::net::sys;
 use crate::worker::Worker;
+
+/// Where a session's client came from and the address it arrived on (for the access log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    /// The peer, or the source a trusted PROXY header named.
+    pub client: SocketAddr,
+    pub listen: SocketAddr,
+}
+
+/// What a session that ended tells the access log, besides its addresses.
+struct Ended {
+    outcome: LogOutcome,
+    backend: Option<SocketAddr>,
+    moved: [u64; 2],
+    duration_us: u64,
+    connect_us: Option<u64>,
+}
+
+impl Ends {
+    fn record(self, tag: LogTag, e: Ended) -> Record {
+        Record {
+            tag,
+            outcome: e.outcome,
+            time: SystemTime::now(),
+            client: self.client,
+            listen: self.listen,
+            backend: e.backend,
+            to_backend: e.moved[0],
+            to_client: e.moved[1],
+            duration_us: e.duration_us,
+            connect_us: e.connect_us,
+        }
+    }
+}
 
 /// Runs one session to its end. Never panics on anything the network does.
 ///
@@ -32,13 +66,16 @@ use crate::worker::Worker;
 /// lives as long as the task).
 ///
 /// `prelude`: bytes to send to the backend before relaying (a shared address's peek, a
-/// PROXY header; see [`super::peek`]).
+/// PROXY header; see [`super::peek`]). `ends`: for the access log, set when the route has
+/// one (boxed: one allocation per session of a logging route, rather than 64 bytes in every
+/// session's future).
 #[allow(clippy::manual_async_fn)] // deliberate: see above
 pub fn run(
     worker: Rc<Worker>,
     route: Rc<Route>,
     client: TcpStream,
     prelude: Option<Box<Prelude>>,
+    ends: Option<Box<Ends>>,
 ) -> impl Future<Output = ()> {
     async move {
         let started = Instant::now();
@@ -47,11 +84,24 @@ pub fn run(
         if route.at_limit() {
             bump(&m.rejected, 1);
             reset(client);
+            if let (Some(log), Some(ends)) = (route.log, ends) {
+                let ended = Ended {
+                    outcome: LogOutcome::Rejected(Refusal::MaxConnections),
+                    backend: None,
+                    moved: [0, 0],
+                    duration_us: started.elapsed().as_micros() as u64,
+                    connect_us: None,
+                };
+                worker.log(ends.record(log.route, ended), &m.access_log_dropped);
+            }
             return;
         }
         bump(&m.active, 1);
         bump(&worker.metrics.active, 1);
         let key = worker.sessions.open(client.as_raw_fd(), route.id);
+        // This session's bytes each way (access log; its backend and connect time are kept
+        // in its `sessions` entry).
+        let moved: [Cell<u64>; 2] = Default::default();
 
         let outcome = match Box::pin(connect(&route)).await {
             None => {
@@ -59,9 +109,19 @@ pub fn run(
                 Outcome::ConnectFailed
             }
             Some((backend, b))
-                if prelude_failed(&backend, prelude, route.cfg.connect_timeout).await =>
+                if prelude_failed(
+                    &backend,
+                    prelude,
+                    [&m.bytes_to_backend, &moved[0]],
+                    route.cfg.connect_timeout,
+                )
+                .await =>
             {
                 bump(&b.connections, 1);
+                let us = started.elapsed().as_micros() as u64;
+                worker
+                    .sessions
+                    .set_backend(key, backend.as_raw_fd(), b.addr, us);
                 reset(client);
                 let _ = sys::set_linger_zero(backend.as_raw_fd());
                 Outcome::BackendReset
@@ -69,9 +129,10 @@ pub fn run(
             Some((backend, b)) => {
                 bump(&b.connections, 1);
                 bump(&b.active, 1);
+                let us = started.elapsed().as_micros() as u64;
                 worker
                     .sessions
-                    .set_backend(key, backend.as_raw_fd(), b.addr);
+                    .set_backend(key, backend.as_raw_fd(), b.addr, us);
                 // The client socket inherited TCP_NODELAY from its listener; the backend's
                 // is new.
                 let _ = sys::set_nodelay(backend.as_raw_fd());
@@ -80,6 +141,7 @@ pub fn run(
                 let tally = Tally {
                     to_backend: &m.bytes_to_backend,
                     to_client: &m.bytes_to_client,
+                    session: &moved,
                     activity: idle.map(|_| &activity),
                 };
                 let end = relay::relay(
@@ -102,17 +164,30 @@ pub fn run(
             }
         };
         // Closed by ringway (shutdown or drain deadline): that is the outcome that counts.
-        let outcome = worker.sessions.close(key).unwrap_or(outcome);
+        let closed = worker.sessions.close(key);
+        let outcome = closed.by.unwrap_or(outcome);
         drop_one(&m.active);
         drop_one(&worker.metrics.active);
-        m.record_end(outcome, started.elapsed().as_micros() as u64);
+        let duration_us = started.elapsed().as_micros() as u64;
+        m.record_end(outcome, duration_us);
+        if let (Some(log), Some(ends)) = (route.log, ends) {
+            let ended = Ended {
+                outcome: LogOutcome::Ended(outcome),
+                backend: closed.backend,
+                moved: [moved[0].get(), moved[1].get()],
+                duration_us,
+                connect_us: closed.connect_us,
+            };
+            worker.log(ends.record(log.route, ended), &m.access_log_dropped);
+        }
         tracing::debug!(route = %route.cfg.name, outcome = outcome.as_str(), "session ended");
     }
 }
 
 /// A connection accepted on an address whose route depends on what the client sends first
 /// (or that speaks the PROXY protocol): decides the route ([`peek::admit`]), then runs the
-/// session. The peek's state is boxed and gone before the relay starts.
+/// session. The peek's state is boxed and gone before the relay starts. A refusal is logged
+/// in the access logs of the address's routes (route `-`).
 #[allow(clippy::manual_async_fn)] // as `run`
 pub fn run_door(
     worker: Rc<Worker>,
@@ -124,30 +199,65 @@ pub fn run_door(
         // Registered while it peeks (route id 0: no route yet), so that a shutdown waits
         // for it and, at the end of its grace, closes it.
         let key = worker.sessions.open(client.as_raw_fd(), 0);
+        let started = Instant::now();
         let latest = || worker.table.borrow().door(&door.addr).cloned();
         let admitted = Box::pin(peek::admit(&door, latest, &client, peer)).await;
         worker.sessions.close(key);
-        drop(door);
-        if let Some((route, prelude)) = admitted {
-            run(worker, route, client, prelude).await;
+        let listen = door.addr;
+        match admitted {
+            Ok(a) => {
+                drop(door);
+                let ends = a.route.log.map(|_| {
+                    Box::new(Ends {
+                        client: a.source,
+                        listen,
+                    })
+                });
+                run(worker, a.route, client, a.prelude, ends).await;
+            }
+            Err(Some(why)) => {
+                // Set to reset by `admit`; closed here.
+                drop(client);
+                let ends = Ends {
+                    client: peer,
+                    listen,
+                };
+                for (tag, m) in &door.log {
+                    let ended = Ended {
+                        outcome: LogOutcome::Rejected(Refusal::Door(why)),
+                        backend: None,
+                        moved: [0, 0],
+                        duration_us: started.elapsed().as_micros() as u64,
+                        connect_us: None,
+                    };
+                    worker.log(ends.record(*tag, ended), &m.access_log_dropped);
+                }
+            }
+            Err(None) => {}
         }
     }
 }
 
-/// Sends the prelude, if any; true when that failed (the backend is gone, or took no byte
-/// of it within `limit`).
+/// Sends the prelude, if any, counting it on `tally` (the route's and the session's bytes
+/// to the backend); true when that failed (the backend is gone, or did not take it within
+/// `limit`).
 async fn prelude_failed(
     backend: &TcpStream,
     prelude: Option<Box<Prelude>>,
+    tally: [&Cell<u64>; 2],
     limit: std::time::Duration,
 ) -> bool {
-    match prelude {
-        None => false,
-        Some(p) => !matches!(
-            monoio::time::timeout(limit, Box::pin(peek::send_prelude(backend, &p.bytes))).await,
-            Ok(Ok(()))
-        ),
+    let Some(p) = prelude else {
+        return false;
+    };
+    let send = Box::pin(peek::send_prelude(backend, &p.bytes));
+    if !matches!(monoio::time::timeout(limit, send).await, Ok(Ok(()))) {
+        return true;
     }
+    for c in tally {
+        bump(c, p.bytes.len() as u64);
+    }
+    false
 }
 
 /// Closes a client with a reset (SO_LINGER 0).
@@ -162,7 +272,7 @@ mod tests {
 
     fn future_size<F, Fut>(_f: F) -> usize
     where
-        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream, Option<Box<Prelude>>) -> Fut,
+        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream, Option<Box<Prelude>>, Option<Box<Ends>>) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::door::Door;
+use crate::access_log::RouteLog;
 use crate::config::RouteConfig;
 use crate::control::messages::RouteSpec;
 use crate::metrics::local::{BackendMetrics, RouteMetrics, WorkerMetrics};
@@ -33,6 +34,8 @@ pub struct Route {
     next: Cell<usize>,
     /// This worker's share of `max_connections`.
     pub max_per_worker: Option<u64>,
+    /// Where its access log lines go; `None`: it does not log.
+    pub log: Option<RouteLog>,
 }
 
 impl Route {
@@ -112,6 +115,7 @@ impl RouteTable {
                 backends,
                 next: Cell::new(0),
                 max_per_worker,
+                log: spec.log,
             });
             for addr in &spec.listen {
                 on.entry(*addr).or_default().push(route.clone());

@@ -130,7 +130,20 @@ fn serve(
     match door {
         Some(door) => match door.direct() {
             Some(route) => {
-                monoio::spawn(session::run(worker.clone(), route.clone(), stream, None));
+                // Only a route that logs needs them (one small allocation per session).
+                let ends = route.log.map(|_| {
+                    Box::new(session::Ends {
+                        client: peer,
+                        listen: addr,
+                    })
+                });
+                monoio::spawn(session::run(
+                    worker.clone(),
+                    route.clone(),
+                    stream,
+                    None,
+                    ends,
+                ));
             }
             None => {
                 monoio::spawn(session::run_door(worker.clone(), door, stream, peer));

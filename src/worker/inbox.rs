@@ -70,6 +70,10 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
                         monoio::spawn(drain(worker.clone(), d));
                     }
                 }
+                Ok(ToWorker::AccessLog(queue)) => {
+                    // Sent once; a second one (never sent) would find the first in place.
+                    let _ = worker.access_log.set(queue);
+                }
                 Ok(ToWorker::Shutdown { grace }) => return shutdown(&worker, grace).await,
                 Err(TryRecvError::Empty) => break,
                 // The control thread is gone: stop without waiting.

@@ -12,7 +12,7 @@ mod ring;
 mod sessions;
 pub mod trim;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,11 +26,12 @@ use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 pub use inbox::Waker;
-pub use sessions::Sessions;
+pub use sessions::{Closed, Sessions};
 
+use crate::access_log::{Queue, Record};
 use crate::config::{Driver, RuntimeConfig, SpliceMode};
 use crate::control::messages::{FromWorker, ToWorker};
-use crate::metrics::local::WorkerMetrics;
+use crate::metrics::local::{WorkerMetrics, bump};
 use crate::proxy::door::Door;
 use crate::proxy::pool::Pools;
 use crate::proxy::table::RouteTable;
@@ -55,6 +56,8 @@ pub struct Worker {
     listeners: RefCell<HashMap<SocketAddr, ListenerHandle>>,
     stopping: Cell<bool>,
     to_control: Sender<FromWorker>,
+    /// This worker's queue to the access log writer, once a route logs.
+    access_log: OnceCell<Queue>,
 }
 
 /// A running accept loop, as the worker holds it.
@@ -139,6 +142,7 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         listeners: RefCell::new(HashMap::new()),
         stopping: Cell::new(false),
         to_control: spec.to_control,
+        access_log: OnceCell::new(),
     });
     let wake = match monoio::net::UnixStream::from_std(spec.wake) {
         Ok(w) => w,
@@ -178,6 +182,19 @@ async fn snapshots(worker: Rc<Worker>) {
 }
 
 impl Worker {
+    /// Offers an access log line to the writer's queue; never waits. A full queue (or none)
+    /// drops it and counts it on `dropped` (the route's `access_log_dropped`).
+    #[inline]
+    pub fn log(&self, record: Record, dropped: &Cell<u64>) {
+        let queued = self
+            .access_log
+            .get()
+            .is_some_and(|q| q.try_send(record).is_ok());
+        if !queued {
+            bump(dropped, 1);
+        }
+    }
+
     /// Starts the accept loop of a listener handed over by the control thread.
     fn listen(self: &Rc<Self>, addr: SocketAddr, listener: TcpListener) {
         let canceller = Canceller::new();

@@ -20,8 +20,22 @@ struct Entry {
     /// The route's id (see `RouteSpec::id`).
     route: u64,
     backend: Cell<Option<(RawFd, SocketAddr)>>,
+    /// From the session's start to the backend connection, µs (access log).
+    connect_us: Cell<Option<u64>>,
     /// Set when ringway closes the session: `Shutdown` or `Drained`.
     closed_by: Cell<Option<Outcome>>,
+}
+
+/// What a session's entry says when it is removed. Kept here rather than in the session's
+/// future, whose size is most of an idle connection's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Closed {
+    /// `Some` when ringway closed it (shutdown or drain).
+    pub by: Option<Outcome>,
+    /// The backend it was connected to.
+    pub backend: Option<SocketAddr>,
+    /// From the session's start to the backend connection, µs.
+    pub connect_us: Option<u64>,
 }
 
 impl Entry {
@@ -47,23 +61,30 @@ impl Sessions {
             client,
             route,
             backend: Cell::new(None),
+            connect_us: Cell::new(None),
             closed_by: Cell::new(None),
         })
     }
 
-    /// Records the session's backend socket and address once connected.
-    pub fn set_backend(&self, key: usize, backend: RawFd, addr: SocketAddr) {
+    /// Records the session's backend socket and address once connected, `connect_us` after
+    /// its start.
+    pub fn set_backend(&self, key: usize, backend: RawFd, addr: SocketAddr, connect_us: u64) {
         if let Some(e) = self.slab.borrow().get(key) {
             e.backend.set(Some((backend, addr)));
+            e.connect_us.set(Some(connect_us));
         }
     }
 
-    /// Removes a session; `Some(outcome)` when ringway closed it (shutdown or drain).
-    pub fn close(&self, key: usize) -> Option<Outcome> {
-        self.slab
-            .borrow_mut()
-            .try_remove(key)
-            .and_then(|e| e.closed_by.get())
+    /// Removes a session: whether ringway closed it (shutdown or drain), and its backend.
+    pub fn close(&self, key: usize) -> Closed {
+        match self.slab.borrow_mut().try_remove(key) {
+            Some(e) => Closed {
+                by: e.closed_by.get(),
+                backend: e.backend.get().map(|(_, a)| a),
+                connect_us: e.connect_us.get(),
+            },
+            None => Closed::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -126,20 +147,21 @@ mod tests {
         let (b, b2) = pair();
         let (c, c2) = pair();
         let on_old = s.open(a.as_raw_fd(), web);
-        s.set_backend(on_old, a2.as_raw_fd(), old);
+        s.set_backend(on_old, a2.as_raw_fd(), old, 1);
         let on_new = s.open(b.as_raw_fd(), web);
-        s.set_backend(on_new, b2.as_raw_fd(), new);
+        s.set_backend(on_new, b2.as_raw_fd(), new, 1);
         let other_route = s.open(c.as_raw_fd(), api);
-        s.set_backend(other_route, c2.as_raw_fd(), old);
+        s.set_backend(other_route, c2.as_raw_fd(), old, 1);
         assert_eq!(s.close_drained(web, |_| false), 0);
         assert_eq!(s.close_drained(web, |a| a == old), 1);
-        assert_eq!(s.close(on_old), Some(Outcome::Drained));
-        assert_eq!(s.close(on_new), None);
-        assert_eq!(s.close(other_route), None);
+        assert_eq!(s.close(on_old).by, Some(Outcome::Drained));
+        assert_eq!(s.close(on_old), Closed::default(), "removed once");
+        assert_eq!(s.close(on_new).backend, Some(new));
+        assert_eq!(s.close(other_route).by, None);
         assert!(s.is_empty());
         s.shrink_when_empty();
         assert_eq!(s.slab.borrow().capacity(), 0);
         let again = s.open(a.as_raw_fd(), web);
-        assert_eq!(s.close(again), None);
+        assert_eq!(s.close(again), Closed::default());
     }
 }

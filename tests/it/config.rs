@@ -78,6 +78,12 @@ fn invalid_configurations_exit_64_naming_the_key() {
             "switch.rollback_fail_threshold",
         ),
         ("[[route]\nname = \"x\"\n".into(), "(syntax)"),
+        (format!("{route}access_log = \"web.log\"\n"), "access_log"),
+        (
+            format!("{route}access_log = {{ path = \"/w.log\", format = \"xml\" }}\n"),
+            "access_log.format",
+        ),
+        ("[runtime]\naccess_log_queue = 0\n".into(), "runtime.access_log_queue"),
     ];
     for (toml, key) in cases {
         let (code, out, err) = check(&toml);

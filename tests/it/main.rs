@@ -1,6 +1,7 @@
 //! ringway integration tests: a real ringway process, real backends and clients on
 //! loopback. Relay tests run on every relay mode (auto, buffered, splice).
 
+mod access_log;
 mod admin;
 mod apps;
 mod bounds;
