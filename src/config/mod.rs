@@ -11,6 +11,7 @@ mod error;
 mod file;
 mod health;
 mod matching;
+mod peers;
 mod read;
 mod route_body;
 mod size;
@@ -31,6 +32,10 @@ pub use health::{Check, HealthConfig, SwitchConfig};
 pub use matching::{
     DEFAULT_PEEK_TIMEOUT, MatchConfig, NamePattern, PEEK_LIMIT, ProxyProtocol, SharedError,
     Sharing, canonical, check_shared,
+};
+pub use peers::{
+    DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_IDLE,
+    DEFAULT_KEEPALIVE_INTERVAL, Keepalive, Probes,
 };
 pub use read::{MAX_CONFIG_BYTES, read_config_file};
 pub use route_body::{parse_route_json, parse_route_toml, route_to_json};
@@ -147,6 +152,11 @@ pub struct RouteConfig {
     pub switch: SwitchConfig,
     /// `[route.match]`, `proxy_protocol`, `accept_proxy_from`, `peek_timeout`.
     pub sharing: Sharing,
+    /// After one side's FIN, close the session when the other direction moves no byte for
+    /// this long; `None`: off. Default [`DEFAULT_HALF_CLOSE_TIMEOUT`].
+    pub half_close_timeout: Option<Duration>,
+    /// `[route.keepalive]`: keepalive probes and `TCP_USER_TIMEOUT` on both sockets.
+    pub keepalive: Keepalive,
 }
 
 impl RouteConfig {
@@ -164,6 +174,8 @@ impl RouteConfig {
             health: HealthConfig::default(),
             switch: SwitchConfig::default(),
             sharing: Sharing::default(),
+            half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT),
+            keepalive: Keepalive::default(),
         }
     }
 
@@ -196,11 +208,13 @@ impl RouteConfig {
             Some(d) => out.push_str(&format!("idle_timeout = \"{}\"\n", format_duration(d))),
             None => out.push_str("# idle_timeout: not set, idle sessions stay open\n"),
         }
+        peers::half_close_to_toml(r.half_close_timeout, &mut out);
         match r.max_connections {
             Some(n) => out.push_str(&format!("max_connections = {n}\n")),
             None => out.push_str("# max_connections: not set, no limit\n"),
         }
         matching::to_toml(&r.sharing, &mut out);
+        peers::keepalive_to_toml(&r.keepalive, &mut out);
         let h = &r.health;
         if h.periodic {
             out.push_str("[route.health]\n");

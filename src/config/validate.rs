@@ -440,6 +440,9 @@ pub(super) fn route(
         &label,
         p,
     );
+    let half_close_timeout =
+        super::peers::half_close_timeout(r.half_close_timeout.as_ref(), &label, p);
+    let keepalive = super::peers::keepalive(r.keepalive.as_ref(), &label, p);
     if p.len() != before {
         return None;
     }
@@ -454,6 +457,8 @@ pub(super) fn route(
         health,
         switch,
         sharing,
+        half_close_timeout,
+        keepalive,
     })
 }
 

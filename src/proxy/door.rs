@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::table::Route;
-use crate::config::{MatchConfig, NamePattern, canonical};
+use crate::config::{Keepalive, MatchConfig, NamePattern, canonical};
 use crate::metrics::local::{By, ListenMetrics, RoutedCounters, WorkerMetrics, bump};
 
 /// One route on a shared address.
@@ -48,6 +48,10 @@ pub struct Door {
     /// The longest `peek_timeout` of the address's routes.
     pub peek_timeout: Duration,
     pub metrics: Option<Rc<ListenMetrics>>,
+    /// Keepalive and user timeout set on this address's listener, which every connection
+    /// accepted from it inherits: the first route's. A connection that another route on
+    /// the address takes, with other settings, gets that route's own.
+    pub keepalive: Keepalive,
 }
 
 impl Door {
@@ -91,6 +95,7 @@ impl Door {
                 .map(|r| r.cfg.sharing.peek_timeout)
                 .max()
                 .unwrap_or_default(),
+            keepalive: routes.first().map(|r| r.cfg.keepalive).unwrap_or_default(),
             direct,
             rules,
             default,

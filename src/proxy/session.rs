@@ -14,13 +14,13 @@ use monoio::net::TcpStream;
 
 use std::net::SocketAddr;
 
-use super::connect::connect;
+use super::connect::{Env, connect};
 use super::door::Door;
 use super::peek::{self, Prelude};
 use super::relay::{self, Fail, RelayEnd, Side, Tally};
 use super::table::Route;
 use crate::metrics::local::{Outcome, bump, drop_one};
-use crate::net::sys;
+use crate::net::{keepalive, sys};
 use crate::worker::Worker;
 
 /// Runs one session to its end. Never panics on anything the network does.
@@ -53,7 +53,11 @@ pub fn run(
         bump(&worker.metrics.active, 1);
         let key = worker.sessions.open(client.as_raw_fd(), route.id);
 
-        let outcome = match Box::pin(connect(&route)).await {
+        let env = Env {
+            warnings: &worker.warnings,
+            fds: worker.fds,
+        };
+        let outcome = match Box::pin(connect(&route, env)).await {
             None => {
                 reset(client);
                 Outcome::ConnectFailed
@@ -70,32 +74,27 @@ pub fn run(
                 worker
                     .sessions
                     .set_backend(key, backend.as_raw_fd(), b.addr);
-                // The client socket inherited TCP_NODELAY from its listener; the backend's
-                // is new.
+                // The client socket inherited TCP_NODELAY, keepalive and the user timeout
+                // from its listener; the backend's is new.
                 let _ = sys::set_nodelay(backend.as_raw_fd());
-                let activity = Cell::new(Instant::now());
-                let idle = route.cfg.idle_timeout;
+                let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
+                let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
                 let tally = Tally {
+                    timeouts: &route.timeouts,
                     to_backend: &m.bytes_to_backend,
                     to_client: &m.bytes_to_client,
-                    activity: idle.map(|_| &activity),
+                    activity: &activity,
                 };
-                let end = relay::relay(
-                    client,
-                    backend,
-                    &worker.pools,
-                    worker.splice,
-                    &tally,
-                    idle,
-                    &activity,
-                )
-                .await;
+                let end = relay::relay(client, backend, &worker.pools, worker.splice, &tally).await;
                 drop_one(&b.active);
                 match end {
                     RelayEnd::Clean => Outcome::Clean,
                     RelayEnd::Idle => Outcome::IdleTimeout,
+                    RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
                     RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
                     RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
+                    RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
+                    RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
                 }
             }
         };
@@ -120,8 +119,14 @@ pub fn run_door(
 ) -> impl Future<Output = ()> {
     async move {
         let admitted = Box::pin(peek::admit(&door, &client, peer)).await;
+        let inherited = door.keepalive;
         drop(door);
         if let Some((route, prelude)) = admitted {
+            // The client socket has its listener's settings (the address's first route's);
+            // another route with other settings gets its own.
+            if route.cfg.keepalive != inherited {
+                let _ = keepalive::set(client.as_raw_fd(), &route.cfg.keepalive);
+            }
             run(worker, route, client, prelude).await;
         }
     }

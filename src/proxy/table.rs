@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::door::Door;
+use super::relay::Timeouts;
 use crate::config::RouteConfig;
 use crate::control::messages::RouteSpec;
 use crate::metrics::local::{BackendMetrics, RouteMetrics, WorkerMetrics};
@@ -33,6 +34,8 @@ pub struct Route {
     next: Cell<usize>,
     /// This worker's share of `max_connections`.
     pub max_per_worker: Option<u64>,
+    /// The relay's timers (`idle_timeout`, `half_close_timeout`), where sessions borrow them.
+    pub timeouts: Timeouts,
 }
 
 impl Route {
@@ -112,6 +115,10 @@ impl RouteTable {
                 backends,
                 next: Cell::new(0),
                 max_per_worker,
+                timeouts: Timeouts {
+                    idle: cfg.idle_timeout,
+                    half_close: cfg.half_close_timeout,
+                },
             });
             for addr in &spec.listen {
                 on.entry(*addr).or_default().push(route.clone());
