@@ -250,12 +250,26 @@ impl HealthWord {
 pub struct ConnectErrorsDoc {
     pub refused: u64,
     pub timeout: u64,
+    /// `EADDRNOTAVAIL`: no free local port (ephemeral ports exhausted).
+    #[serde(default)]
+    pub no_local_port: u64,
+    /// Out of file descriptors.
+    #[serde(default)]
+    pub fd_limit: u64,
+    /// No route to the backend.
+    #[serde(default)]
+    pub unreachable: u64,
     pub other: u64,
 }
 
 impl ConnectErrorsDoc {
     pub fn total(&self) -> u64 {
-        self.refused + self.timeout + self.other
+        self.refused
+            + self.timeout
+            + self.no_local_port
+            + self.fd_limit
+            + self.unreachable
+            + self.other
     }
 }
 

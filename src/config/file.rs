@@ -101,6 +101,18 @@ pub struct FileRoute {
     pub accept_proxy_from: Option<Vec<Spanned<String>>>,
     pub peek_timeout: Option<Spanned<String>>,
     pub access_log: Option<Spanned<FileAccessLog>>,
+    pub half_close_timeout: Option<Spanned<String>>,
+    pub keepalive: Option<Spanned<FileKeepalive>>,
+}
+
+/// `[route.keepalive]`: how a session finds out that a peer vanished.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKeepalive {
+    pub idle: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub count: Option<Spanned<i64>>,
+    pub user_timeout: Option<Spanned<String>>,
 }
 
 /// A route's `access_log`: a path (or `"stdout"`), or `{ path = "...", format = "json" }`.

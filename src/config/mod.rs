@@ -12,6 +12,7 @@ mod error;
 mod file;
 mod health;
 mod matching;
+mod peers;
 mod read;
 mod route_body;
 mod size;
@@ -35,6 +36,10 @@ pub use health::{Check, HealthConfig, SwitchConfig};
 pub use matching::{
     DEFAULT_PEEK_TIMEOUT, MatchConfig, NamePattern, PEEK_LIMIT, ProxyProtocol, SharedError,
     Sharing, canonical, check_shared,
+};
+pub use peers::{
+    DEFAULT_HALF_CLOSE_TIMEOUT, DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_IDLE,
+    DEFAULT_KEEPALIVE_INTERVAL, Keepalive, Probes,
 };
 pub use read::{MAX_CONFIG_BYTES, read_config_file};
 pub use route_body::{parse_route_json, parse_route_toml, route_to_json};
@@ -156,6 +161,11 @@ pub struct RouteConfig {
     pub sharing: Sharing,
     /// One line per finished session, to a file or stdout; `None`: no access log.
     pub access_log: Option<AccessLogConfig>,
+    /// After one side's FIN, close the session when the other direction moves no byte for
+    /// this long; `None`: off. Default [`DEFAULT_HALF_CLOSE_TIMEOUT`].
+    pub half_close_timeout: Option<Duration>,
+    /// `[route.keepalive]`: keepalive probes and `TCP_USER_TIMEOUT` on both sockets.
+    pub keepalive: Keepalive,
 }
 
 impl RouteConfig {
@@ -174,6 +184,8 @@ impl RouteConfig {
             switch: SwitchConfig::default(),
             sharing: Sharing::default(),
             access_log: None,
+            half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT),
+            keepalive: Keepalive::default(),
         }
     }
 
@@ -206,6 +218,7 @@ impl RouteConfig {
             Some(d) => out.push_str(&format!("idle_timeout = \"{}\"\n", format_duration(d))),
             None => out.push_str("# idle_timeout: not set, idle sessions stay open\n"),
         }
+        peers::half_close_to_toml(r.half_close_timeout, &mut out);
         match r.max_connections {
             Some(n) => out.push_str(&format!("max_connections = {n}\n")),
             None => out.push_str("# max_connections: not set, no limit\n"),
@@ -215,6 +228,7 @@ impl RouteConfig {
             None => out.push_str("# access_log: not set, no access log\n"),
         }
         matching::to_toml(&r.sharing, &mut out);
+        peers::keepalive_to_toml(&r.keepalive, &mut out);
         let h = &r.health;
         if h.periodic {
             out.push_str("[route.health]\n");

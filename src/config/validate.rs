@@ -492,6 +492,9 @@ pub(super) fn route(
         p,
     );
     let access_log = super::access_log::access_log(r.access_log.as_ref(), &label, p);
+    let half_close_timeout =
+        super::peers::half_close_timeout(r.half_close_timeout.as_ref(), &label, p);
+    let keepalive = super::peers::keepalive(r.keepalive.as_ref(), &label, p);
     if p.len() != before {
         return None;
     }
@@ -507,6 +510,8 @@ pub(super) fn route(
         switch,
         sharing,
         access_log,
+        half_close_timeout,
+        keepalive,
     })
 }
 

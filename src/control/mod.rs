@@ -8,6 +8,7 @@
 mod commit;
 mod crud;
 mod error;
+mod fdlimit;
 pub mod messages;
 mod notify;
 mod persist;

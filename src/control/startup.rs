@@ -1,6 +1,6 @@
 //! Control side: start-up — apply the configuration to an empty state.
 //!
-//! Order matters for clear failures: read the state file (routes the admin API created come
+//! Order matters for clear failures: raise the open-files limit (`fdlimit`), read the state file (routes the admin API created come
 //! back from it; each route resumes its persisted active set where its configuration is
 //! unchanged), bind every listen address and the admin sockets (so a port held by another
 //! process is reported before anything runs or any file is written), write the admin token,
@@ -18,7 +18,7 @@ use super::messages::{FromWorker, ToWorker};
 use super::ports::{PortError, Ports, Want};
 use super::routes::RouteState;
 use super::token::{self, TokenError};
-use super::{Control, WorkerHandle, deal, notify, persist, worker_specs};
+use super::{Control, WorkerHandle, deal, fdlimit, notify, persist, worker_specs};
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminSettings, AdminSockets};
 use crate::api::Origin;
@@ -100,6 +100,10 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         .workers
         .map(|n| n.get())
         .unwrap_or(cores.len().max(1));
+    // 0. Open files: raised before anything is opened, and checked against the routes.
+    if let Some(limit) = fdlimit::raise() {
+        fdlimit::check_fit(&config, count, &limit);
+    }
 
     // 1. Listeners: one SO_REUSEPORT socket per worker per address, bound synchronously. An
     //    API route that can no longer listen where it did is left out (and logged whole)

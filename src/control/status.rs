@@ -10,6 +10,7 @@ use crate::api::{
     RouteHealthDoc, RouteList, RouteView, RuleDoc, RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
 };
 use crate::config::route_to_json;
+use crate::metrics::local::ConnectErrorKind;
 use crate::metrics::render::quantiles;
 use crate::metrics::snapshot::RouteTotals;
 
@@ -137,10 +138,16 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
                 connections_active: open,
                 draining: if is_active { 0 } else { open },
                 connections_total: b.map_or(0, |b| b.connections),
-                connect_errors: ConnectErrorsDoc {
-                    refused: b.map_or(0, |b| b.refused),
-                    timeout: b.map_or(0, |b| b.timeouts),
-                    other: b.map_or(0, |b| b.other_errors),
+                connect_errors: {
+                    let n = |k: ConnectErrorKind| b.map_or(0, |b| b.connect_errors[k as usize]);
+                    ConnectErrorsDoc {
+                        refused: n(ConnectErrorKind::Refused),
+                        timeout: n(ConnectErrorKind::Timeout),
+                        no_local_port: n(ConnectErrorKind::NoLocalPort),
+                        fd_limit: n(ConnectErrorKind::FdLimit),
+                        unreachable: n(ConnectErrorKind::Unreachable),
+                        other: n(ConnectErrorKind::Other),
+                    }
                 },
             }
         })

@@ -43,10 +43,17 @@ pub enum Outcome {
     Drained,
     /// No backend could be connected; the client was reset.
     ConnectFailed,
+    /// The kernel gave the client up: keepalive probes unanswered, or bytes unacknowledged
+    /// past the user timeout (`[route.keepalive]`).
+    ClientTimeout,
+    /// The kernel gave the backend up (as `ClientTimeout`).
+    BackendTimeout,
+    /// One side had sent its FIN and the other stayed silent for `half_close_timeout`.
+    HalfCloseTimeout,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 10;
     pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Clean,
         Outcome::ClientReset,
@@ -55,6 +62,9 @@ impl Outcome {
         Outcome::Shutdown,
         Outcome::Drained,
         Outcome::ConnectFailed,
+        Outcome::ClientTimeout,
+        Outcome::BackendTimeout,
+        Outcome::HalfCloseTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +76,9 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::Drained => "drained",
             Outcome::ConnectFailed => "connect_failed",
+            Outcome::ClientTimeout => "client_timeout",
+            Outcome::BackendTimeout => "backend_timeout",
+            Outcome::HalfCloseTimeout => "half_close_timeout",
         }
     }
 
@@ -77,9 +90,83 @@ impl Outcome {
 /// Why a connect attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectErrorKind {
+    /// `ECONNREFUSED`: nothing listens there (or a firewall rejects).
     Refused,
+    /// The connect budget ran out (or `ETIMEDOUT`).
     Timeout,
+    /// `EADDRNOTAVAIL`: no free local port towards that backend (ephemeral ports exhausted).
+    NoLocalPort,
+    /// `EMFILE`/`ENFILE`, or the socket fell into ringway's reserve of descriptors: the
+    /// process (or the system) is out of file descriptors.
+    FdLimit,
+    /// `ENETUNREACH`/`EHOSTUNREACH`: no route to the backend.
+    Unreachable,
     Other,
+}
+
+impl ConnectErrorKind {
+    pub const COUNT: usize = 6;
+    pub const ALL: [ConnectErrorKind; ConnectErrorKind::COUNT] = [
+        ConnectErrorKind::Refused,
+        ConnectErrorKind::Timeout,
+        ConnectErrorKind::NoLocalPort,
+        ConnectErrorKind::FdLimit,
+        ConnectErrorKind::Unreachable,
+        ConnectErrorKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectErrorKind::Refused => "refused",
+            ConnectErrorKind::Timeout => "timeout",
+            ConnectErrorKind::NoLocalPort => "no_local_port",
+            ConnectErrorKind::FdLimit => "fd_limit",
+            ConnectErrorKind::Unreachable => "unreachable",
+            ConnectErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind of a failed `socket(2)`/`connect(2)`.
+    pub fn of(e: &std::io::Error) -> ConnectErrorKind {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => ConnectErrorKind::Refused,
+            Some(libc::ETIMEDOUT) => ConnectErrorKind::Timeout,
+            Some(libc::EADDRNOTAVAIL) => ConnectErrorKind::NoLocalPort,
+            Some(libc::EMFILE | libc::ENFILE) => ConnectErrorKind::FdLimit,
+            Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ConnectErrorKind::Unreachable,
+            _ => ConnectErrorKind::Other,
+        }
+    }
+}
+
+/// Why a listener could not hand over a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptErrorKind {
+    /// `EMFILE`/`ENFILE`, or the connection fell into ringway's reserve of descriptors (it
+    /// was reset at once).
+    FdLimit,
+    /// Anything else (`ENOBUFS`, `ENOMEM`, ...).
+    Other,
+}
+
+impl AcceptErrorKind {
+    pub const COUNT: usize = 2;
+    pub const ALL: [AcceptErrorKind; AcceptErrorKind::COUNT] =
+        [AcceptErrorKind::FdLimit, AcceptErrorKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcceptErrorKind::FdLimit => "fd_limit",
+            AcceptErrorKind::Other => "other",
+        }
+    }
+
+    pub fn of(e: &std::io::Error) -> AcceptErrorKind {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => AcceptErrorKind::FdLimit,
+            _ => AcceptErrorKind::Other,
+        }
+    }
 }
 
 /// Per-backend counters of one route on one worker.
@@ -88,9 +175,8 @@ pub struct BackendMetrics {
     pub addr: SocketAddr,
     pub connections: Cell<u64>,
     pub active: Cell<u64>,
-    pub refused: Cell<u64>,
-    pub timeouts: Cell<u64>,
-    pub other_errors: Cell<u64>,
+    /// Failed connect attempts, by `ConnectErrorKind as usize`.
+    pub connect_errors: [Cell<u64>; ConnectErrorKind::COUNT],
 }
 
 impl BackendMetrics {
@@ -99,19 +185,12 @@ impl BackendMetrics {
             addr,
             connections: Cell::new(0),
             active: Cell::new(0),
-            refused: Cell::new(0),
-            timeouts: Cell::new(0),
-            other_errors: Cell::new(0),
+            connect_errors: Default::default(),
         }
     }
 
     pub fn connect_error(&self, kind: ConnectErrorKind) {
-        let c = match kind {
-            ConnectErrorKind::Refused => &self.refused,
-            ConnectErrorKind::Timeout => &self.timeouts,
-            ConnectErrorKind::Other => &self.other_errors,
-        };
-        bump(c, 1);
+        bump(&self.connect_errors[kind as usize], 1);
     }
 }
 
@@ -199,9 +278,7 @@ impl RouteMetrics {
                     addr: b.addr,
                     connections: b.connections.get(),
                     active: b.active.get(),
-                    refused: b.refused.get(),
-                    timeouts: b.timeouts.get(),
-                    other_errors: b.other_errors.get(),
+                    connect_errors: b.connect_errors.each_ref().map(Cell::get),
                 })
                 .collect(),
         }
@@ -351,6 +428,8 @@ pub struct WorkerMetrics {
     pub active: Cell<u64>,
     /// Connections still queued when a listener closed (touched only when one retires).
     listener_resets: Cell<u64>,
+    /// Connections a listener could not hand over, by `AcceptErrorKind as usize`.
+    accept_errors: [Cell<u64>; AcceptErrorKind::COUNT],
     /// Pipes whose size the kernel refused (the pool's count, copied at each snapshot).
     pipe_resizes_refused: Cell<u64>,
     /// The worker thread's Linux thread id, sent with every snapshot so that the control
@@ -387,6 +466,11 @@ impl WorkerMetrics {
         bump(&self.listener_resets, n);
     }
 
+    /// Counts a connection a listener could not hand over.
+    pub fn accept_error(&self, kind: AcceptErrorKind) {
+        bump(&self.accept_errors[kind as usize], 1);
+    }
+
     /// Records the pool's count of refused pipe sizes (cumulative).
     pub fn set_pipe_resizes_refused(&self, n: u64) {
         self.pipe_resizes_refused.set(n);
@@ -407,6 +491,7 @@ impl WorkerMetrics {
             tid: self.tid,
             active: self.active.get(),
             listener_resets: self.listener_resets.get(),
+            accept_errors: self.accept_errors.each_ref().map(Cell::get),
             pipe_resizes_refused: self.pipe_resizes_refused.get(),
             routes: self
                 .routes
@@ -446,6 +531,55 @@ mod tests {
         h.saturating_record(u64::MAX);
         h.saturating_record(0);
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn connect_and_accept_errors_are_told_apart() {
+        let e = |n| std::io::Error::from_raw_os_error(n);
+        let kinds: Vec<&str> = [
+            libc::ECONNREFUSED,
+            libc::ETIMEDOUT,
+            libc::EADDRNOTAVAIL,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENETUNREACH,
+            libc::EHOSTUNREACH,
+            libc::ENOBUFS,
+        ]
+        .into_iter()
+        .map(|n| ConnectErrorKind::of(&e(n)).as_str())
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "refused",
+                "timeout",
+                "no_local_port",
+                "fd_limit",
+                "fd_limit",
+                "unreachable",
+                "unreachable",
+                "other"
+            ]
+        );
+        assert_eq!(
+            AcceptErrorKind::of(&e(libc::EMFILE)),
+            AcceptErrorKind::FdLimit
+        );
+        assert_eq!(
+            AcceptErrorKind::of(&e(libc::ENFILE)),
+            AcceptErrorKind::FdLimit
+        );
+        assert_eq!(
+            AcceptErrorKind::of(&e(libc::ENOBUFS)),
+            AcceptErrorKind::Other
+        );
+        // Every kind has its own counter.
+        let b = BackendMetrics::new("127.0.0.1:1".parse().unwrap());
+        for k in ConnectErrorKind::ALL {
+            b.connect_error(k);
+        }
+        assert!(b.connect_errors.iter().all(|c| c.get() == 1));
     }
 
     #[test]

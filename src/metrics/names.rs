@@ -39,6 +39,10 @@ pub const RELOADS_TOTAL: &str = "ringway_reloads_total";
 /// ringway addition: connections still queued on a listener when it was closed (the kernel
 /// resets them). Retiring a listener serves its queue first, so this should stay 0.
 pub const LISTENER_QUEUE_RESETS_TOTAL: &str = "ringway_listener_queue_resets_total";
+/// ringway addition: connections a listener could not hand over, per `kind`: `fd_limit`
+/// (`EMFILE`/`ENFILE`, or accepted into ringway's reserve of descriptors and reset at once)
+/// or `other`.
+pub const ACCEPT_ERRORS_TOTAL: &str = "ringway_accept_errors_total";
 /// ringway addition: splice pipes whose size (`runtime.pipe_size`) the kernel refused: over
 /// `fs.pipe-max-size` or the user's `fs.pipe-user-pages-soft` budget. Such pipes keep the
 /// kernel's default size and bulk throughput drops; tuning/README.md says how to raise them.
@@ -96,6 +100,7 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (WORKER_CPU_SECONDS_TOTAL, Kind::Counter),
     (WORKER_IMBALANCE, Kind::Gauge),
     (LISTENER_QUEUE_RESETS_TOTAL, Kind::Counter),
+    (ACCEPT_ERRORS_TOTAL, Kind::Counter),
     (PIPE_RESIZE_REFUSED_TOTAL, Kind::Counter),
     (LISTEN_ROUTED_TOTAL, Kind::Counter),
     (LISTEN_REJECTED_TOTAL, Kind::Counter),

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::local::{By, Outcome, PeekFailure, Rejected};
+use super::local::{AcceptErrorKind, By, ConnectErrorKind, Outcome, PeekFailure, Rejected};
 use super::names::*;
 use super::snapshot::{MetricsStore, WorkerTotals};
 use crate::api::Quantiles;
@@ -78,21 +78,17 @@ pub fn prometheus(store: &MetricsStore) -> String {
         &mut out,
         CONNECT_ERRORS_TOTAL,
         "counter",
-        "Failed connect attempts, per route, backend and kind (refused, timeout, other).",
+        "Failed connect attempts, per route, backend and kind (refused, timeout, no_local_port, fd_limit, unreachable, other).",
     );
     for (r, t) in routes {
         for (addr, b) in &t.backends {
             let a = addr.to_string();
-            for (kind, n) in [
-                ("refused", b.refused),
-                ("timeout", b.timeouts),
-                ("other", b.other_errors),
-            ] {
+            for kind in ConnectErrorKind::ALL {
                 sample(
                     &mut out,
                     CONNECT_ERRORS_TOTAL,
-                    &[("route", r), ("backend", &a), ("kind", kind)],
-                    n,
+                    &[("route", r), ("backend", &a), ("kind", kind.as_str())],
+                    b.connect_errors[kind as usize],
                 );
             }
         }
@@ -200,6 +196,21 @@ pub fn prometheus(store: &MetricsStore) -> String {
         &[],
         store.listener_resets(),
     );
+    header(
+        &mut out,
+        ACCEPT_ERRORS_TOTAL,
+        "counter",
+        "Connections a listener could not hand over, per kind (fd_limit: out of file descriptors, or reset to keep ringway's reserve; other).",
+    );
+    let accept_errors = store.accept_errors();
+    for kind in AcceptErrorKind::ALL {
+        sample(
+            &mut out,
+            ACCEPT_ERRORS_TOTAL,
+            &[("kind", kind.as_str())],
+            accept_errors[kind as usize],
+        );
+    }
     header(
         &mut out,
         PIPE_RESIZE_REFUSED_TOTAL,
@@ -401,7 +412,10 @@ pub fn json(store: &MetricsStore) -> Value {
                         "addr": b.addr.to_string(),
                         "connections": b.connections,
                         "active": b.active,
-                        "connect_errors": {"refused": b.refused, "timeout": b.timeouts, "other": b.other_errors},
+                        "connect_errors": ConnectErrorKind::ALL
+                            .iter()
+                            .map(|k| (k.as_str().to_string(), json!(b.connect_errors[*k as usize])))
+                            .collect::<serde_json::Map<String, Value>>(),
                     })
                 })
                 .collect();
@@ -444,6 +458,10 @@ pub fn json(store: &MetricsStore) -> Value {
         "workers": workers,
         "worker_imbalance": store.imbalance(),
         "listener_queue_resets": store.listener_resets(),
+        "accept_errors": AcceptErrorKind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), json!(store.accept_errors()[*k as usize])))
+            .collect::<serde_json::Map<String, Value>>(),
         "pipe_resize_refused": store.pipe_resizes_refused(),
         "listens": store.listens().iter().map(|(addr, l)| {
             let routed: serde_json::Map<String, Value> = l.routed.iter().map(|(route, c)| {

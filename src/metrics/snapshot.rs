@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use hdrhistogram::Histogram;
 
 use super::cpu;
-use super::local::{By, Outcome, PeekFailure, Rejected, new_histogram};
+use super::local::{
+    AcceptErrorKind, By, ConnectErrorKind, Outcome, PeekFailure, Rejected, new_histogram,
+};
 
 /// Plain counters of one route on one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,18 +51,17 @@ pub struct BackendCounters {
     pub addr: SocketAddr,
     pub connections: u64,
     pub active: u64,
-    pub refused: u64,
-    pub timeouts: u64,
-    pub other_errors: u64,
+    /// Failed connect attempts, by `ConnectErrorKind as usize`.
+    pub connect_errors: [u64; ConnectErrorKind::COUNT],
 }
 
 impl BackendCounters {
     fn add(&mut self, o: &BackendCounters) {
         self.connections += o.connections;
         self.active += o.active;
-        self.refused += o.refused;
-        self.timeouts += o.timeouts;
-        self.other_errors += o.other_errors;
+        for (a, b) in self.connect_errors.iter_mut().zip(o.connect_errors) {
+            *a += b;
+        }
     }
 }
 
@@ -116,6 +117,8 @@ pub struct WorkerSnapshot {
     pub active: u64,
     /// Connections reset by a listener's close (cumulative).
     pub listener_resets: u64,
+    /// Connections listeners could not hand over, by `AcceptErrorKind` (cumulative).
+    pub accept_errors: [u64; AcceptErrorKind::COUNT],
     /// Pipes whose size the kernel refused (cumulative).
     pub pipe_resizes_refused: u64,
     pub routes: Vec<RouteSnapshot>,
@@ -136,6 +139,7 @@ pub struct RouteTotals {
 struct WorkerLatest {
     active: u64,
     listener_resets: u64,
+    accept_errors: [u64; AcceptErrorKind::COUNT],
     pipe_resizes_refused: u64,
     routes: BTreeMap<String, (RouteCounters, Vec<BackendCounters>)>,
     listens: Vec<ListenSnapshot>,
@@ -155,6 +159,7 @@ impl WorkerLatest {
         WorkerLatest {
             active: 0,
             listener_resets: 0,
+            accept_errors: [0; AcceptErrorKind::COUNT],
             pipe_resizes_refused: 0,
             routes: BTreeMap::new(),
             listens: Vec::new(),
@@ -229,6 +234,7 @@ impl MetricsStore {
         };
         latest.active = snap.active;
         latest.listener_resets = snap.listener_resets;
+        latest.accept_errors = snap.accept_errors;
         latest.pipe_resizes_refused = snap.pipe_resizes_refused;
         latest.listens = snap.listens;
         latest.tid = snap.tid;
@@ -254,6 +260,17 @@ impl MetricsStore {
     }
 
     /// Connections reset by listener closes, summed over workers.
+    /// Connections listeners could not hand over, every worker, by `AcceptErrorKind`.
+    pub fn accept_errors(&self) -> [u64; AcceptErrorKind::COUNT] {
+        let mut out = [0; AcceptErrorKind::COUNT];
+        for w in &self.workers {
+            for (a, b) in out.iter_mut().zip(w.accept_errors) {
+                *a += b;
+            }
+        }
+        out
+    }
+
     pub fn listener_resets(&self) -> u64 {
         self.workers.iter().map(|w| w.listener_resets).sum()
     }

@@ -1,7 +1,7 @@
 //! Hot side: the few raw system calls the relay needs that neither std, socket2 nor monoio
 //! expose on a borrowed fd (non-blocking recv and send, linger, shutdown, non-blocking,
-//! splice, pipes), and the three a
-//! worker uses to retire a listener without resetting a queued connection (a SYN filter, a
+//! splice, pipes, integer socket options such as keepalive's), the open-files limit, and the
+//! three a worker uses to retire a listener without resetting a queued connection (a SYN filter, a
 //! non-blocking accept, the accept queue's length).
 //!
 //! This is one of the two modules where `unsafe` is allowed. Every call takes a raw fd that
@@ -78,6 +78,49 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// `setsockopt` of one `c_int` option (`level`/`name` as in `setsockopt(2)`, e.g.
+/// `libc::IPPROTO_TCP`/`libc::TCP_KEEPIDLE`).
+pub fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: as in `set_linger_zero`: a live socket fd and a stack value for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The process's `RLIMIT_NOFILE`: (soft, hard); `u64::MAX` stands for unlimited.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into our stack variable.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Sets `RLIMIT_NOFILE`'s soft limit (the hard limit stays).
+pub fn set_nofile_soft(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one rlimit from our stack variable.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }).map(drop)
 }
 
 /// `recv(2)` with `MSG_DONTWAIT`: whatever is queued, up to `buf.len()`, without waiting,

@@ -2,20 +2,33 @@
 //!
 //! Attempts go to backends in round-robin order. A refused (or otherwise failed) attempt
 //! moves on to the next backend at once; the whole phase shares `connect_timeout`, so a
-//! black-holed backend costs at most that budget, after which the client is reset.
+//! black-holed backend costs at most that budget, after which the client is reset. Out of
+//! file descriptors, no other backend would do better: the phase ends at once.
+//!
+//! Every failure is counted on its backend by kind, and logged at most once per kind per
+//! [`super::warn::EVERY`] on each worker, with the count left out since.
 
-use std::io;
+use std::fmt::Display;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::fds::FdReserve;
 use super::table::Route;
+use super::warn::Warnings;
 use crate::metrics::local::{BackendMetrics, ConnectErrorKind};
+
+/// What the connect phase needs from its worker.
+pub struct Env<'a> {
+    pub warnings: &'a Warnings,
+    pub fds: FdReserve,
+}
 
 /// Connects to one of the route's backends, or gives up (`None`) when every attempt failed or
 /// the budget is spent. Each failure is counted on its backend.
-pub async fn connect(route: &Route) -> Option<(TcpStream, Rc<BackendMetrics>)> {
+pub async fn connect(route: &Route, env: Env<'_>) -> Option<(TcpStream, Rc<BackendMetrics>)> {
     let start = Instant::now();
     let budget = route.cfg.connect_timeout;
     for _ in 0..route.connect_attempts() {
@@ -23,15 +36,37 @@ pub async fn connect(route: &Route) -> Option<(TcpStream, Rc<BackendMetrics>)> {
         let backend = route.pick().clone();
         let attempt = Instant::now();
         match monoio::time::timeout(left, TcpStream::connect_addr(backend.addr)).await {
+            Ok(Ok(stream)) if env.fds.intrudes(stream.as_raw_fd()) => {
+                failed(
+                    route,
+                    &backend,
+                    ConnectErrorKind::FdLimit,
+                    &"the socket fell into ringway's reserve of file descriptors",
+                    &env,
+                );
+                return None;
+            }
             Ok(Ok(stream)) => {
                 route
                     .metrics
                     .record_connect_us(attempt.elapsed().as_micros() as u64);
                 return Some((stream, backend));
             }
-            Ok(Err(e)) => backend.connect_error(kind(&e)),
+            Ok(Err(e)) => {
+                let kind = ConnectErrorKind::of(&e);
+                failed(route, &backend, kind, &e, &env);
+                if kind == ConnectErrorKind::FdLimit {
+                    return None;
+                }
+            }
             Err(_) => {
-                backend.connect_error(ConnectErrorKind::Timeout);
+                failed(
+                    route,
+                    &backend,
+                    ConnectErrorKind::Timeout,
+                    &"connect_timeout spent",
+                    &env,
+                );
                 return None;
             }
         }
@@ -39,10 +74,41 @@ pub async fn connect(route: &Route) -> Option<(TcpStream, Rc<BackendMetrics>)> {
     None
 }
 
-fn kind(e: &io::Error) -> ConnectErrorKind {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => ConnectErrorKind::Refused,
-        io::ErrorKind::TimedOut => ConnectErrorKind::Timeout,
-        _ => ConnectErrorKind::Other,
+/// Counts a failed attempt and logs it, rate limited.
+#[cold]
+fn failed(
+    route: &Route,
+    backend: &BackendMetrics,
+    kind: ConnectErrorKind,
+    error: &dyn Display,
+    env: &Env<'_>,
+) {
+    backend.connect_error(kind);
+    if let Some(suppressed) = env.warnings.connect(kind).allow() {
+        tracing::warn!(
+            route = %route.cfg.name,
+            backend = %backend.addr,
+            kind = kind.as_str(),
+            error = %error,
+            hint = hint(kind),
+            suppressed,
+            "connect to backend failed"
+        );
+    }
+}
+
+/// What an operator can do about a kind of failure.
+fn hint(kind: ConnectErrorKind) -> &'static str {
+    match kind {
+        ConnectErrorKind::Refused => "nothing listens on the backend's port: is it up?",
+        ConnectErrorKind::Timeout => "the backend did not answer within connect_timeout",
+        ConnectErrorKind::NoLocalPort => {
+            "no free local port towards this backend: widen net.ipv4.ip_local_port_range, add backend addresses, or reuse connections"
+        }
+        ConnectErrorKind::FdLimit => {
+            "out of file descriptors: raise LimitNOFILE (ulimit -n) or lower max_connections"
+        }
+        ConnectErrorKind::Unreachable => "no route to the backend's network or host",
+        ConnectErrorKind::Other => "see the error",
     }
 }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use super::table::Route;
 use crate::access_log::LogTag;
-use crate::config::{MatchConfig, NamePattern, canonical};
+use crate::config::{Keepalive, MatchConfig, NamePattern, canonical};
 use crate::metrics::local::{By, ListenMetrics, RouteMetrics, RoutedCounters, WorkerMetrics, bump};
 
 /// One route on a shared address.
@@ -52,6 +52,10 @@ pub struct Door {
     /// Where a connection refused before any route took it is logged: once per access log
     /// file of the address's routes, a drop counted on the first route writing that file.
     pub log: Vec<(LogTag, Rc<RouteMetrics>)>,
+    /// Keepalive and user timeout set on this address's listener, which every connection
+    /// accepted from it inherits: the first route's. A connection that another route on
+    /// the address takes, with other settings, gets that route's own.
+    pub keepalive: Keepalive,
 }
 
 impl Door {
@@ -102,6 +106,7 @@ impl Door {
                 .map(|r| r.cfg.sharing.peek_timeout)
                 .max()
                 .unwrap_or_default(),
+            keepalive: routes.first().map(|r| r.cfg.keepalive).unwrap_or_default(),
             direct,
             rules,
             default,

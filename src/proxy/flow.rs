@@ -181,14 +181,14 @@ fn copy(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Result<Re
         Ok(0) => return Ok(Read::Eof),
         Ok(n) => n,
         Err(e) if is_not_now(e.kind()) => return Ok(Read::NothingQueued),
-        Err(_) => return Err(Fail::Peer(way.from_side)),
+        Err(e) => return Err(Fail::of(way.from_side, &e)),
     };
     ctx.tally.moved(way.from_side, n);
     let full = n == scratch.len();
     let sent = match sys::send(to_fd, &scratch[..n]) {
         Ok(m) => m,
         Err(e) if is_not_now(e.kind()) => 0,
-        Err(_) => return Err(Fail::Peer(way.to_side)),
+        Err(e) => return Err(Fail::of(way.to_side, &e)),
     };
     let held = if sent == n {
         Held::Nothing
@@ -221,7 +221,7 @@ fn send_backlog(
             ctx.tally.active();
         }
         Err(e) if is_not_now(e.kind()) => {}
-        Err(_) => return Err(Fail::Peer(way.to_side)),
+        Err(e) => return Err(Fail::of(way.to_side, &e)),
     }
     if sent < buf.len() {
         return Ok(Held::Backlog { buf, sent });
@@ -246,9 +246,9 @@ fn splice_in(ctx: &Ctx<'_>, way: &Way<'_>, from_fd: RawFd, to_fd: RawFd) -> Resu
             pipes.put(pipe);
             return Ok(Read::NothingQueued);
         }
-        Err(_) => {
+        Err(e) => {
             pipes.put(pipe);
-            return Err(Fail::Peer(way.from_side));
+            return Err(Fail::of(way.from_side, &e));
         }
     };
     // A full pipe means more is probably waiting: go again before polling.
@@ -267,7 +267,7 @@ fn drain_pipe(ctx: &Ctx<'_>, way: &Way<'_>, to_fd: RawFd, mut pipe: Pipe) -> Res
             Ok(_) => ctx.tally.active(),
             Err(e) if is_not_now(e.kind()) => return Ok(Held::Pipe(pipe)),
             // The pipe still holds bytes: dropping it closes it (never reused).
-            Err(_) => return Err(Fail::Peer(way.to_side)),
+            Err(e) => return Err(Fail::of(way.to_side, &e)),
         }
     }
     ctx.pools.pipes.put(pipe);

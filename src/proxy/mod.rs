@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod door;
+pub mod fds;
 pub mod flow;
 pub mod peek;
 pub mod pool;
@@ -12,3 +13,4 @@ pub mod session;
 #[cfg(feature = "perf-check-slowdown")]
 pub mod slowdown;
 pub mod table;
+pub mod warn;

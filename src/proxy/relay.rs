@@ -14,11 +14,14 @@
 //!   the FIN and the `shutdown` call is saved;
 //! - a reset or a failed write on either side ends both directions at once, and both sockets
 //!   are closed with `SO_LINGER {1, 0}`, so the other side sees a reset, never a clean close;
-//! - a clean close on both sides never produces a reset.
+//! - a clean close on both sides never produces a reset;
+//! - once one direction ended, the other may stay silent for at most `half_close_timeout`
+//!   (HAProxy's `timeout client-fin`/`server-fin`): then both sockets are closed, with a
+//!   reset only if bytes were still held.
 //!
 //! A reset stays a reset: every system call on a session's sockets is made by this relay,
 //! synchronously, and the first failure ends both directions before the other one runs again
-//! (`try_join`). So a failed `send` that consumed a socket's pending reset can never be
+//! (`both`). So a failed `send` that consumed a socket's pending reset can never be
 //! followed by a read of 0 from that socket taken for a FIN. (With reads and writes in flight
 //! in the ring at the same time, as the old buffered path had, exactly that happened: the
 //! backend saw a FIN before the reset in ~7 % of a race's runs.)
@@ -27,10 +30,10 @@ use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::TryFutureExt;
-use futures_util::future::{Either, select, try_join};
+use futures_util::future::{Either, select};
 use monoio::net::TcpStream;
 
 use super::flow::{self, Ctx, Way};
@@ -51,6 +54,21 @@ pub enum Side {
 pub enum Fail {
     /// Reading from or writing to this side failed (reset, broken pipe).
     Peer(Side),
+    /// The kernel gave this side up: keepalive probes went unanswered, or sent bytes stayed
+    /// unacknowledged (or its window shut) past the user timeout (`ETIMEDOUT`; or
+    /// `EHOSTUNREACH`/`ENETUNREACH` where an ICMP error came in meanwhile).
+    Lost(Side),
+}
+
+impl Fail {
+    /// The failure a system call's error on `side` means.
+    #[inline]
+    pub fn of(side: Side, e: &std::io::Error) -> Fail {
+        match e.raw_os_error() {
+            Some(libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH) => Fail::Lost(side),
+            _ => Fail::Peer(side),
+        }
+    }
 }
 
 /// How a relay ended.
@@ -62,17 +80,30 @@ pub enum RelayEnd {
     Failed(Fail),
     /// No byte either way for `idle_timeout`.
     Idle,
+    /// One direction had ended (a FIN) and the other moved no byte for
+    /// `half_close_timeout`.
+    HalfClose,
 }
 
-/// Byte counters and the activity clock one relay updates.
+/// The relay's timers (each off when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timeouts {
+    pub idle: Option<Duration>,
+    pub half_close: Option<Duration>,
+}
+
+/// Byte counters and the activity clock one relay updates, and its timers.
 pub struct Tally<'a> {
+    /// The relay's timers (the route's).
+    pub timeouts: &'a Timeouts,
     /// The route's counters (read by metrics snapshots while the session runs).
     pub to_backend: &'a Cell<u64>,
     pub to_client: &'a Cell<u64>,
     /// This session's own counts, `[to_backend, to_client]` (for the access log).
     pub session: &'a [Cell<u64>; 2],
-    /// Last time a byte moved; only kept when the route has an idle timeout.
-    pub activity: Option<&'a Cell<Instant>>,
+    /// Last time a byte moved; `None` while no timer needs it (it is kept with an idle
+    /// timeout from the start, with a half-close timeout once one direction ended).
+    pub activity: &'a Cell<Option<Instant>>,
 }
 
 impl Tally<'_> {
@@ -93,9 +124,14 @@ impl Tally<'_> {
     /// Bytes moved out (a backlog or pipe drained): the session is not idle.
     #[inline]
     pub fn active(&self) {
-        if let Some(a) = self.activity {
-            a.set(Instant::now());
+        if self.activity.get().is_some() {
+            self.activity.set(Some(Instant::now()));
         }
+    }
+
+    /// Starts keeping the activity clock, from now.
+    fn keep_activity(&self) {
+        self.activity.set(Some(Instant::now()));
     }
 }
 
@@ -134,8 +170,9 @@ impl Shared {
     }
 }
 
-/// Relays until both directions end, one fails, or the idle timeout passes. Consumes both
-/// streams; they are closed when it returns (with a reset when it failed).
+/// Relays until both directions end, one fails, or a timeout passes (idle, or half-close).
+/// Consumes both streams; they are closed when it returns (with a reset when it failed, or
+/// when a timeout cut bytes still held).
 ///
 /// A plain function returning an `async move` block, not an `async fn`: an `async fn` keeps
 /// its arguments twice in its future (rust-lang/rust#62958), and this future lives as long as
@@ -147,8 +184,6 @@ pub fn relay<'a>(
     pools: &'a Pools,
     mode: SpliceMode,
     tally: &'a Tally<'a>,
-    idle: Option<Duration>,
-    activity: &'a Cell<Instant>,
 ) -> impl Future<Output = RelayEnd> + 'a {
     async move {
         let shared = Shared::default();
@@ -162,49 +197,117 @@ pub fn relay<'a>(
             splice_now,
         };
         let end = {
-            let relay = pin!(both(
-                flow::direction(
-                    &ctx,
-                    Way {
-                        from: &client,
-                        to: &backend,
-                        from_side: Side::Client,
-                        to_side: Side::Backend,
-                        try_first: true,
-                    },
-                ),
-                flow::direction(
-                    &ctx,
-                    Way {
-                        from: &backend,
-                        to: &client,
-                        from_side: Side::Backend,
-                        to_side: Side::Client,
-                        try_first: false,
-                    },
-                ),
+            let to_backend = pin!(flow::direction(
+                &ctx,
+                Way {
+                    from: &client,
+                    to: &backend,
+                    from_side: Side::Client,
+                    to_side: Side::Backend,
+                    try_first: true,
+                },
             ));
-            with_idle_timeout(relay, idle, activity).await
+            let to_client = pin!(flow::direction(
+                &ctx,
+                Way {
+                    from: &backend,
+                    to: &client,
+                    from_side: Side::Backend,
+                    to_side: Side::Client,
+                    try_first: false,
+                },
+            ));
+            let relay = pin!(both(to_backend, to_client, tally));
+            with_idle_timeout(relay, tally.timeouts.idle, tally.activity).await
         };
-        // A failure resets both sides; so does an idle timeout that drops bytes still held
-        // (a FIN after a cut stream would tell the peer it got everything).
-        if matches!(end, RelayEnd::Failed(_)) || end == RelayEnd::Idle && shared.held.get() > 0 {
+        // A failure resets both sides; so does a timeout that drops bytes still held (a FIN
+        // after a cut stream would tell the peer it got everything).
+        let cut = matches!(end, RelayEnd::Idle | RelayEnd::HalfClose) && shared.held.get() > 0;
+        if matches!(end, RelayEnd::Failed(_)) || cut {
             arm_reset(client.as_raw_fd(), backend.as_raw_fd());
         }
         end
     }
 }
 
-/// Runs both directions; the first failure ends both, a clean EOF waits for the other one.
+/// Runs both directions; the first failure ends both, a clean EOF waits for the other one
+/// — for at most `timeouts.half_close` of silence in it, when set.
 ///
-/// A combinator (`try_join`), not an `async fn`: an `async fn` would hold its arguments and a
-/// pinned copy of them, doubling the size of every session's future.
-pub fn both<A, B>(a: A, b: B) -> impl Future<Output = Result<(), Fail>>
+/// A small hand-written future, not an `async fn`: the directions are pinned by the caller
+/// (stored once, in the relay's future) and this holds two pointers to them, the tally, and
+/// — only once one direction ended with a half-close timeout set — a boxed timer (most
+/// sessions end both ways within a round trip; a timer inline would cost every session
+/// ~700 bytes, and an `async fn` would keep its arguments twice).
+pub fn both<'p, 't, A, B>(
+    a: Pin<&'p mut A>,
+    b: Pin<&'p mut B>,
+    tally: &'p Tally<'t>,
+) -> Both<'p, 't, A, B>
 where
     A: Future<Output = Result<(), Fail>>,
     B: Future<Output = Result<(), Fail>>,
 {
-    try_join(a, b).map_ok(|((), ())| ())
+    Both {
+        a: Some(a),
+        b: Some(b),
+        tally,
+        timer: None,
+    }
+}
+
+/// See [`both`].
+pub struct Both<'p, 't, A, B> {
+    /// `None` once that direction reached EOF.
+    a: Option<Pin<&'p mut A>>,
+    b: Option<Pin<&'p mut B>>,
+    tally: &'p Tally<'t>,
+    /// The half-close watchdog, once one direction ended.
+    timer: Option<Pin<Box<dyn Future<Output = ()> + 'p>>>,
+}
+
+impl<'p, 't, A, B> Future for Both<'p, 't, A, B>
+where
+    A: Future<Output = Result<(), Fail>>,
+    B: Future<Output = Result<(), Fail>>,
+{
+    type Output = RelayEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        // Every field is Unpin (pointers and an Option of them).
+        let this = self.get_mut();
+        if let Some(a) = this.a.as_mut() {
+            match a.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => this.a = None,
+                Poll::Ready(Err(f)) => return Poll::Ready(RelayEnd::Failed(f)),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(b) = this.b.as_mut() {
+            match b.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => this.b = None,
+                Poll::Ready(Err(f)) => return Poll::Ready(RelayEnd::Failed(f)),
+                Poll::Pending => {}
+            }
+        }
+        if this.a.is_none() && this.b.is_none() {
+            return Poll::Ready(RelayEnd::Clean);
+        }
+        if this.a.is_none() || this.b.is_none() {
+            let tally: &'p Tally<'t> = this.tally;
+            if this.timer.is_none()
+                && let Some(limit) = tally.timeouts.half_close
+            {
+                tally.keep_activity();
+                this.timer = Some(Box::pin(watchdog(limit, tally.activity)));
+            }
+            if let Some(timer) = this.timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(RelayEnd::HalfClose);
+            }
+        }
+        Poll::Pending
+    }
 }
 
 /// Races a relay against the idle watchdog (when the route has one). The relay is pinned by
@@ -212,29 +315,26 @@ where
 pub async fn with_idle_timeout<F>(
     relay: Pin<&mut F>,
     idle: Option<Duration>,
-    activity: &Cell<Instant>,
+    activity: &Cell<Option<Instant>>,
 ) -> RelayEnd
 where
-    F: Future<Output = Result<(), Fail>>,
+    F: Future<Output = RelayEnd>,
 {
-    let end = match idle {
+    match idle {
         None => relay.await,
         // Boxed: a timer future is ~700 bytes, which every session would otherwise carry
         // whether or not its route has an idle timeout.
         Some(idle) => match select(relay, Box::pin(watchdog(idle, activity))).await {
             Either::Left((end, _)) => end,
-            Either::Right(((), _)) => return RelayEnd::Idle,
+            Either::Right(((), _)) => RelayEnd::Idle,
         },
-    };
-    match end {
-        Ok(()) => RelayEnd::Clean,
-        Err(f) => RelayEnd::Failed(f),
     }
 }
 
-async fn watchdog(idle: Duration, activity: &Cell<Instant>) {
+/// Ends once `activity` is `idle` old (a clock not kept counts as just now).
+async fn watchdog(idle: Duration, activity: &Cell<Option<Instant>>) {
     loop {
-        let since = activity.get().elapsed();
+        let since = activity.get().map_or(Duration::ZERO, |t| t.elapsed());
         if since >= idle {
             return;
         }

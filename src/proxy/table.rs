@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::door::Door;
+use super::relay::Timeouts;
 use crate::access_log::RouteLog;
 use crate::config::RouteConfig;
 use crate::control::messages::RouteSpec;
@@ -36,6 +37,8 @@ pub struct Route {
     pub max_per_worker: Option<u64>,
     /// Where its access log lines go; `None`: it does not log.
     pub log: Option<RouteLog>,
+    /// The relay's timers (`idle_timeout`, `half_close_timeout`), where sessions borrow them.
+    pub timeouts: Timeouts,
 }
 
 impl Route {
@@ -116,6 +119,10 @@ impl RouteTable {
                 next: Cell::new(0),
                 max_per_worker,
                 log: spec.log,
+                timeouts: Timeouts {
+                    idle: cfg.idle_timeout,
+                    half_close: cfg.half_close_timeout,
+                },
             });
             for addr in &spec.listen {
                 on.entry(*addr).or_default().push(route.clone());

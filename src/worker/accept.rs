@@ -17,12 +17,13 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use monoio::io::CancelHandle;
 use monoio::net::{TcpListener, TcpStream};
 
 use super::Worker;
+use crate::metrics::local::AcceptErrorKind;
 use crate::net::sys;
 use crate::proxy::door::Door;
 use crate::proxy::session;
@@ -31,6 +32,10 @@ use crate::proxy::session;
 /// for the handshakes already under way (loopback: microseconds; LAN: under a millisecond;
 /// most WAN paths: well under this).
 pub(super) const HANDSHAKE_GRACE: Duration = Duration::from_millis(200);
+
+/// How long an accept loop waits after a failed accept (out of fds or memory) before it
+/// tries again: no spin, and a freed descriptor is used within this long.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Shared by an accept loop and whoever retires its listener.
 #[derive(Debug, Default)]
@@ -60,7 +65,6 @@ pub(super) async fn run(
     cancel: CancelHandle,
     retire: Rc<Retire>,
 ) {
-    let mut last_warning: Option<Instant> = None;
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => serve(&worker, addr, stream, peer, &retire),
@@ -68,12 +72,14 @@ pub(super) async fn run(
             Err(_) if retire.requested.get() || worker.stopping.get() => break,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINVAL)) => break,
             Err(e) => {
-                // Out of fds or memory: back off instead of spinning; warn at most every 5s.
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                    tracing::warn!(worker = worker.id, %addr, error = %e, "accept failed");
-                    last_warning = Some(Instant::now());
+                // Out of fds or memory: the connection stays queued. Back off instead of
+                // spinning; counted, and logged at most once per kind every 5 s.
+                let kind = AcceptErrorKind::of(&e);
+                worker.metrics.accept_error(kind);
+                if let Some(suppressed) = worker.warnings.accept(kind).allow() {
+                    tracing::warn!(worker = worker.id, %addr, kind = kind.as_str(), error = %e, suppressed, "accept failed; retrying every 10 ms");
                 }
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
@@ -121,6 +127,10 @@ fn serve(
     peer: SocketAddr,
     retire: &Retire,
 ) {
+    if worker.fds.intrudes(stream.as_raw_fd()) {
+        refuse_at_fd_limit(worker, addr, stream);
+        return;
+    }
     let door = worker
         .table
         .borrow()
@@ -151,5 +161,23 @@ fn serve(
         },
         // Never listened for a route (cannot happen): close it.
         None => drop(stream),
+    }
+}
+
+/// A connection whose socket fell into the reserve of descriptors (`proxy::fds`): reset at
+/// once, counted and logged (rate limited).
+#[cold]
+fn refuse_at_fd_limit(worker: &Worker, addr: SocketAddr, stream: TcpStream) {
+    let _ = sys::set_linger_zero(stream.as_raw_fd());
+    drop(stream);
+    worker.metrics.accept_error(AcceptErrorKind::FdLimit);
+    if let Some(suppressed) = worker.warnings.accept(AcceptErrorKind::FdLimit).allow() {
+        tracing::warn!(
+            worker = worker.id,
+            %addr,
+            kind = "fd_limit",
+            suppressed,
+            "out of file descriptors (ringway keeps the last ones for its admin API): new connections are reset; raise LimitNOFILE (ulimit -n) or lower max_connections"
+        );
     }
 }

@@ -103,12 +103,17 @@ async fn apply(
     let table = RouteTable::build(generation, routes, &worker.metrics, worker.workers);
     let old = std::mem::replace(&mut *worker.table.borrow_mut(), Rc::new(table));
     let mut error = None;
+    let mut added = Vec::with_capacity(add.len());
     for (addr, std_listener) in add {
         match TcpListener::from_std(std_listener) {
-            Ok(listener) => worker.listen(addr, listener),
+            Ok(listener) => {
+                worker.listen(addr, listener);
+                added.push(addr);
+            }
             Err(e) => error = Some(format!("cannot adopt the listener for {addr}: {e}")),
         }
     }
+    keepalive_on_listeners(worker, &old, &added);
     let retiring: Vec<Rc<Retire>> = remove
         .iter()
         .filter_map(|addr| worker.retire(addr, old.door(addr).cloned()))
@@ -119,6 +124,24 @@ async fn apply(
         generation,
         error,
     });
+}
+
+/// Sets each listener's keepalive and user timeout (which its connections inherit) where
+/// the new table changed them, and on every listener just added.
+fn keepalive_on_listeners(worker: &Worker, old: &RouteTable, added: &[std::net::SocketAddr]) {
+    let table = worker.table.borrow();
+    for (addr, h) in worker.listeners.borrow().iter() {
+        let Some(door) = table.door(addr) else {
+            continue;
+        };
+        let was = old.door(addr).map(|d| d.keepalive);
+        if was == Some(door.keepalive) && !added.contains(addr) {
+            continue;
+        }
+        if let Err(e) = crate::net::keepalive::set(h.fd, &door.keepalive) {
+            tracing::warn!(worker = worker.id, %addr, error = %e, "cannot set keepalive on the listener; its connections keep the previous settings");
+        }
+    }
 }
 
 /// Waits (bounded) until every listener in `retiring` is closed.

@@ -33,8 +33,10 @@ use crate::config::{Driver, RuntimeConfig, SpliceMode};
 use crate::control::messages::{FromWorker, ToWorker};
 use crate::metrics::local::{WorkerMetrics, bump};
 use crate::proxy::door::Door;
+use crate::proxy::fds::FdReserve;
 use crate::proxy::pool::Pools;
 use crate::proxy::table::RouteTable;
+use crate::proxy::warn::Warnings;
 
 /// io_uring submission queue size per worker (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 2048;
@@ -52,6 +54,10 @@ pub struct Worker {
     pub table: RefCell<Rc<RouteTable>>,
     pub metrics: WorkerMetrics,
     pub sessions: Sessions,
+    /// Rate-limited warnings (connect and accept failures).
+    pub warnings: Warnings,
+    /// Descriptor numbers a session may not keep (see `proxy::fds`).
+    pub fds: FdReserve,
     /// Accept loops by listen address.
     listeners: RefCell<HashMap<SocketAddr, ListenerHandle>>,
     stopping: Cell<bool>,
@@ -139,6 +145,8 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         table: RefCell::new(Rc::new(RouteTable::default())),
         metrics: WorkerMetrics::on_current_thread(),
         sessions: Sessions::default(),
+        warnings: Warnings::default(),
+        fds: FdReserve::from_limit(crate::net::sys::nofile_limit().ok().map(|(soft, _)| soft)),
         listeners: RefCell::new(HashMap::new()),
         stopping: Cell::new(false),
         to_control: spec.to_control,

@@ -8,6 +8,7 @@ mod bounds;
 mod config;
 mod connect;
 mod lifecycle;
+mod peers;
 mod ports;
 mod relay;
 mod reload;

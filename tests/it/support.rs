@@ -279,6 +279,8 @@ pub struct ProxyBuilder {
     pub runtime_extra: String,
     /// The admin unix socket; default: `admin.sock` in the proxy's temporary directory.
     pub admin_socket: Option<PathBuf>,
+    /// Start under `prlimit --nofile=N:N` (soft and hard open-files limit).
+    pub nofile: Option<u64>,
 }
 
 /// The relay modes of `runtime.splice`; relay tests run on each.
@@ -333,7 +335,14 @@ impl ProxyBuilder {
             state_file: None,
             runtime_extra: String::new(),
             admin_socket: None,
+            nofile: None,
         }
+    }
+
+    /// Starts ringway with an open-files limit of `n` (soft and hard: it cannot raise it).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
     }
 
     pub fn admin_socket(mut self, path: &std::path::Path) -> Self {
@@ -436,7 +445,7 @@ impl ProxyBuilder {
             .unwrap_or_else(|| dir.path().join("state.json"));
         std::fs::write(&config, self.toml(dir.path(), &state)).unwrap();
         let sock = self.admin_sock(dir.path());
-        let mut p = Proxy::spawn(dir, config, sock, self.workers)?;
+        let mut p = Proxy::spawn_limited(dir, config, sock, self.workers, self.nofile)?;
         p.state = state;
         Ok(p)
     }
@@ -477,13 +486,35 @@ impl Proxy {
         admin_sock: PathBuf,
         workers: usize,
     ) -> Result<Proxy, String> {
+        Proxy::spawn_limited(dir, config, admin_sock, workers, None)
+    }
+
+    /// [`Proxy::spawn`], under `prlimit --nofile=N:N` when `nofile` is set (prlimit execs
+    /// ringway: same pid).
+    pub fn spawn_limited(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        admin_sock: PathBuf,
+        workers: usize,
+        nofile: Option<u64>,
+    ) -> Result<Proxy, String> {
         let log = dir.path().join("ringway.log");
         let notify_path = dir.path().join("notify.sock");
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let child = Command::new(ringway_bin())
+        let mut command = match nofile {
+            None => Command::new(ringway_bin()),
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(ringway_bin());
+                c
+            }
+        };
+        let child = command
             .args(["run", "-c"])
             .arg(&config)
             .env("RUST_LOG", "info")
