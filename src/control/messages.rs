@@ -53,6 +53,9 @@ pub struct Drain {
     pub backends: Option<Vec<SocketAddr>>,
 }
 
+/// A route (by name) and, per backend, the sessions the other workers hold on it.
+pub type RouteLoads = (String, Vec<(SocketAddr, u64)>);
+
 /// Control → worker (crossbeam channel, followed by a wake-up byte).
 #[derive(Debug)]
 pub enum ToWorker {
@@ -67,6 +70,10 @@ pub enum ToWorker {
         remove: Vec<SocketAddr>,
         drains: Vec<Drain>,
     },
+    /// For `least_connections` and `p2c` routes (by name): the sessions the other workers
+    /// held on each backend at their last snapshots. Sent about once a second (when worker
+    /// 0's snapshot arrives) where there is more than one worker.
+    Loads { routes: Vec<RouteLoads> },
     /// Stop accepting, let sessions finish for `grace`, close the rest, stop.
     Shutdown { grace: Duration },
 }
@@ -125,6 +132,8 @@ pub enum AdminQuery {
         route: String,
         addr: SocketAddr,
         check: bool,
+        /// Its weight in the route (1..=256).
+        weight: u16,
     },
     Detach {
         route: String,

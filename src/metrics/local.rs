@@ -88,6 +88,14 @@ pub struct BackendMetrics {
     pub addr: SocketAddr,
     pub connections: Cell<u64>,
     pub active: Cell<u64>,
+    /// Connect attempts under way (not exported): `least_connections` and `p2c` count them
+    /// with `active`, so that a burst of accepts does not all pick the same backend.
+    pub connecting: Cell<u64>,
+    /// Sessions the other workers held on this backend at their last snapshots (not
+    /// exported): the control thread merges the counts about once a second and sends each
+    /// worker the others' share ([`crate::control::messages::ToWorker::Loads`]), so that
+    /// `least_connections` and `p2c` weigh the whole process's load, a second late.
+    pub elsewhere: Cell<u64>,
     pub refused: Cell<u64>,
     pub timeouts: Cell<u64>,
     pub other_errors: Cell<u64>,
@@ -99,6 +107,8 @@ impl BackendMetrics {
             addr,
             connections: Cell::new(0),
             active: Cell::new(0),
+            connecting: Cell::new(0),
+            elsewhere: Cell::new(0),
             refused: Cell::new(0),
             timeouts: Cell::new(0),
             other_errors: Cell::new(0),
@@ -155,6 +165,17 @@ impl RouteMetrics {
         let b = Rc::new(BackendMetrics::new(addr));
         list.push(b.clone());
         b
+    }
+
+    /// Sets each backend's [`BackendMetrics::elsewhere`] from `loads` (0 where not listed).
+    pub fn set_elsewhere(&self, loads: &[(SocketAddr, u64)]) {
+        for b in self.backends.borrow().iter() {
+            let n = loads
+                .iter()
+                .find(|(a, _)| *a == b.addr)
+                .map_or(0, |(_, n)| *n);
+            b.elsewhere.set(n);
+        }
     }
 
     pub fn record_connect_us(&self, us: u64) {

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::balance::Source;
 use super::door::{Door, Seen};
 use super::table::Route;
 use crate::config::{PEEK_LIMIT, ProxyProtocol};
@@ -83,12 +84,13 @@ impl Read {
 }
 
 /// Decides the route of `client` (from `peer`) accepted on `door`, reading what that needs.
-/// `None`: the connection was reset or closed here (and counted).
+/// `None`: the connection was reset or closed here (and counted). With the route: what goes
+/// to the backend first, and the client for `hash_source` (a received PROXY header's source).
 pub async fn admit(
     door: &Door,
     client: &TcpStream,
     peer: SocketAddr,
-) -> Option<(Rc<Route>, Option<Box<Prelude>>)> {
+) -> Option<(Rc<Route>, Option<Box<Prelude>>, Source)> {
     let fd = client.as_raw_fd();
     let deadline = Instant::now() + door.peek_timeout;
     let metrics = door.metrics.as_deref();
@@ -211,7 +213,7 @@ pub async fn admit(
         bytes.extend_from_slice(read.bytes());
     }
     let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes }));
-    Some((route, prelude))
+    Some((route, prelude, Source::of(source.ip())))
 }
 
 /// The address the client connected to: the listen address, or the socket's own when the

@@ -14,6 +14,7 @@ use monoio::net::TcpStream;
 
 use std::net::SocketAddr;
 
+use super::balance::Source;
 use super::connect::connect;
 use super::door::Door;
 use super::peek::{self, Prelude};
@@ -32,13 +33,15 @@ use crate::worker::Worker;
 /// lives as long as the task).
 ///
 /// `prelude`: bytes to send to the backend before relaying (a shared address's peek, a
-/// PROXY header; see [`super::peek`]).
+/// PROXY header; see [`super::peek`]). `source`: the client (the PROXY header's where one
+/// was received), for `balance = "hash_source"`; 8 bytes, not the whole address.
 #[allow(clippy::manual_async_fn)] // deliberate: see above
 pub fn run(
     worker: Rc<Worker>,
     route: Rc<Route>,
     client: TcpStream,
     prelude: Option<Box<Prelude>>,
+    source: Source,
 ) -> impl Future<Output = ()> {
     async move {
         let started = Instant::now();
@@ -53,7 +56,7 @@ pub fn run(
         bump(&worker.metrics.active, 1);
         let key = worker.sessions.open(client.as_raw_fd(), route.id);
 
-        let outcome = match Box::pin(connect(&route)).await {
+        let outcome = match Box::pin(connect(&route, source)).await {
             None => {
                 reset(client);
                 Outcome::ConnectFailed
@@ -121,8 +124,8 @@ pub fn run_door(
     async move {
         let admitted = Box::pin(peek::admit(&door, &client, peer)).await;
         drop(door);
-        if let Some((route, prelude)) = admitted {
-            run(worker, route, client, prelude).await;
+        if let Some((route, prelude, source)) = admitted {
+            run(worker, route, client, prelude, source).await;
         }
     }
 }
@@ -149,7 +152,7 @@ mod tests {
 
     fn future_size<F, Fut>(_f: F) -> usize
     where
-        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream, Option<Box<Prelude>>) -> Fut,
+        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream, Option<Box<Prelude>>, Source) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

@@ -24,6 +24,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::Worker;
 use crate::net::sys;
+use crate::proxy::balance::Source;
 use crate::proxy::door::Door;
 use crate::proxy::session;
 
@@ -130,7 +131,13 @@ fn serve(
     match door {
         Some(door) => match door.direct() {
             Some(route) => {
-                monoio::spawn(session::run(worker.clone(), route.clone(), stream, None));
+                monoio::spawn(session::run(
+                    worker.clone(),
+                    route.clone(),
+                    stream,
+                    None,
+                    Source::of(peer.ip()),
+                ));
             }
             None => {
                 monoio::spawn(session::run_door(worker.clone(), door, stream, peer));

@@ -3,6 +3,7 @@
 
 mod admin;
 mod apps;
+mod balance;
 mod bounds;
 mod config;
 mod connect;
