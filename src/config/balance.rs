@@ -250,6 +250,16 @@ mod tests {
         });
         let err = parse_route_json("web", &body).unwrap_err();
         assert_eq!(err.problems[0].key, "backends[0].weight");
+        // Every backend weighted (a TOML writer may turn the list into [[route.backends]]).
+        let all = route(
+            "",
+            r#"[{ addr = "127.0.0.1:8081", weight = 3 }, { addr = "127.0.0.1:8082", weight = 2 }]"#,
+        )
+        .unwrap();
+        let r = &all.routes[0];
+        assert_eq!(&parse_route_toml(&r.to_toml(), "state").unwrap(), r);
+        let json = super::super::route_to_json(r);
+        assert_eq!(&parse_route_json("web", &json).unwrap(), r);
         // The default is written out too.
         let plain = route("", "[\"127.0.0.1:8080\"]").unwrap().to_toml();
         assert!(plain.contains("balance = \"round_robin\""), "{plain}");
