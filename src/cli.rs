@@ -128,6 +128,10 @@ pub enum BackendCommand {
         /// Skip the health gate.
         #[arg(long)]
         no_check: bool,
+        /// The backend's weight in the route (1..=256; default 1). Attaching a backend that
+        /// is already there with another weight changes its weight.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        weight: Option<u16>,
         #[command(flatten)]
         client: ClientArgs,
     },

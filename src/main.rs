@@ -137,12 +137,14 @@ fn backend_call(what: BackendCommand) -> (Call, ringway::cli::ClientArgs) {
             route,
             addr,
             no_check,
+            weight,
             client,
         } => (
             Call::Attach {
                 route,
                 addr,
                 check: !no_check,
+                weight,
             },
             client,
         ),

@@ -174,6 +174,7 @@ pub fn query(
                 route,
                 addr: address(&b.addr)?,
                 check: b.check,
+                weight: weight(b.weight)?,
             })
         }
         Endpoint::Backend { route, addr } if delete => Ok(AdminQuery::Detach { route, addr }),
@@ -194,6 +195,24 @@ pub fn query(
             let to = addresses(&b.to)?;
             Ok(AdminQuery::Switch { route, to })
         }
+    }
+}
+
+/// An attached backend's weight: 1 unless given; 1..=256.
+fn weight(w: Option<u16>) -> Result<u16, Rejection> {
+    match w {
+        None => Ok(crate::config::DEFAULT_WEIGHT),
+        Some(w) if (1..=crate::config::MAX_WEIGHT).contains(&w) => Ok(w),
+        Some(0) => Err(reject(
+            400,
+            "bad_request",
+            "weight 0 would send this backend nothing: to take a backend out of rotation, drain it (PATCH /routes/{name}/backends/{addr} {\"drain\": true}) or detach it; weights run from 1 to 256",
+        )),
+        Some(w) => Err(reject(
+            400,
+            "bad_request",
+            format!("weight {w} is out of range: use 1 (default) to 256"),
+        )),
     }
 }
 
@@ -365,9 +384,30 @@ mod tests {
             Ok(AdminQuery::Attach {
                 route: web(),
                 addr: "127.0.0.1:8082".parse().unwrap(),
-                check: false
+                check: false,
+                weight: 1,
             })
         );
+        let weighted = |body: &[u8]| {
+            query(
+                Endpoint::Backends { route: web() },
+                &Method::POST,
+                body,
+                false,
+            )
+        };
+        assert!(matches!(
+            weighted(br#"{"addr": "127.0.0.1:8082", "weight": 3}"#),
+            Ok(AdminQuery::Attach { weight: 3, .. })
+        ));
+        for body in [
+            &br#"{"addr": "127.0.0.1:8082", "weight": 0}"#[..],
+            br#"{"addr": "127.0.0.1:8082", "weight": 257}"#,
+            br#"{"addr": "127.0.0.1:8082", "weight": -1}"#,
+        ] {
+            let e = weighted(body).unwrap_err();
+            assert_eq!(e.status, 400, "{}", String::from_utf8_lossy(body));
+        }
         let backend = Endpoint::Backend {
             route: web(),
             addr: "127.0.0.1:8082".parse().unwrap(),

@@ -115,6 +115,9 @@ pub struct AttachBody {
     /// Run the route's health gate on the new backend first (default true).
     #[serde(default = "yes")]
     pub check: bool,
+    /// The backend's weight in the route (1..=256; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
 }
 
 /// `PATCH /routes/{name}/backends/{addr}`.

@@ -124,6 +124,10 @@ pub struct RouteDoc {
     pub listen: Vec<SocketAddr>,
     /// The listen addresses as the route's definition writes them.
     pub listen_configured: Vec<SocketAddr>,
+    /// How new sessions are spread (`balance`: "round_robin", "least_connections", "p2c",
+    /// "hash_source").
+    #[serde(default)]
+    pub balance: String,
     /// Where new sessions go.
     pub active: Vec<SocketAddr>,
     /// Where a rollback would go.
@@ -192,6 +196,10 @@ pub struct BackendDoc {
     pub health_since_seconds: Option<u64>,
     /// The drain flag (`ringway backend drain`): no new sessions, open ones stay.
     pub drain: bool,
+    /// Its weight in the route (1..=256; 1 where none is configured, e.g. an address a
+    /// switch brought in).
+    #[serde(default = "one")]
+    pub weight: u16,
     pub connections_active: u64,
     /// Open sessions on it while it is not active (they drain).
     pub draining: u64,
@@ -301,4 +309,8 @@ pub struct RouteHealthDoc {
 pub struct ActiveHealth {
     pub addr: SocketAddr,
     pub health: HealthWord,
+}
+
+fn one() -> u16 {
+    1
 }

@@ -53,6 +53,8 @@ pub enum Call {
         route: String,
         addr: String,
         check: bool,
+        /// `None`: the server's default (1).
+        weight: Option<u16>,
     },
     Detach {
         route: String,
@@ -132,11 +134,22 @@ impl Call {
                 )
             },
             Call::RemoveRoute { name } => r(Method::DELETE, format!("/routes/{}", seg(name)), None),
-            Call::Attach { route, addr, check } => r(
-                Method::POST,
-                format!("/routes/{}/backends", seg(route)),
-                Some(json!({ "addr": addr, "check": check })),
-            ),
+            Call::Attach {
+                route,
+                addr,
+                check,
+                weight,
+            } => {
+                let mut body = json!({ "addr": addr, "check": check });
+                if let Some(w) = weight {
+                    body["weight"] = json!(w);
+                }
+                r(
+                    Method::POST,
+                    format!("/routes/{}/backends", seg(route)),
+                    Some(body),
+                )
+            }
             Call::Detach { route, addr } => r(
                 Method::DELETE,
                 format!("/routes/{}/backends/{}", seg(route), seg(addr)),

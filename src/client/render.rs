@@ -131,18 +131,24 @@ pub fn route(r: &RouteDoc) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "route {} ({})  listen {}  {}  active {}{}",
+        "route {} ({})  listen {}  {}  active {}  balance {}{}",
         r.name,
         r.origin.as_str(),
         list(&r.listen),
         if r.healthy { "healthy" } else { "UNHEALTHY" },
         list(&r.active),
+        if r.balance.is_empty() {
+            "round_robin"
+        } else {
+            &r.balance
+        },
         if r.switching { "  (switching)" } else { "" },
     );
     let mut rows = vec![
         [
             "BACKEND",
             "ROLE",
+            "WEIGHT",
             "HEALTH",
             "ACTIVE",
             "DRAINING",
@@ -164,6 +170,7 @@ pub fn route(r: &RouteDoc) -> String {
         rows.push(vec![
             b.addr.to_string(),
             role,
+            b.weight.to_string(),
             health,
             b.connections_active.to_string(),
             b.draining.to_string(),

@@ -88,7 +88,9 @@ pub struct FileRoute {
     #[serde(default)]
     pub listen: Vec<Spanned<String>>,
     #[serde(default)]
-    pub backends: Vec<Spanned<String>>,
+    pub backends: Vec<Spanned<FileBackend>>,
+    /// `balance`: how new sessions are spread over the backends.
+    pub balance: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub connect_retries: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<String>>,
@@ -157,6 +159,53 @@ impl<'de> Deserialize<'de> for FileAccessLog {
                     path: t.path,
                     format: t.format,
                 })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One entry of `backends`: `"addr"`, or `{ addr = "…", weight = N }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBackend {
+    pub addr: String,
+    /// Only in the table form; validated later (1..=256).
+    pub weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for FileBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileBackend;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a backend: \"IP:PORT\" or { addr = \"IP:PORT\", weight = N }")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FileBackend, E> {
+                Ok(FileBackend {
+                    addr: v.to_string(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FileBackend, A::Error> {
+                use serde::de::Error;
+                let mut addr: Option<String> = None;
+                let mut weight: Option<i64> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        // TOML itself refuses a key given twice.
+                        "addr" => addr = Some(map.next_value()?),
+                        "weight" => weight = Some(map.next_value()?),
+                        other => {
+                            return Err(A::Error::unknown_field(other, &["addr", "weight"]));
+                        }
+                    }
+                }
+                let addr = addr.ok_or_else(|| A::Error::missing_field("addr"))?;
+                Ok(FileBackend { addr, weight })
             }
         }
         d.deserialize_any(Visitor)

@@ -7,6 +7,7 @@
 
 mod access_log;
 mod admin;
+mod balance;
 mod duration;
 mod error;
 mod file;
@@ -18,6 +19,7 @@ mod route_body;
 mod size;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::Path;
@@ -30,6 +32,7 @@ pub use admin::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, ListenRange, MIN_TOKEN_LEN, StateConfig, TokenSource,
     allowed, default_state_file, euid, token_path_beside,
 };
+pub use balance::{Balance, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use health::{Check, HealthConfig, SwitchConfig};
@@ -147,6 +150,12 @@ pub struct RouteConfig {
     pub listen: Vec<SocketAddr>,
     /// The initial active set; a switch may move the route to other addresses.
     pub backends: Vec<SocketAddr>,
+    /// `balance`: how new sessions are spread over the active backends.
+    pub balance: Balance,
+    /// Backend weights other than [`DEFAULT_WEIGHT`], by address (from `backends` entries
+    /// written `{ addr = "…", weight = N }`, or `POST /routes/{name}/backends` with a
+    /// weight). An address not in it (one a switch brought in) weighs 1.
+    pub weights: BTreeMap<SocketAddr, u16>,
     /// Budget for the whole connect phase (all attempts together).
     pub connect_timeout: Duration,
     /// Extra attempts after the first; `None` = try each backend once.
@@ -176,6 +185,8 @@ impl RouteConfig {
             name,
             listen,
             backends,
+            balance: Balance::default(),
+            weights: BTreeMap::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             connect_retries: None,
             idle_timeout: None,
@@ -187,6 +198,11 @@ impl RouteConfig {
             half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT),
             keepalive: Keepalive::default(),
         }
+    }
+
+    /// The weight of backend `addr` in this route (1 unless configured otherwise).
+    pub fn weight(&self, addr: &SocketAddr) -> u16 {
+        self.weights.get(addr).copied().unwrap_or(DEFAULT_WEIGHT)
     }
 
     /// Connect attempts per session over `backends` backends: `connect_retries + 1`, or one
@@ -205,7 +221,11 @@ impl RouteConfig {
         out.push_str("[[route]]\n");
         out.push_str(&format!("name = {}\n", toml_string(&r.name)));
         out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
-        out.push_str(&format!("backends = {}\n", addr_list(&r.backends)));
+        out.push_str(&format!(
+            "backends = {}\n",
+            balance::backends_toml(&r.backends, &r.weights)
+        ));
+        out.push_str(&format!("balance = \"{}\"\n", r.balance));
         out.push_str(&format!(
             "connect_timeout = \"{}\"\n",
             format_duration(r.connect_timeout)

@@ -404,7 +404,24 @@ pub(super) fn route(
             );
         }
     }
-    let backends = addrs(&r.backends, &format!("{label}backends"), p);
+    let backends: Vec<(usize, SocketAddr)> = r
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(j, b)| {
+            let key = format!("{label}backends[{j}]");
+            let s = Spanned::new(b.span(), b.get_ref().addr.clone());
+            addr(&s, &key, p).map(|a| (j, a))
+        })
+        .collect();
+    let mut weights = std::collections::BTreeMap::new();
+    for (i, a) in &backends {
+        let key = format!("{label}backends[{i}]");
+        if let Some(w) = super::balance::weight(&r.backends[*i], &key, p) {
+            weights.insert(*a, w);
+        }
+    }
+    let balance = super::balance::balance(r.balance.as_ref(), &label, p);
     for (j, (i, b)) in backends.iter().enumerate() {
         let at = Some(r.backends[*i].span().start);
         if backends[..j].iter().any(|(_, x)| x == b) {
@@ -502,6 +519,8 @@ pub(super) fn route(
         name,
         listen,
         backends,
+        balance,
+        weights,
         connect_timeout,
         connect_retries,
         idle_timeout,

@@ -123,8 +123,16 @@ impl Control {
     }
 
     /// `POST /routes/{name}/backends`: the backend joins the route's backends and its active
-    /// set, after the route's health gate when `check` is set.
-    pub(super) fn on_attach(&mut self, route: String, addr: SocketAddr, check: bool, reply: Reply) {
+    /// set with `weight`, after the route's health gate when `check` is set. Attaching a
+    /// backend already there with another weight changes its weight (no gate: it is in).
+    pub(super) fn on_attach(
+        &mut self,
+        route: String,
+        addr: SocketAddr,
+        check: bool,
+        weight: u16,
+        reply: Reply,
+    ) {
         let r = match self.writable(&route) {
             Ok(r) => r,
             Err(e) => {
@@ -133,20 +141,23 @@ impl Control {
             }
         };
         if r.cfg.backends.contains(&addr) && r.active.contains(&addr) {
+            if r.cfg.weight(&addr) != weight {
+                return self.attach_now(&route, addr, weight, reply);
+            }
             let doc = Change::unchanged(&route, self.generation, "already attached").doc(self);
             let _ = reply.send(Ok(Answer::Change(doc)));
             return;
         }
         if check {
             tracing::info!(route = %route, backend = %addr, "attach requested: checking the backend");
-            self.gate(route, vec![addr], AfterGate::Attach { addr }, reply);
+            self.gate(route, vec![addr], AfterGate::Attach { addr, weight }, reply);
         } else {
-            self.attach_now(&route, addr, reply);
+            self.attach_now(&route, addr, weight, reply);
         }
     }
 
-    /// Attaches `addr` to `route` (its gate, if any, passed).
-    pub(super) fn attach_now(&mut self, route: &str, addr: SocketAddr, reply: Reply) {
+    /// Attaches `addr` to `route` with `weight` (its gate, if any, passed).
+    pub(super) fn attach_now(&mut self, route: &str, addr: SocketAddr, weight: u16, reply: Reply) {
         let result = self.writable(route).map(drop).and_then(|()| {
             let mut next = self.routes.clone();
             if let Some(r) = next.iter_mut().find(|r| r.cfg.name == route) {
@@ -156,10 +167,15 @@ impl Control {
                 if !r.active.contains(&addr) {
                     r.active.push(addr);
                 }
+                if weight == crate::config::DEFAULT_WEIGHT {
+                    r.cfg.weights.remove(&addr);
+                } else {
+                    r.cfg.weights.insert(addr, weight);
+                }
             }
             let done = self.install(next, Vec::new())?;
             self.mark_changed(route, done.generation);
-            tracing::info!(route = %route, backend = %addr, generation = done.generation, "backend attached");
+            tracing::info!(route = %route, backend = %addr, weight, generation = done.generation, "backend attached");
             Ok(Change::new(ChangeAction::Attached, route, done))
         });
         self.answer(result, reply);
@@ -186,6 +202,7 @@ impl Control {
                 });
             }
             r.cfg.backends.retain(|a| *a != addr);
+            r.cfg.weights.remove(&addr);
             r.active.retain(|a| *a != addr);
             if let Some(prev) = &mut r.previous {
                 prev.retain(|a| *a != addr);

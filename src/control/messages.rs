@@ -58,6 +58,9 @@ pub struct Drain {
     pub backends: Option<Vec<SocketAddr>>,
 }
 
+/// A route (by name) and, per backend, the sessions the other workers hold on it.
+pub type RouteLoads = (String, Vec<(SocketAddr, u64)>);
+
 /// Control → worker (crossbeam channel, followed by a wake-up byte).
 #[derive(Debug)]
 pub enum ToWorker {
@@ -75,6 +78,10 @@ pub enum ToWorker {
     /// This worker's queue to the access log writer (sent once, before the first generation
     /// with a route that logs).
     AccessLog(Queue),
+    /// For `least_connections` and `p2c` routes (by name): the sessions the other workers
+    /// held on each backend at their last snapshots. Sent about once a second (when worker
+    /// 0's snapshot arrives) where there is more than one worker.
+    Loads { routes: Vec<RouteLoads> },
     /// Stop accepting, let sessions finish for `grace`, close the rest, stop.
     Shutdown { grace: Duration },
 }
@@ -133,6 +140,8 @@ pub enum AdminQuery {
         route: String,
         addr: SocketAddr,
         check: bool,
+        /// Its weight in the route (1..=256).
+        weight: u16,
     },
     Detach {
         route: String,

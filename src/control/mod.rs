@@ -226,7 +226,11 @@ impl Control {
     fn on_worker(&mut self, msg: FromWorker) {
         match msg {
             FromWorker::Snapshot(s) => {
+                let round = s.worker == 0;
                 self.metrics.absorb(s);
+                if round {
+                    self.send_loads();
+                }
                 if self.routes.iter().any(|r| r.watch.is_some()) {
                     self.check_connect_failures();
                 }
@@ -294,8 +298,13 @@ impl Control {
                 return self.on_put_route(*cfg, create_only, reply);
             }
             AdminQuery::DeleteRoute { name } => return self.on_delete_route(name, reply),
-            AdminQuery::Attach { route, addr, check } => {
-                return self.on_attach(route, addr, check, reply);
+            AdminQuery::Attach {
+                route,
+                addr,
+                check,
+                weight,
+            } => {
+                return self.on_attach(route, addr, check, weight, reply);
             }
             AdminQuery::Detach { route, addr } => return self.on_detach(route, addr, reply),
             AdminQuery::Drain { route, addr, drain } => {
@@ -321,6 +330,35 @@ impl Control {
     /// no listener change). Returns the generation.
     fn publish(&mut self, drains: Vec<Drain>) -> u64 {
         self.publish_with(Vec::new(), Vec::new(), drains)
+    }
+
+    /// Sends each worker the sessions the other workers hold on the backends of its
+    /// `least_connections` and `p2c` routes ([`ToWorker::Loads`]): once per round of
+    /// snapshots, with more than one worker.
+    fn send_loads(&self) {
+        if self.workers.len() < 2 {
+            return;
+        }
+        let mut per_worker: Vec<Vec<messages::RouteLoads>> = vec![Vec::new(); self.workers.len()];
+        for r in &self.routes {
+            if !matches!(
+                r.cfg.balance,
+                crate::config::Balance::LeastConnections | crate::config::Balance::P2c
+            ) {
+                continue;
+            }
+            for (w, loads) in self.metrics.elsewhere(&r.cfg.name).into_iter().enumerate() {
+                if let Some(list) = per_worker.get_mut(w) {
+                    list.push((r.cfg.name.clone(), loads));
+                }
+            }
+        }
+        if per_worker.iter().all(Vec::is_empty) {
+            return;
+        }
+        for (w, routes) in self.workers.iter().zip(per_worker) {
+            w.waker.send(ToWorker::Loads { routes });
+        }
     }
 
     /// Sends every worker the current routes as a new generation: its own listener of each

@@ -85,8 +85,23 @@ pub fn fingerprint(cfg: &RouteConfig) -> String {
             u64::from(s.rollback_fail_threshold),
             u64::from(s.rollback_connect_errors)
         ],
-    ])
-    .to_string();
+    ]);
+    // Added later: only when set, so that a route without them keeps the fingerprint its
+    // state file has (and its switched active set across the upgrade).
+    let mut canonical = canonical;
+    let balance = (cfg.balance != crate::config::Balance::default() || !cfg.weights.is_empty())
+        .then(|| {
+            let weights: Vec<(String, u16)> = cfg
+                .weights
+                .iter()
+                .map(|(a, w)| (a.to_string(), *w))
+                .collect();
+            serde_json::json!([cfg.balance.as_str(), weights])
+        });
+    if let (Some(b), Some(a)) = (balance, canonical.as_array_mut()) {
+        a.push(b);
+    }
+    let canonical = canonical.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in canonical.bytes() {
         h ^= u64::from(b);
@@ -312,6 +327,27 @@ mod tests {
             .enumerate()
             .map(|(i, c)| RouteState::new(i as u64 + 1, Origin::File, c))
             .collect()
+    }
+
+    /// `balance` and weights count in the fingerprint only when set: a route that sets
+    /// neither keeps the fingerprint it had before they existed (its state file still
+    /// matches after an upgrade).
+    #[test]
+    fn balance_and_weights_change_the_fingerprint_only_when_set() {
+        let plain = routes().remove(0).cfg;
+        // The value computed before `balance` and `weight` existed.
+        let before = fingerprint(&plain);
+        assert_eq!(before, "fnv1a64:b3442bb1efc715f3");
+        let mut weighted = plain.clone();
+        weighted
+            .weights
+            .insert("127.0.0.1:8080".parse().unwrap(), 3);
+        let mut hashed = plain.clone();
+        hashed.balance = crate::config::Balance::HashSource;
+        assert_ne!(fingerprint(&weighted), before);
+        assert_ne!(fingerprint(&hashed), before);
+        assert_ne!(fingerprint(&hashed), fingerprint(&weighted));
+        assert_eq!(before, fingerprint(&routes().remove(0).cfg));
     }
 
     #[test]

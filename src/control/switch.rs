@@ -40,7 +40,7 @@ pub(super) enum AfterGate {
     /// Switch the active set to `to`.
     Switch { to: Vec<SocketAddr> },
     /// Attach `addr` to the route.
-    Attach { addr: SocketAddr },
+    Attach { addr: SocketAddr, weight: u16 },
 }
 
 impl Control {
@@ -130,7 +130,7 @@ impl Control {
                         self.count(&g.route, "rejected");
                         format!("switch to {}", join(&to))
                     }
-                    AfterGate::Attach { addr } => format!("attaching {addr}"),
+                    AfterGate::Attach { addr, .. } => format!("attaching {addr}"),
                 };
                 tracing::info!(route = %g.route, change = %what, reason = %why, "change refused: the health gate failed");
                 let _ = g.reply.send(Err(ControlError::GateFailed(why)));
@@ -145,10 +145,10 @@ impl Control {
                 }
                 self.commit(&g.route, to, Reason::Switch, None, Some(g.reply))
             }
-            (Ok(()), AfterGate::Attach { addr }) => {
+            (Ok(()), AfterGate::Attach { addr, weight }) => {
                 r.busy = false;
                 r.pending_rollback = pending;
-                self.attach_now(&g.route, addr, g.reply);
+                self.attach_now(&g.route, addr, weight, g.reply);
                 // A rollback due meanwhile acts on the set as it is now.
                 let due = self
                     .routes

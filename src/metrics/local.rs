@@ -177,6 +177,14 @@ pub struct BackendMetrics {
     pub active: Cell<u64>,
     /// Failed connect attempts, by `ConnectErrorKind as usize`.
     pub connect_errors: [Cell<u64>; ConnectErrorKind::COUNT],
+    /// Connect attempts under way (not exported): `least_connections` and `p2c` count them
+    /// with `active`, so that a burst of accepts does not all pick the same backend.
+    pub connecting: Cell<u64>,
+    /// Sessions the other workers held on this backend at their last snapshots (not
+    /// exported): the control thread merges the counts about once a second and sends each
+    /// worker the others' share ([`crate::control::messages::ToWorker::Loads`]), so that
+    /// `least_connections` and `p2c` weigh the whole process's load, a second late.
+    pub elsewhere: Cell<u64>,
 }
 
 impl BackendMetrics {
@@ -186,6 +194,8 @@ impl BackendMetrics {
             connections: Cell::new(0),
             active: Cell::new(0),
             connect_errors: Default::default(),
+            connecting: Cell::new(0),
+            elsewhere: Cell::new(0),
         }
     }
 
@@ -237,6 +247,17 @@ impl RouteMetrics {
         let b = Rc::new(BackendMetrics::new(addr));
         list.push(b.clone());
         b
+    }
+
+    /// Sets each backend's [`BackendMetrics::elsewhere`] from `loads` (0 where not listed).
+    pub fn set_elsewhere(&self, loads: &[(SocketAddr, u64)]) {
+        for b in self.backends.borrow().iter() {
+            let n = loads
+                .iter()
+                .find(|(a, _)| *a == b.addr)
+                .map_or(0, |(_, n)| *n);
+            b.elsewhere.set(n);
+        }
     }
 
     pub fn record_connect_us(&self, us: u64) {

@@ -259,6 +259,30 @@ impl MetricsStore {
         self.session.retain(|name, _| reported(name));
     }
 
+    /// For route `name`, per worker (by index): the sessions the *other* workers held on
+    /// each backend at their last snapshots.
+    pub fn elsewhere(&self, name: &str) -> Vec<Vec<(SocketAddr, u64)>> {
+        let mut total: BTreeMap<SocketAddr, u64> = BTreeMap::new();
+        for w in &self.workers {
+            for b in w.routes.get(name).map_or(&[][..], |(_, b)| b.as_slice()) {
+                *total.entry(b.addr).or_default() += b.active;
+            }
+        }
+        self.workers
+            .iter()
+            .map(|w| {
+                let own = w.routes.get(name).map_or(&[][..], |(_, b)| b.as_slice());
+                total
+                    .iter()
+                    .map(|(addr, t)| {
+                        let mine = own.iter().find(|b| b.addr == *addr).map_or(0, |b| b.active);
+                        (*addr, t.saturating_sub(mine))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Connections reset by listener closes, summed over workers.
     /// Connections listeners could not hand over, every worker, by `AcceptErrorKind`.
     pub fn accept_errors(&self) -> [u64; AcceptErrorKind::COUNT] {
@@ -415,6 +439,28 @@ mod tests {
             assert_eq!(w.connect_us.len(), 1);
             assert_eq!(w.session_us.len(), 1);
         }
+    }
+
+    /// Each worker learns what the others hold on each backend, never its own sessions.
+    #[test]
+    fn elsewhere_is_the_other_workers_sessions() {
+        let mut store = MetricsStore::new(3);
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        for (worker, on_a, on_b) in [(0, 5, 0), (1, 1, 2), (2, 0, 0)] {
+            let w = WorkerMetrics::default();
+            let r = w.route("web");
+            r.backend(a).active.set(on_a);
+            r.backend(b).active.set(on_b);
+            store.absorb(w.snapshot(worker));
+        }
+        let e = store.elsewhere("web");
+        assert_eq!(e[0], vec![(a, 1), (b, 2)]);
+        assert_eq!(e[1], vec![(a, 5), (b, 0)]);
+        assert_eq!(e[2], vec![(a, 6), (b, 2)]);
+        assert!(store.elsewhere("nope").iter().all(Vec::is_empty));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Hot side: connecting a session to a backend, with retries inside one time budget.
 //!
-//! Attempts go to backends in round-robin order. A refused (or otherwise failed) attempt
-//! moves on to the next backend at once; the whole phase shares `connect_timeout`, so a
-//! black-holed backend costs at most that budget, after which the client is reset. Out of
-//! file descriptors, no other backend would do better: the phase ends at once.
+//! The first attempt goes where the route's `balance` picks; a refused (or otherwise
+//! failed) attempt moves on to the next backend in the list at once; the whole phase shares
+//! `connect_timeout`, so a black-holed backend costs at most that budget, after which the
+//! client is reset. Out of file descriptors, no other backend would do better: the phase
+//! ends at once.
 //!
 //! Every failure is counted on its backend by kind, and logged at most once per kind per
 //! [`super::warn::EVERY`] on each worker, with the count left out since.
@@ -15,10 +16,11 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::balance::Source;
 use super::fds::FdReserve;
 use super::table::Route;
 use super::warn::Warnings;
-use crate::metrics::local::{BackendMetrics, ConnectErrorKind};
+use crate::metrics::local::{BackendMetrics, ConnectErrorKind, bump, drop_one};
 
 /// What the connect phase needs from its worker.
 pub struct Env<'a> {
@@ -27,15 +29,29 @@ pub struct Env<'a> {
 }
 
 /// Connects to one of the route's backends, or gives up (`None`) when every attempt failed or
-/// the budget is spent. Each failure is counted on its backend.
-pub async fn connect(route: &Route, env: Env<'_>) -> Option<(TcpStream, Rc<BackendMetrics>)> {
+/// the budget is spent. Each failure is counted on its backend. `source`: the client, for
+/// `hash_source`.
+pub async fn connect(
+    route: &Route,
+    env: Env<'_>,
+    source: Source,
+) -> Option<(TcpStream, Rc<BackendMetrics>)> {
     let start = Instant::now();
     let budget = route.cfg.connect_timeout;
+    let mut last = None;
     for _ in 0..route.connect_attempts() {
         let left = budget.checked_sub(start.elapsed())?;
-        let backend = route.pick().clone();
+        let (i, backend) = match last {
+            None => route.pick(source),
+            Some(i) => route.after(i),
+        };
+        last = Some(i);
+        let backend = backend.clone();
         let attempt = Instant::now();
-        match monoio::time::timeout(left, TcpStream::connect_addr(backend.addr)).await {
+        let counted = Connecting::new(&backend);
+        let result = monoio::time::timeout(left, TcpStream::connect_addr(backend.addr)).await;
+        drop(counted);
+        match result {
             Ok(Ok(stream)) if env.fds.intrudes(stream.as_raw_fd()) => {
                 failed(
                     route,
@@ -72,6 +88,23 @@ pub async fn connect(route: &Route, env: Env<'_>) -> Option<(TcpStream, Rc<Backe
         }
     }
     None
+}
+
+/// Counts an attempt under way on its backend (`least_connections` and `p2c` see it) for as
+/// long as it lives, however the attempt ends.
+struct Connecting<'a>(&'a BackendMetrics);
+
+impl<'a> Connecting<'a> {
+    fn new(b: &'a BackendMetrics) -> Self {
+        bump(&b.connecting, 1);
+        Connecting(b)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        drop_one(&self.0.connecting);
+    }
 }
 
 /// Counts a failed attempt and logs it, rate limited.

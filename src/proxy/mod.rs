@@ -1,6 +1,7 @@
 //! The data path (hot side): route table, sessions, connect, and the relay (copy and splice,
 //! adaptive) with its per-worker pools.
 
+pub mod balance;
 pub mod connect;
 pub mod door;
 pub mod fds;

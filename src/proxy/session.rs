@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use monoio::net::TcpStream;
 
+use super::balance::Source;
 use super::connect::{Env, connect};
 use super::door::Door;
 use super::peek::{self, Prelude};
@@ -69,6 +70,8 @@ impl Ends {
 /// PROXY header; see [`super::peek`]). `ends`: for the access log, set when the route has
 /// one (boxed: one allocation per session of a logging route, rather than 64 bytes in every
 /// session's future).
+/// `source`: the client (the PROXY header's where one was received), for
+/// `balance = "hash_source"`; 8 bytes, not the whole address.
 #[allow(clippy::manual_async_fn)] // deliberate: see above
 pub fn run(
     worker: Rc<Worker>,
@@ -76,6 +79,7 @@ pub fn run(
     client: TcpStream,
     prelude: Option<Box<Prelude>>,
     ends: Option<Box<Ends>>,
+    source: Source,
 ) -> impl Future<Output = ()> {
     async move {
         let started = Instant::now();
@@ -107,7 +111,7 @@ pub fn run(
             warnings: &worker.warnings,
             fds: worker.fds,
         };
-        let outcome = match Box::pin(connect(&route, env)).await {
+        let outcome = match Box::pin(connect(&route, env, source)).await {
             None => {
                 reset(client);
                 Outcome::ConnectFailed
@@ -217,7 +221,8 @@ pub fn run_door(
                         listen,
                     })
                 });
-                run(worker, a.route, client, a.prelude, ends).await;
+                let source = Source::of(a.source.ip());
+                run(worker, a.route, client, a.prelude, ends, source).await;
             }
             Err(Some(why)) => {
                 // Set to reset by `admit`; closed here.
@@ -276,7 +281,14 @@ mod tests {
 
     fn future_size<F, Fut>(_f: F) -> usize
     where
-        F: FnOnce(Rc<Worker>, Rc<Route>, TcpStream, Option<Box<Prelude>>, Option<Box<Ends>>) -> Fut,
+        F: FnOnce(
+            Rc<Worker>,
+            Rc<Route>,
+            TcpStream,
+            Option<Box<Prelude>>,
+            Option<Box<Ends>>,
+            Source,
+        ) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

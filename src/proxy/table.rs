@@ -6,11 +6,11 @@
 //! Sessions keep the `Rc<Route>` they started with, so a new generation never changes the
 //! backend of a running session.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use super::balance::{Picker, Source};
 use super::door::Door;
 use super::relay::Timeouts;
 use crate::access_log::RouteLog;
@@ -31,8 +31,10 @@ pub struct Route {
     /// every one is down, the ones not drained (better to try than to refuse); when every
     /// one is drained too, all of them (a route always has somewhere to go).
     backends: Vec<Rc<BackendMetrics>>,
-    /// Round-robin cursor (per worker).
-    next: Cell<usize>,
+    /// Their weights (`cfg.balance` uses them), in the same order.
+    weights: Vec<u16>,
+    /// How a backend is picked (`cfg.balance`), with its per-worker state.
+    picker: Picker,
     /// This worker's share of `max_connections`.
     pub max_per_worker: Option<u64>,
     /// Where its access log lines go; `None`: it does not log.
@@ -42,13 +44,38 @@ pub struct Route {
 }
 
 impl Route {
-    /// The next backend in round-robin order.
+    /// The backend for a new session from `source`, as `cfg.balance` decides: its index
+    /// (for [`Route::after`]) and its counters.
     #[inline]
-    pub fn pick(&self) -> &Rc<BackendMetrics> {
-        let i = self.next.get();
-        self.next.set(i.wrapping_add(1));
+    pub fn pick(&self, source: Source) -> (usize, &Rc<BackendMetrics>) {
+        let i = self.picker.pick(&self.backends, &self.weights, source);
+        (i, self.backend(i))
+    }
+
+    /// The backend to retry after backend `i` failed: the next one in the list, so that
+    /// `connect_attempts` attempts try each backend once, whatever the strategy.
+    #[inline]
+    pub fn after(&self, i: usize) -> (usize, &Rc<BackendMetrics>) {
+        let j = if i + 1 >= self.backends.len() {
+            0
+        } else {
+            i + 1
+        };
+        (j, self.backend(j))
+    }
+
+    #[inline]
+    fn backend(&self, i: usize) -> &Rc<BackendMetrics> {
         // `backends` is never empty: `build` leaves out a route without backends.
-        &self.backends[i % self.backends.len()]
+        self.backends.get(i).unwrap_or(&self.backends[0])
+    }
+
+    /// The pickable backends with their weights.
+    pub fn weighted(&self) -> impl Iterator<Item = (SocketAddr, u16)> + '_ {
+        self.backends
+            .iter()
+            .zip(&self.weights)
+            .map(|(b, w)| (b.addr, *w))
     }
 
     /// Connect attempts per session.
@@ -107,6 +134,8 @@ impl RouteTable {
                 pickable = spec.active.clone();
             }
             let backends = pickable.iter().map(|a| m.backend(*a)).collect();
+            let weights: Vec<u16> = pickable.iter().map(|a| cfg.weight(a)).collect();
+            let picker = Picker::build(cfg.balance, &pickable, &weights, seed(spec.id));
             let max_per_worker = cfg
                 .max_connections
                 .map(|n| u64::from(n.get()).div_ceil(workers.max(1) as u64));
@@ -116,7 +145,8 @@ impl RouteTable {
                 metrics: m,
                 active: spec.active.clone(),
                 backends,
-                next: Cell::new(0),
+                weights,
+                picker,
                 max_per_worker,
                 log: spec.log,
                 timeouts: Timeouts {
@@ -157,6 +187,15 @@ impl RouteTable {
     }
 }
 
+/// A seed for a route's random picks on this worker (p2c): different per worker and per
+/// build, from std's per-thread random hash keys; never used for anything lasting.
+fn seed(route_id: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(route_id);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +224,9 @@ mod tests {
             .door(&"127.0.0.1:3000".parse().unwrap())
             .and_then(|d| d.direct())
             .unwrap();
-        let picks: Vec<u16> = (0..4).map(|_| route.pick().addr.port()).collect();
+        let picks: Vec<u16> = (0..4)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
         assert_eq!(picks, [8080, 8081, 8080, 8081]);
         assert_eq!(route.max_per_worker, Some(3));
         assert!(table.door(&"127.0.0.1:3001".parse().unwrap()).is_none());
@@ -194,7 +235,9 @@ mod tests {
         // A backend that is down gets no new sessions while another is up ...
         let table = RouteTable::build(2, &[spec(&["127.0.0.1:8080"])], &metrics, 2);
         let route = table.by_name("web").unwrap();
-        let picks: Vec<u16> = (0..3).map(|_| route.pick().addr.port()).collect();
+        let picks: Vec<u16> = (0..3)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
         assert_eq!(picks, [8081, 8081, 8081]);
         assert_eq!(route.connect_attempts(), 1);
         // ... and when all are down, all are tried.
@@ -205,7 +248,9 @@ mod tests {
             2,
         );
         let route = table.by_name("web").unwrap();
-        let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
+        let picks: Vec<u16> = (0..2)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
         assert_eq!(picks, [8080, 8081]);
 
         // A drained backend gets no new sessions, even when the other one is down ...
@@ -215,7 +260,9 @@ mod tests {
         };
         let table = RouteTable::build(4, std::slice::from_ref(&drained), &metrics, 2);
         let route = table.by_name("web").unwrap();
-        let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
+        let picks: Vec<u16> = (0..2)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
         assert_eq!(picks, [8080, 8080]);
         // ... unless every backend is drained.
         let all = RouteSpec {
@@ -224,7 +271,46 @@ mod tests {
         };
         let table = RouteTable::build(5, &[all], &metrics, 2);
         let route = table.by_name("web").unwrap();
-        let picks: Vec<u16> = (0..2).map(|_| route.pick().addr.port()).collect();
+        let picks: Vec<u16> = (0..2)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
         assert_eq!(picks, [8080, 8081]);
+    }
+
+    /// Weights reach the worker's table from the route's configuration (1 for an address a
+    /// switch brought in), and the picks follow them; a drained backend is left out of the
+    /// schedule.
+    #[test]
+    fn weights_and_balance_reach_the_table() {
+        let cfg = Config::parse(
+            r#"
+            [[route]]
+            name = "web"
+            listen = ["127.0.0.1:3000"]
+            backends = ["127.0.0.1:8080", { addr = "127.0.0.1:8081", weight = 3 }]
+            "#,
+            "t.toml",
+        )
+        .unwrap();
+        let metrics = WorkerMetrics::default();
+        let mut spec = RouteSpec::configured(1, &cfg.routes[0]);
+        spec.active.push("127.0.0.1:8082".parse().unwrap());
+        let table = RouteTable::build(1, std::slice::from_ref(&spec), &metrics, 1);
+        let route = table.by_name("web").unwrap();
+        let w: Vec<(u16, u16)> = route.weighted().map(|(a, w)| (a.port(), w)).collect();
+        assert_eq!(w, [(8080, 1), (8081, 3), (8082, 1)]);
+        let picks: Vec<u16> = (0..5)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
+        assert_eq!(picks, [8081, 8080, 8081, 8082, 8081]);
+        // A retry goes to the next backend in the list.
+        assert_eq!(route.after(2).1.addr.port(), 8080);
+        spec.drain = vec!["127.0.0.1:8081".parse().unwrap()];
+        let table = RouteTable::build(2, &[spec], &metrics, 1);
+        let route = table.by_name("web").unwrap();
+        let picks: Vec<u16> = (0..4)
+            .map(|_| route.pick(Source::default()).1.addr.port())
+            .collect();
+        assert_eq!(picks, [8080, 8082, 8080, 8082]);
     }
 }

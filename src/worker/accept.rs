@@ -25,6 +25,7 @@ use monoio::net::{TcpListener, TcpStream};
 use super::Worker;
 use crate::metrics::local::AcceptErrorKind;
 use crate::net::sys;
+use crate::proxy::balance::Source;
 use crate::proxy::door::Door;
 use crate::proxy::session;
 
@@ -153,6 +154,7 @@ fn serve(
                     stream,
                     None,
                     ends,
+                    Source::of(peer.ip()),
                 ));
             }
             None => {

@@ -74,6 +74,13 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
                     // Sent once; a second one (never sent) would find the first in place.
                     let _ = worker.access_log.set(queue);
                 }
+                Ok(ToWorker::Loads { routes }) => {
+                    // Only routes this worker runs (one removed meanwhile is skipped).
+                    let table = worker.table.borrow();
+                    for (name, loads) in routes.iter().filter(|(n, _)| table.has(n)) {
+                        worker.metrics.route(name).set_elsewhere(loads);
+                    }
+                }
                 Ok(ToWorker::Shutdown { grace }) => return shutdown(&worker, grace).await,
                 Err(TryRecvError::Empty) => break,
                 // The control thread is gone: stop without waiting.

@@ -4,6 +4,7 @@
 mod access_log;
 mod admin;
 mod apps;
+mod balance;
 mod bounds;
 mod config;
 mod connect;
