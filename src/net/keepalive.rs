@@ -32,54 +32,38 @@ fn millis(d: Option<Duration>) -> libc::c_int {
 /// Sets `k` on a socket fresh from `socket(2)`/`connect(2)` (keepalive off, no user
 /// timeout): only what differs from those defaults.
 pub fn set_new(fd: RawFd, k: &Keepalive) -> io::Result<()> {
-    if let Some(p) = &k.probes {
-        set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-        set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(p.idle))?;
-        set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(p.interval))?;
-        if k.user_timeout.is_none() {
-            set_int_option(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPCNT,
-                p.count as libc::c_int,
-            )?;
-        }
-    }
-    if k.user_timeout.is_some() {
-        set_int_option(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            millis(k.user_timeout),
-        )?;
-    }
-    Ok(())
+    apply(fd, k, false)
 }
 
 /// Sets `k` exactly, turning off what it leaves off: for a listener (which may carry an
 /// earlier generation's settings, or another process's after a handover) and for a client
 /// socket whose route wants other settings than its listener's.
 pub fn set(fd: RawFd, k: &Keepalive) -> io::Result<()> {
+    apply(fd, k, true)
+}
+
+/// The one sequence of `setsockopt`s behind [`set_new`] and [`set`]; `exact` also writes
+/// what equals a fresh socket's default (keepalive off, the count where a user timeout
+/// overrides it, no user timeout).
+fn apply(fd: RawFd, k: &Keepalive, exact: bool) -> io::Result<()> {
     match &k.probes {
         Some(p) => {
             set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
             set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(p.idle))?;
             set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(p.interval))?;
-            set_int_option(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPCNT,
-                p.count as libc::c_int,
-            )?;
+            if exact || k.user_timeout.is_none() {
+                let count = p.count as libc::c_int;
+                set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, count)?;
+            }
         }
-        None => set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0)?,
+        None if exact => set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0)?,
+        None => {}
     }
-    set_int_option(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_USER_TIMEOUT,
-        millis(k.user_timeout),
-    )
+    if exact || k.user_timeout.is_some() {
+        let ms = millis(k.user_timeout);
+        set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
