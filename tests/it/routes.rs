@@ -392,14 +392,17 @@ fn refusals_change_nothing() {
 fn an_address_held_elsewhere_is_refused_and_leaks_nothing() {
     let a = HttpBackend::start("A");
     let p = ProxyBuilder::new(true).route(&[a.addr], "").start();
-    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let held = outside.local_addr().unwrap();
     // A free address that sorts before the held one: it is bound (not listening) first, then
-    // the held one fails, and the change is undone whole.
+    // the held one fails, and the change is undone whole. The free one is chosen first and the
+    // held one above it, so the order never depends on where the kernel's ephemeral pick lands.
     let free = (0..200)
         .map(|_| dead_addr())
-        .find(|a| a.port() < held.port())
-        .expect("a free port below the held one");
+        .find(|a| a.port() < 60_000)
+        .expect("a free port below 60000");
+    let outside = (free.port() + 1..=u16::MAX)
+        .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+        .expect("a port above the free one to hold");
+    let held = outside.local_addr().unwrap();
     let put = || {
         let listen = [free.to_string(), held.to_string(), "127.0.0.1:0".into()];
         let body = json!({"listen": listen, "backends": [a.addr.to_string()]});
