@@ -8,9 +8,10 @@
 //! 2026-11-29T18:02:03.512Z 10.0.0.9:40022 web 0.0.0.0:443 - 0 0 0.004 - rejected:max_connections
 //! ```
 //! TIME is RFC 3339 in UTC with milliseconds, at the session's end; durations are
-//! milliseconds with three decimals (microsecond resolution); OUTCOME is `clean`,
-//! `client_reset`, `backend_reset`, `idle_timeout`, `connect_failed`, `drained`, `shutdown`
-//! or `rejected:REASON` (`max_connections`, `no_match`, `proxy_untrusted`,
+//! milliseconds with three decimals (microsecond resolution); OUTCOME is a session outcome
+//! (`clean`, `client_reset`, `backend_reset`, `idle_timeout`, `connect_failed`, `drained`,
+//! `shutdown`, `first_byte_timeout`, ...) or `rejected:REASON` (`max_connections`,
+//! `max_connections_per_source`, `runtime_max_connections`, `no_match`, `proxy_untrusted`,
 //! `proxy_malformed`). ROUTE is `-` for a connection a shared address refused before any
 //! route took it.
 //!

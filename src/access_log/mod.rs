@@ -27,7 +27,7 @@ mod writer;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::metrics::local::{Outcome, Rejected};
+use crate::metrics::local::{Limit, Outcome, Rejected};
 
 pub use writer::AccessLog;
 
@@ -49,14 +49,30 @@ pub struct RouteLog {
 pub enum Refusal {
     /// The route held `max_connections` (its share on that worker).
     MaxConnections,
+    /// The client's source held its share of the route's `max_connections_per_source`.
+    MaxConnectionsPerSource,
+    /// The worker held its share of `runtime.max_connections`.
+    RuntimeMaxConnections,
     /// A shared address refused it before any route took it.
     Door(Rejected),
+}
+
+impl From<Limit> for Refusal {
+    fn from(l: Limit) -> Refusal {
+        match l {
+            Limit::MaxConnections => Refusal::MaxConnections,
+            Limit::MaxConnectionsPerSource => Refusal::MaxConnectionsPerSource,
+            Limit::RuntimeMaxConnections => Refusal::RuntimeMaxConnections,
+        }
+    }
 }
 
 impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::MaxConnections => "max_connections",
+            Refusal::MaxConnectionsPerSource => "max_connections_per_source",
+            Refusal::RuntimeMaxConnections => "runtime_max_connections",
             Refusal::Door(r) => r.as_str(),
         }
     }

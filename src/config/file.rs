@@ -32,6 +32,7 @@ pub struct FileRuntime {
     pub watch_config: Option<bool>,
     pub busy_poll: Option<Spanned<String>>,
     pub access_log_queue: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).
@@ -95,6 +96,8 @@ pub struct FileRoute {
     pub connect_retries: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_source: Option<Spanned<i64>>,
+    pub first_byte_timeout: Option<Spanned<String>>,
     pub health: Option<Spanned<FileHealth>>,
     pub switch: Option<FileSwitch>,
     #[serde(rename = "match")]

@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod file;
 mod health;
+mod limits;
 mod matching;
 mod peers;
 mod read;
@@ -36,6 +37,7 @@ pub use balance::{Balance, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use health::{Check, HealthConfig, SwitchConfig};
+pub use limits::MAX_FIRST_BYTE_TIMEOUT;
 pub use matching::{
     DEFAULT_PEEK_TIMEOUT, MatchConfig, NamePattern, PEEK_LIMIT, ProxyProtocol, SharedError,
     Sharing, canonical, check_shared,
@@ -141,6 +143,11 @@ pub struct RuntimeConfig {
     /// Access log records each worker's queue holds before lines are dropped (and counted
     /// in `ringway_access_log_dropped_total`); the queues exist once a route logs.
     pub access_log_queue: usize,
+    /// `runtime.max_connections`: client connections the whole process holds at once
+    /// (sessions, and connections still being read for a route), enforced per worker as an
+    /// equal share (rounded up); beyond it new connections are reset at accept and counted.
+    /// `None`: no cap but the open-files limit.
+    pub max_connections: Option<NonZeroU32>,
 }
 
 /// One `[[route]]`.
@@ -164,6 +171,15 @@ pub struct RouteConfig {
     pub idle_timeout: Option<Duration>,
     /// Sessions this route may hold open; new ones beyond it are reset.
     pub max_connections: Option<NonZeroU32>,
+    /// Sessions one client source (an IPv4 address, an IPv6 /64) may hold open on this
+    /// route, enforced per worker as an equal share (rounded up); beyond it new ones are
+    /// reset at accept. `None`: no limit.
+    pub max_connections_per_source: Option<NonZeroU32>,
+    /// A client that sends nothing for this long after it connected is reset, and the
+    /// backend is connected only once the client's first bytes arrive (a silent flood never
+    /// reaches the backends). `None` (the default): off, the backend is connected at once,
+    /// as server-speaks-first protocols (SMTP, SSH, MySQL) need.
+    pub first_byte_timeout: Option<Duration>,
     pub health: HealthConfig,
     pub switch: SwitchConfig,
     /// `[route.match]`, `proxy_protocol`, `accept_proxy_from`, `peek_timeout`.
@@ -191,6 +207,8 @@ impl RouteConfig {
             connect_retries: None,
             idle_timeout: None,
             max_connections: None,
+            max_connections_per_source: None,
+            first_byte_timeout: None,
             health: HealthConfig::default(),
             switch: SwitchConfig::default(),
             sharing: Sharing::default(),
@@ -243,6 +261,7 @@ impl RouteConfig {
             Some(n) => out.push_str(&format!("max_connections = {n}\n")),
             None => out.push_str("# max_connections: not set, no limit\n"),
         }
+        limits::to_toml(r.max_connections_per_source, r.first_byte_timeout, &mut out);
         match &r.access_log {
             Some(a) => out.push_str(&a.to_toml()),
             None => out.push_str("# access_log: not set, no access log\n"),
@@ -373,6 +392,10 @@ impl Config {
             format_duration(rt.busy_poll.unwrap_or_default())
         ));
         out.push_str(&format!("access_log_queue = {}\n", rt.access_log_queue));
+        match rt.max_connections {
+            Some(n) => out.push_str(&format!("max_connections = {n}\n")),
+            None => out.push_str("# max_connections: not set, no cap but the open-files limit\n"),
+        }
         let a = &self.admin;
         out.push_str("\n[admin]\n");
         out.push_str(&format!("listen = \"{}\"\n", a.listen));

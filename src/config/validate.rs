@@ -225,6 +225,8 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         p,
     );
     let access_log_queue = access_log_queue(rt.access_log_queue.as_ref(), p);
+    let max_connections =
+        super::limits::count(rt.max_connections.as_ref(), "runtime.max_connections", p);
     if !ok_before || !p.is_empty() {
         return None;
     }
@@ -239,6 +241,7 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         watch_config: rt.watch_config.unwrap_or(false),
         busy_poll,
         access_log_queue,
+        max_connections,
     })
 }
 
@@ -498,6 +501,13 @@ pub(super) fn route(
             }
         }
     });
+    let max_connections_per_source = super::limits::count(
+        r.max_connections_per_source.as_ref(),
+        &format!("{label}max_connections_per_source"),
+        p,
+    );
+    let first_byte_timeout =
+        super::limits::first_byte_timeout(r.first_byte_timeout.as_ref(), &label, p);
     let health = health::health(r.health.as_ref(), &label, p);
     let switch = health::switch(r.switch.as_ref(), &label, p);
     let sharing = super::matching::sharing(
@@ -525,6 +535,8 @@ pub(super) fn route(
         connect_retries,
         idle_timeout,
         max_connections,
+        max_connections_per_source,
+        first_byte_timeout,
         health,
         switch,
         sharing,

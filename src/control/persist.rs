@@ -101,6 +101,17 @@ pub fn fingerprint(cfg: &RouteConfig) -> String {
     if let (Some(b), Some(a)) = (balance, canonical.as_array_mut()) {
         a.push(b);
     }
+    let limits = (cfg.max_connections_per_source.is_some() || cfg.first_byte_timeout.is_some())
+        .then(|| {
+            serde_json::json!([
+                "limits",
+                cfg.max_connections_per_source.map(|n| n.get()),
+                cfg.first_byte_timeout.map(ms)
+            ])
+        });
+    if let (Some(l), Some(a)) = (limits, canonical.as_array_mut()) {
+        a.push(l);
+    }
     let canonical = canonical.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in canonical.bytes() {

@@ -288,6 +288,10 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             "runtime.access_log_queue",
             a.access_log_queue != b.access_log_queue,
         ),
+        (
+            "runtime.max_connections",
+            a.max_connections != b.max_connections,
+        ),
         ("admin.listen", x.listen != y.listen),
         ("admin.token", x.token != y.token),
         ("admin.allow", x.allow != y.allow),

@@ -50,10 +50,13 @@ pub enum Outcome {
     BackendTimeout,
     /// One side had sent its FIN and the other stayed silent for `half_close_timeout`.
     HalfCloseTimeout,
+    /// The client sent nothing within `first_byte_timeout`; it was reset and no backend
+    /// was connected.
+    FirstByteTimeout,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Clean,
         Outcome::ClientReset,
@@ -65,6 +68,7 @@ impl Outcome {
         Outcome::ClientTimeout,
         Outcome::BackendTimeout,
         Outcome::HalfCloseTimeout,
+        Outcome::FirstByteTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Outcome {
             Outcome::ClientTimeout => "client_timeout",
             Outcome::BackendTimeout => "backend_timeout",
             Outcome::HalfCloseTimeout => "half_close_timeout",
+            Outcome::FirstByteTimeout => "first_byte_timeout",
         }
     }
 
@@ -169,6 +174,35 @@ impl AcceptErrorKind {
     }
 }
 
+/// Why a route reset a connection at accept, before any backend was tried
+/// (`ringway_connections_rejected_total{route,reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The route held its share of `max_connections` on that worker.
+    MaxConnections,
+    /// The client's source held its share of `max_connections_per_source` on that worker.
+    MaxConnectionsPerSource,
+    /// The worker held its share of `runtime.max_connections`.
+    RuntimeMaxConnections,
+}
+
+impl Limit {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Limit; Limit::COUNT] = [
+        Limit::MaxConnections,
+        Limit::MaxConnectionsPerSource,
+        Limit::RuntimeMaxConnections,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxConnectionsPerSource => "max_connections_per_source",
+            Limit::RuntimeMaxConnections => "runtime_max_connections",
+        }
+    }
+}
+
 /// Per-backend counters of one route on one worker.
 #[derive(Debug)]
 pub struct BackendMetrics {
@@ -210,7 +244,8 @@ impl BackendMetrics {
 pub struct RouteMetrics {
     pub accepted: Cell<u64>,
     pub active: Cell<u64>,
-    pub rejected: Cell<u64>,
+    /// Connections reset at accept, by `Limit as usize`.
+    rejected: [Cell<u64>; Limit::COUNT],
     pub bytes_to_backend: Cell<u64>,
     pub bytes_to_client: Cell<u64>,
     /// Access log lines dropped because the worker's queue to the writer was full.
@@ -226,7 +261,7 @@ impl RouteMetrics {
         RouteMetrics {
             accepted: Cell::new(0),
             active: Cell::new(0),
-            rejected: Cell::new(0),
+            rejected: Default::default(),
             bytes_to_backend: Cell::new(0),
             bytes_to_client: Cell::new(0),
             access_log_dropped: Cell::new(0),
@@ -260,6 +295,11 @@ impl RouteMetrics {
         }
     }
 
+    /// Counts a connection reset at accept because of `why`.
+    pub fn reject(&self, why: Limit) {
+        bump(&self.rejected[why as usize], 1);
+    }
+
     pub fn record_connect_us(&self, us: u64) {
         self.connect_us.borrow_mut().saturating_record(us.max(1));
     }
@@ -283,7 +323,7 @@ impl RouteMetrics {
             counters: RouteCounters {
                 accepted: self.accepted.get(),
                 active: self.active.get(),
-                rejected: self.rejected.get(),
+                rejected: self.rejected.each_ref().map(Cell::get),
                 bytes_to_backend: self.bytes_to_backend.get(),
                 bytes_to_client: self.bytes_to_client.get(),
                 access_log_dropped: self.access_log_dropped.get(),
@@ -341,14 +381,17 @@ pub enum Rejected {
     ProxyUntrusted,
     /// The PROXY header was missing, malformed or did not arrive in time.
     ProxyMalformed,
+    /// The worker held its share of `runtime.max_connections`.
+    RuntimeMaxConnections,
 }
 
 impl Rejected {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
     pub const ALL: [Rejected; Rejected::COUNT] = [
         Rejected::NoMatch,
         Rejected::ProxyUntrusted,
         Rejected::ProxyMalformed,
+        Rejected::RuntimeMaxConnections,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -356,6 +399,7 @@ impl Rejected {
             Rejected::NoMatch => "no_match",
             Rejected::ProxyUntrusted => "proxy_untrusted",
             Rejected::ProxyMalformed => "proxy_malformed",
+            Rejected::RuntimeMaxConnections => "runtime_max_connections",
         }
     }
 }

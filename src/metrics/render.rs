@@ -6,7 +6,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::local::{AcceptErrorKind, By, ConnectErrorKind, Outcome, PeekFailure, Rejected};
+use super::local::{AcceptErrorKind, By, ConnectErrorKind, Limit, Outcome, PeekFailure, Rejected};
 use super::names::*;
 use super::snapshot::{MetricsStore, WorkerTotals};
 use crate::api::Quantiles;
@@ -113,15 +113,17 @@ pub fn prometheus(store: &MetricsStore) -> String {
         &mut out,
         CONNECTIONS_REJECTED_TOTAL,
         "counter",
-        "Connections reset at accept because the route was at max_connections.",
+        "Connections reset at accept before a backend was tried, per route and reason (max_connections, max_connections_per_source, runtime_max_connections).",
     );
     for (r, t) in routes {
-        sample(
-            &mut out,
-            CONNECTIONS_REJECTED_TOTAL,
-            &[("route", r), ("reason", "max_connections")],
-            t.counters.rejected,
-        );
+        for why in Limit::ALL {
+            sample(
+                &mut out,
+                CONNECTIONS_REJECTED_TOTAL,
+                &[("route", r), ("reason", why.as_str())],
+                t.counters.rejected[why as usize],
+            );
+        }
     }
     header(
         &mut out,
@@ -424,7 +426,11 @@ pub fn json(store: &MetricsStore) -> Value {
                 json!({
                     "connections_total": c.accepted,
                     "connections_active": c.active,
-                    "connections_rejected": c.rejected,
+                    "connections_rejected": c.rejected.iter().sum::<u64>(),
+                    "connections_rejected_by_reason": Limit::ALL
+                        .iter()
+                        .map(|w| (w.as_str().to_string(), json!(c.rejected[*w as usize])))
+                        .collect::<serde_json::Map<String, Value>>(),
                     "bytes_to_backend": c.bytes_to_backend,
                     "bytes_to_client": c.bytes_to_client,
                     "sessions_ended": ended,

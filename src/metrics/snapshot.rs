@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 
 use super::cpu;
 use super::local::{
-    AcceptErrorKind, By, ConnectErrorKind, Outcome, PeekFailure, Rejected, new_histogram,
+    AcceptErrorKind, By, ConnectErrorKind, Limit, Outcome, PeekFailure, Rejected, new_histogram,
 };
 
 /// Plain counters of one route on one worker.
@@ -23,7 +23,8 @@ use super::local::{
 pub struct RouteCounters {
     pub accepted: u64,
     pub active: u64,
-    pub rejected: u64,
+    /// Reset at accept, indexed by `Limit as usize`.
+    pub rejected: [u64; Limit::COUNT],
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
     pub access_log_dropped: u64,
@@ -35,7 +36,9 @@ impl RouteCounters {
     fn add(&mut self, o: &RouteCounters) {
         self.accepted += o.accepted;
         self.active += o.active;
-        self.rejected += o.rejected;
+        for (a, b) in self.rejected.iter_mut().zip(o.rejected) {
+            *a += b;
+        }
         self.bytes_to_backend += o.bytes_to_backend;
         self.bytes_to_client += o.bytes_to_client;
         self.access_log_dropped += o.access_log_dropped;

@@ -134,6 +134,24 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
 }
 
+/// Whether the client has sent anything, without taking it: `recv(2)` of one byte with
+/// `MSG_PEEK | MSG_DONTWAIT`. `Ok(1)`: bytes are queued (and stay queued for the relay);
+/// `Ok(0)`: end of file; `WouldBlock`: nothing yet.
+#[inline]
+pub fn peek_byte(fd: RawFd) -> io::Result<usize> {
+    let mut one = [0u8; 1];
+    // SAFETY: `fd` is a socket the caller keeps open; the kernel writes at most one byte
+    // into `one`, a local array that outlives the call.
+    cvt_size(unsafe {
+        libc::recv(
+            fd,
+            one.as_mut_ptr().cast(),
+            one.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    })
+}
+
 /// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`: as much of `buf` as fits in the socket's
 /// send buffer now; a closed peer is an error (`EPIPE`), never a `SIGPIPE`.
 #[inline]
@@ -369,6 +387,30 @@ mod tests {
         shutdown(a.as_raw_fd(), libc::SHUT_WR).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(b.read(&mut buf).unwrap(), 0);
+    }
+
+    /// peek_byte says whether bytes are queued without taking them, never waits, and sees
+    /// the end of file.
+    #[test]
+    fn peek_byte_leaves_the_bytes_queued() {
+        let (mut a, mut b) = pair();
+        let fd = b.as_raw_fd();
+        assert_eq!(peek_byte(fd).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        a.write_all(b"hi").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while peek_byte(fd).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(peek_byte(fd).unwrap(), 1);
+        let mut buf = [0u8; 2];
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi", "the peeked byte is still read");
+        drop(a);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while peek_byte(fd).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(peek_byte(fd).unwrap(), 0);
     }
 
     /// recv and send never wait, on a blocking socket too; EOF is 0; a reset peer is an

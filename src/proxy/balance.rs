@@ -26,7 +26,7 @@ use crate::metrics::local::BackendMetrics;
 /// What `hash_source` hashes of a client: its IPv4 address, or the /64 of its IPv6 address
 /// (an IPv4-mapped IPv6 address counts as IPv4). Computed once at accept; 8 bytes in the
 /// session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Source(u64);
 
 impl Source {

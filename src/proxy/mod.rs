@@ -13,5 +13,6 @@ pub mod relay;
 pub mod session;
 #[cfg(feature = "perf-check-slowdown")]
 pub mod slowdown;
+pub mod sources;
 pub mod table;
 pub mod warn;

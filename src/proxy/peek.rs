@@ -29,6 +29,9 @@ use crate::sniff::{self, Peek};
 #[derive(Debug, Default)]
 pub struct Prelude {
     pub bytes: Vec<u8>,
+    /// The client's own bytes are in it (not only a PROXY header): `first_byte_timeout`
+    /// has nothing to wait for.
+    pub heard: bool,
 }
 
 /// The client's first bytes, as read so far.
@@ -229,6 +232,7 @@ pub async fn admit(
         return reject(Rejected::NoMatch);
     };
 
+    let heard = !read.bytes().is_empty();
     let mut bytes = Vec::new();
     if let Some(v) = route.cfg.sharing.proxy_protocol {
         let to = destination.unwrap_or_else(|| canonical_addr(local_addr(door.addr, client)));
@@ -245,7 +249,7 @@ pub async fn admit(
     } else {
         bytes.extend_from_slice(read.bytes());
     }
-    let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes }));
+    let prelude = (!bytes.is_empty()).then(|| Box::new(Prelude { bytes, heard }));
     Ok(Admitted {
         route,
         prelude,

@@ -1,6 +1,7 @@
 //! Hot side: one client session, from accept to close.
 //!
-//! accept → limit check → connect (retries, budget) → relay (copy and/or splice) → metrics.
+//! accept → limit checks → first bytes (`first_byte_timeout`) → connect (retries, budget) →
+//! relay (copy and/or splice) → metrics.
 //! The session holds the `Rc<Route>` of the generation it started in, so later route
 //! changes never move it.
 
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use monoio::net::TcpStream;
 
@@ -20,7 +21,7 @@ use super::peek::{self, Prelude};
 use super::relay::{self, Fail, RelayEnd, Side, Tally};
 use super::table::Route;
 use crate::access_log::{LogOutcome, LogTag, Record, Refusal};
-use crate::metrics::local::{Outcome, bump, drop_one};
+use crate::metrics::local::{Limit, Outcome, Rejected, bump, drop_one};
 use crate::net::{keepalive, sys};
 use crate::worker::Worker;
 
@@ -85,19 +86,8 @@ pub fn run(
         let started = Instant::now();
         let m = &route.metrics;
         bump(&m.accepted, 1);
-        if route.at_limit() {
-            bump(&m.rejected, 1);
-            reset(client);
-            if let (Some(log), Some(ends)) = (route.log, ends) {
-                let ended = Ended {
-                    outcome: LogOutcome::Rejected(Refusal::MaxConnections),
-                    backend: None,
-                    moved: [0, 0],
-                    duration_us: started.elapsed().as_micros() as u64,
-                    connect_us: None,
-                };
-                worker.log(ends.record(log.route, ended), &m.access_log_dropped);
-            }
+        if let Some(why) = refusal(&worker, &route, source) {
+            refuse(&worker, &route, client, ends, why, started);
             return;
         }
         bump(&m.active, 1);
@@ -111,61 +101,80 @@ pub fn run(
             warnings: &worker.warnings,
             fds: worker.fds,
         };
-        let outcome = match Box::pin(connect(&route, env, source)).await {
-            None => {
-                reset(client);
-                Outcome::ConnectFailed
+        // `first_byte_timeout`: the backend is connected only once the client spoke.
+        let silent = match route.cfg.first_byte_timeout {
+            Some(limit) if !prelude.as_ref().is_some_and(|p| p.heard) => {
+                first_byte(&client, limit).await
             }
-            Some((backend, b))
-                if prelude_failed(
-                    &backend,
-                    prelude,
-                    [&m.bytes_to_backend, &moved[0]],
-                    route.cfg.connect_timeout,
-                )
-                .await =>
-            {
-                bump(&b.connections, 1);
-                let us = started.elapsed().as_micros() as u64;
-                worker
-                    .sessions
-                    .set_backend(key, backend.as_raw_fd(), b.addr, us);
-                reset(client);
-                let _ = sys::set_linger_zero(backend.as_raw_fd());
-                Outcome::BackendReset
-            }
-            Some((backend, b)) => {
-                bump(&b.connections, 1);
-                bump(&b.active, 1);
-                let us = started.elapsed().as_micros() as u64;
-                worker
-                    .sessions
-                    .set_backend(key, backend.as_raw_fd(), b.addr, us);
-                // The client socket inherited TCP_NODELAY, keepalive and the user timeout
-                // from its listener; the backend's is new.
-                let _ = sys::set_nodelay(backend.as_raw_fd());
-                let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
-                let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
-                let tally = Tally {
-                    timeouts: &route.timeouts,
-                    to_backend: &m.bytes_to_backend,
-                    to_client: &m.bytes_to_client,
-                    session: &moved,
-                    activity: &activity,
-                };
-                let end = relay::relay(client, backend, &worker.pools, worker.splice, &tally).await;
-                drop_one(&b.active);
-                match end {
-                    RelayEnd::Clean => Outcome::Clean,
-                    RelayEnd::Idle => Outcome::IdleTimeout,
-                    RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
-                    RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
-                    RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
-                    RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
-                    RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
-                }
-            }
+            _ => None,
         };
+        let outcome = match silent {
+            Some(outcome) => {
+                if outcome == Outcome::FirstByteTimeout {
+                    reset(client);
+                }
+                outcome
+            }
+            None => match Box::pin(connect(&route, env, source)).await {
+                None => {
+                    reset(client);
+                    Outcome::ConnectFailed
+                }
+                Some((backend, b))
+                    if prelude_failed(
+                        &backend,
+                        prelude,
+                        [&m.bytes_to_backend, &moved[0]],
+                        route.cfg.connect_timeout,
+                    )
+                    .await =>
+                {
+                    bump(&b.connections, 1);
+                    let us = started.elapsed().as_micros() as u64;
+                    worker
+                        .sessions
+                        .set_backend(key, backend.as_raw_fd(), b.addr, us);
+                    reset(client);
+                    let _ = sys::set_linger_zero(backend.as_raw_fd());
+                    Outcome::BackendReset
+                }
+                Some((backend, b)) => {
+                    bump(&b.connections, 1);
+                    bump(&b.active, 1);
+                    let us = started.elapsed().as_micros() as u64;
+                    worker
+                        .sessions
+                        .set_backend(key, backend.as_raw_fd(), b.addr, us);
+                    // The client socket inherited TCP_NODELAY, keepalive and the user timeout
+                    // from its listener; the backend's is new.
+                    let _ = sys::set_nodelay(backend.as_raw_fd());
+                    let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
+                    let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
+                    let tally = Tally {
+                        timeouts: &route.timeouts,
+                        to_backend: &m.bytes_to_backend,
+                        to_client: &m.bytes_to_client,
+                        session: &moved,
+                        activity: &activity,
+                    };
+                    let end =
+                        relay::relay(client, backend, &worker.pools, worker.splice, &tally).await;
+                    drop_one(&b.active);
+                    match end {
+                        RelayEnd::Clean => Outcome::Clean,
+                        RelayEnd::Idle => Outcome::IdleTimeout,
+                        RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
+                        RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
+                        RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
+                        RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
+                        RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
+                    }
+                }
+            },
+        };
+        if route.per_source_per_worker.is_some() {
+            worker.sources.release(route.id, source);
+        }
         // Closed by ringway (shutdown or drain deadline): that is the outcome that counts.
         let closed = worker.sessions.close(key);
         let outcome = closed.by.unwrap_or(outcome);
@@ -199,13 +208,24 @@ pub fn run_door(
     peer: SocketAddr,
 ) -> impl Future<Output = ()> {
     async move {
-        // Registered while it peeks (route id 0: no route yet), so that a shutdown waits
-        // for it and, at the end of its grace, closes it.
-        let key = worker.sessions.open(client.as_raw_fd(), 0);
         let started = Instant::now();
-        let latest = || worker.table.borrow().door(&door.addr).cloned();
-        let admitted = Box::pin(peek::admit(&door, latest, &client, peer)).await;
-        worker.sessions.close(key);
+        let admitted = if worker.at_capacity() {
+            // The worker holds its share of `runtime.max_connections`: reset, before any
+            // byte is read.
+            if let Some(m) = &door.metrics {
+                m.reject(Rejected::RuntimeMaxConnections);
+            }
+            let _ = sys::set_linger_zero(client.as_raw_fd());
+            Err(Some(Rejected::RuntimeMaxConnections))
+        } else {
+            // Registered while it peeks (route id 0: no route yet), so that a shutdown
+            // waits for it and, at the end of its grace, closes it.
+            let key = worker.sessions.open(client.as_raw_fd(), 0);
+            let latest = || worker.table.borrow().door(&door.addr).cloned();
+            let admitted = Box::pin(peek::admit(&door, latest, &client, peer)).await;
+            worker.sessions.close(key);
+            admitted
+        };
         let listen = door.addr;
         match admitted {
             Ok(a) => {
@@ -243,6 +263,76 @@ pub fn run_door(
                 }
             }
             Err(None) => {}
+        }
+    }
+}
+
+/// Why a new session of `route` from `source` is reset at accept, if it is: the worker's
+/// share of `runtime.max_connections`, the route's of `max_connections`, the source's of
+/// `max_connections_per_source` (checked last: it takes the source's place, which the
+/// session gives back when it ends).
+#[inline]
+fn refusal(worker: &Worker, route: &Route, source: Source) -> Option<Limit> {
+    if worker.at_capacity() {
+        Some(Limit::RuntimeMaxConnections)
+    } else if route.at_limit() {
+        Some(Limit::MaxConnections)
+    } else if let Some(max) = route.per_source_per_worker
+        && !worker.sources.take(route.id, source, max)
+    {
+        Some(Limit::MaxConnectionsPerSource)
+    } else {
+        None
+    }
+}
+
+/// Resets a connection refused at accept (`why`): counted, and logged where the route logs.
+#[cold]
+fn refuse(
+    worker: &Worker,
+    route: &Route,
+    client: TcpStream,
+    ends: Option<Box<Ends>>,
+    why: Limit,
+    started: Instant,
+) {
+    let m = &route.metrics;
+    m.reject(why);
+    reset(client);
+    if let (Some(log), Some(ends)) = (route.log, ends) {
+        let ended = Ended {
+            outcome: LogOutcome::Rejected(Refusal::from(why)),
+            backend: None,
+            moved: [0, 0],
+            duration_us: started.elapsed().as_micros() as u64,
+            connect_us: None,
+        };
+        worker.log(ends.record(log.route, ended), &m.access_log_dropped);
+    }
+    tracing::debug!(route = %route.cfg.name, reason = why.as_str(), "connection refused at accept");
+}
+
+/// Waits until the client has sent something, up to `limit`, without reading it (the relay
+/// takes it, splice included). `None`: bytes are queued; otherwise how the session ends
+/// without a backend: `FirstByteTimeout` (nothing within `limit`), `Clean` (the client
+/// closed first) or `ClientReset`.
+async fn first_byte(client: &TcpStream, limit: Duration) -> Option<Outcome> {
+    let fd = client.as_raw_fd();
+    let deadline = Instant::now() + limit;
+    loop {
+        match sys::peek_byte(fd) {
+            Ok(0) => return Some(Outcome::Clean),
+            Ok(_) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(left, client.readable(false)).await {
+                    Err(_) => return Some(Outcome::FirstByteTimeout),
+                    Ok(Err(_)) => return Some(Outcome::ClientReset),
+                    Ok(Ok(())) => {}
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(Outcome::ClientReset),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Route {
     picker: Picker,
     /// This worker's share of `max_connections`.
     pub max_per_worker: Option<u64>,
+    /// This worker's share of `max_connections_per_source` (per source).
+    pub per_source_per_worker: Option<u32>,
     /// Where its access log lines go; `None`: it does not log.
     pub log: Option<RouteLog>,
     /// The relay's timers (`idle_timeout`, `half_close_timeout`), where sessions borrow them.
@@ -139,6 +141,9 @@ impl RouteTable {
             let max_per_worker = cfg
                 .max_connections
                 .map(|n| u64::from(n.get()).div_ceil(workers.max(1) as u64));
+            let per_source_per_worker = cfg
+                .max_connections_per_source
+                .map(|n| n.get().div_ceil(workers.clamp(1, u32::MAX as usize) as u32));
             let route = Rc::new(Route {
                 id: spec.id,
                 cfg: cfg.clone(),
@@ -148,6 +153,7 @@ impl RouteTable {
                 weights,
                 picker,
                 max_per_worker,
+                per_source_per_worker,
                 log: spec.log,
                 timeouts: Timeouts {
                     idle: cfg.idle_timeout,

@@ -35,6 +35,7 @@ use crate::metrics::local::{WorkerMetrics, bump};
 use crate::proxy::door::Door;
 use crate::proxy::fds::FdReserve;
 use crate::proxy::pool::Pools;
+use crate::proxy::sources::SourceCounts;
 use crate::proxy::table::RouteTable;
 use crate::proxy::warn::Warnings;
 
@@ -58,6 +59,11 @@ pub struct Worker {
     pub warnings: Warnings,
     /// Descriptor numbers a session may not keep (see `proxy::fds`).
     pub fds: FdReserve,
+    /// Open sessions per route and client source (`max_connections_per_source`).
+    pub sources: SourceCounts,
+    /// This worker's share of `runtime.max_connections`: client connections it holds at
+    /// once (its session registry's size); `None`: no cap.
+    pub max_sessions: Option<usize>,
     /// Accept loops by listen address.
     listeners: RefCell<HashMap<SocketAddr, ListenerHandle>>,
     stopping: Cell<bool>,
@@ -147,6 +153,11 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
         sessions: Sessions::default(),
         warnings: Warnings::default(),
         fds: FdReserve::from_limit(crate::net::sys::nofile_limit().ok().map(|(soft, _)| soft)),
+        sources: SourceCounts::default(),
+        max_sessions: spec
+            .runtime
+            .max_connections
+            .map(|n| (n.get() as usize).div_ceil(spec.workers.max(1))),
         listeners: RefCell::new(HashMap::new()),
         stopping: Cell::new(false),
         to_control: spec.to_control,
@@ -185,11 +196,20 @@ async fn snapshots(worker: Rc<Worker>) {
         worker.send_snapshot();
         worker.pools.trim();
         worker.sessions.shrink_when_empty();
+        worker.sources.shrink_when_empty();
         release.tick(worker.sessions.is_empty());
     }
 }
 
 impl Worker {
+    /// True when this worker holds its share of `runtime.max_connections`: a new connection
+    /// is reset at accept.
+    #[inline]
+    pub fn at_capacity(&self) -> bool {
+        self.max_sessions
+            .is_some_and(|max| self.sessions.len() >= max)
+    }
+
     /// Offers an access log line to the writer's queue; never waits. A full queue (or none)
     /// drops it and counts it on `dropped` (the route's `access_log_dropped`).
     #[inline]
