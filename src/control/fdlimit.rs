@@ -4,7 +4,7 @@
 //! pipe, two more, while bytes are in it), every listener one per worker. Distributions
 //! start services with a soft `RLIMIT_NOFILE` of 1024 and a much higher hard limit, which a
 //! process may raise itself to: ringway does so at start-up, logs both, and warns when the
-//! routes' `max_connections` cannot fit in what it got.
+//! routes' `max_connections` (or `runtime.max_connections`) cannot fit in what it got.
 
 use crate::config::Config;
 use crate::net::sys;
@@ -62,22 +62,33 @@ fn shown(n: u64) -> String {
     }
 }
 
-/// Descriptors the configuration may need at most: the sessions `max_connections` allows
-/// (two each), a listener per worker per address, the workers' and the process's own, and
+/// Descriptors the configuration may need at most: the sessions `max_connections` (and
+/// `runtime.max_connections`) allow (two each), a listener per worker per address, the workers' and the process's own, and
 /// the reserve kept for the admin API. Routes without `max_connections` add only their
 /// listeners (their sessions are not limited). Also returns how many such routes there are.
 pub fn needed(config: &Config, workers: usize, limit: u64) -> (u64, usize) {
     let workers = workers as u64;
     let mut n = PROCESS + workers * PER_WORKER + reserve_for(limit);
     let mut unlimited = 0;
+    let mut sessions: u64 = 0;
     for r in &config.routes {
         n += r.listen.len() as u64 * workers;
         match r.max_connections {
-            Some(m) => n += u64::from(m.get()) * 2,
+            Some(m) => sessions += u64::from(m.get()),
             None => unlimited += 1,
         }
     }
-    (n, unlimited)
+    // `runtime.max_connections` caps every route together (each worker's share rounded up).
+    if let Some(cap) = config.runtime.max_connections {
+        let cap = u64::from(cap.get()).div_ceil(workers.max(1)) * workers.max(1);
+        sessions = if unlimited > 0 {
+            cap
+        } else {
+            sessions.min(cap)
+        };
+        unlimited = 0;
+    }
+    (n + sessions * 2, unlimited)
 }
 
 /// Warns when the routes' limits cannot fit in the soft limit.
@@ -91,7 +102,7 @@ pub fn check_fit(config: &Config, workers: usize, limit: &NofileLimit) {
             needed,
             soft = limit.soft,
             hard = limit.hard,
-            "the routes' max_connections (2 descriptors per session) and listeners need more file descriptors than the open-files limit allows: sessions beyond it are reset (counted as fd_limit); raise LimitNOFILE (or ulimit -n) or lower max_connections"
+            "the sessions max_connections allows (the routes' and runtime.max_connections; 2 descriptors each) and listeners need more file descriptors than the open-files limit allows: sessions beyond it are reset (counted as fd_limit); raise LimitNOFILE (or ulimit -n) or lower max_connections"
         );
     } else if unlimited > 0 {
         let fit = (limit.soft - needed) / 2;
@@ -127,6 +138,20 @@ mod tests {
         let (n, unlimited) = needed(&cfg, 4, 1024);
         assert_eq!(unlimited, 1);
         assert_eq!(n, PROCESS + 4 * PER_WORKER + 128 + 3 * 4 + 2000);
+        // The global cap bounds the routes without a limit, and those with one.
+        let mut capped = cfg.clone();
+        capped.runtime.max_connections = std::num::NonZeroU32::new(5000);
+        let (n, unlimited) = needed(&capped, 4, 1024);
+        assert_eq!(unlimited, 0);
+        assert_eq!(n, PROCESS + 4 * PER_WORKER + 128 + 3 * 4 + 10_000);
+        capped.runtime.max_connections = std::num::NonZeroU32::new(1);
+        capped.routes.pop();
+        let (n, _) = needed(&capped, 4, 1024);
+        assert_eq!(
+            n,
+            PROCESS + 4 * PER_WORKER + 128 + 2 * 4 + 8,
+            "one per worker"
+        );
     }
 
     #[test]

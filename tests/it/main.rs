@@ -9,6 +9,7 @@ mod bounds;
 mod config;
 mod connect;
 mod lifecycle;
+mod limits;
 mod peers;
 mod ports;
 mod relay;
