@@ -108,69 +108,70 @@ pub fn run(
             }
             _ => None,
         };
-        let outcome = match silent {
-            Some(outcome) => {
+        let connected = match silent {
+            Some(outcome) => Err(outcome),
+            None => Ok(Box::pin(connect(&route, env, source)).await),
+        };
+        let outcome = match connected {
+            Err(outcome) => {
                 if outcome == Outcome::FirstByteTimeout {
                     reset(client);
                 }
                 outcome
             }
-            None => match Box::pin(connect(&route, env, source)).await {
-                None => {
-                    reset(client);
-                    Outcome::ConnectFailed
+            Ok(None) => {
+                reset(client);
+                Outcome::ConnectFailed
+            }
+            Ok(Some((backend, b)))
+                if prelude_failed(
+                    &backend,
+                    prelude,
+                    [&m.bytes_to_backend, &moved[0]],
+                    route.cfg.connect_timeout,
+                )
+                .await =>
+            {
+                bump(&b.connections, 1);
+                let us = started.elapsed().as_micros() as u64;
+                worker
+                    .sessions
+                    .set_backend(key, backend.as_raw_fd(), b.addr, us);
+                reset(client);
+                let _ = sys::set_linger_zero(backend.as_raw_fd());
+                Outcome::BackendReset
+            }
+            Ok(Some((backend, b))) => {
+                bump(&b.connections, 1);
+                bump(&b.active, 1);
+                let us = started.elapsed().as_micros() as u64;
+                worker
+                    .sessions
+                    .set_backend(key, backend.as_raw_fd(), b.addr, us);
+                // The client socket inherited TCP_NODELAY, keepalive and the user timeout
+                // from its listener; the backend's is new.
+                let _ = sys::set_nodelay(backend.as_raw_fd());
+                let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
+                let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
+                let tally = Tally {
+                    timeouts: &route.timeouts,
+                    to_backend: &m.bytes_to_backend,
+                    to_client: &m.bytes_to_client,
+                    session: &moved,
+                    activity: &activity,
+                };
+                let end = relay::relay(client, backend, &worker.pools, worker.splice, &tally).await;
+                drop_one(&b.active);
+                match end {
+                    RelayEnd::Clean => Outcome::Clean,
+                    RelayEnd::Idle => Outcome::IdleTimeout,
+                    RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
+                    RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
+                    RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
+                    RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
+                    RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
                 }
-                Some((backend, b))
-                    if prelude_failed(
-                        &backend,
-                        prelude,
-                        [&m.bytes_to_backend, &moved[0]],
-                        route.cfg.connect_timeout,
-                    )
-                    .await =>
-                {
-                    bump(&b.connections, 1);
-                    let us = started.elapsed().as_micros() as u64;
-                    worker
-                        .sessions
-                        .set_backend(key, backend.as_raw_fd(), b.addr, us);
-                    reset(client);
-                    let _ = sys::set_linger_zero(backend.as_raw_fd());
-                    Outcome::BackendReset
-                }
-                Some((backend, b)) => {
-                    bump(&b.connections, 1);
-                    bump(&b.active, 1);
-                    let us = started.elapsed().as_micros() as u64;
-                    worker
-                        .sessions
-                        .set_backend(key, backend.as_raw_fd(), b.addr, us);
-                    // The client socket inherited TCP_NODELAY, keepalive and the user timeout
-                    // from its listener; the backend's is new.
-                    let _ = sys::set_nodelay(backend.as_raw_fd());
-                    let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
-                    let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
-                    let tally = Tally {
-                        timeouts: &route.timeouts,
-                        to_backend: &m.bytes_to_backend,
-                        to_client: &m.bytes_to_client,
-                        session: &moved,
-                        activity: &activity,
-                    };
-                    let end =
-                        relay::relay(client, backend, &worker.pools, worker.splice, &tally).await;
-                    drop_one(&b.active);
-                    match end {
-                        RelayEnd::Clean => Outcome::Clean,
-                        RelayEnd::Idle => Outcome::IdleTimeout,
-                        RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
-                        RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
-                        RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
-                        RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
-                        RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
-                    }
-                }
-            },
+            }
         };
         if route.per_source_per_worker.is_some() {
             worker.sources.release(route.id, source);

@@ -184,6 +184,24 @@ fn a_client_that_speaks_within_the_timeout_gets_its_bytes_through(relay: Relay) 
     assert!(p.eventually(LONG, |p| ended(p, "r0", "clean") == 1.0));
 }
 
+/// The wait for the first bytes works on the epoll driver too: a silent client is reset,
+/// one that speaks is relayed.
+#[test]
+fn first_byte_timeout_on_the_epoll_driver() {
+    let (backend, accepted) = counting_echo();
+    let mut b =
+        ProxyBuilder::new(Relay::Auto).route(&[backend.addr], "first_byte_timeout = \"500ms\"\n");
+    b.driver = "epoll";
+    let p = b.start();
+    let addr = p.addr("r0");
+    let mut silent = connect(addr);
+    let mut speaks = connect(addr);
+    assert!(echoes(&mut speaks), "{}", p.logs());
+    let got = silent.read(&mut [0u8; 1]).map_err(|e| e.kind());
+    assert_eq!(got, Err(io::ErrorKind::ConnectionReset));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
 /// `max_connections_per_source`: with one worker, exactly N sessions per IPv4 address; the
 /// next is reset at accept and counted; another address has its own N; a place is given
 /// back when a session ends. With two workers each allows its share (N / 2): one address
@@ -450,4 +468,99 @@ fn a_slow_flood_from_30_sources_is_limited_while_a_client_is_served() {
     }
     let grown_mib = rss_max.saturating_sub(rss_before) as f64 / 1024.0;
     assert!(grown_mib < 30.0, "RSS grew by {grown_mib:.1} MiB");
+}
+
+/// Refusals and silent clients are written to the access log with their reason; on a shared
+/// address the global cap resets a connection before any route takes it (a connection
+/// still being read to choose its route holds a place too), counted per address as
+/// `runtime_max_connections` and logged with route `-`.
+#[test]
+fn refusals_are_logged_and_a_shared_address_counts_the_global_cap() {
+    use crate::share_support::{expect_metric, route, start_shared, with_routes};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let backend = Backend::echo();
+    let b = [backend.addr];
+    let keys = format!("access_log = \"{}\"\npeek_timeout = \"30s\"", log.display());
+    let (p, shared) = start_shared(|shared| {
+        let builder = ProxyBuilder::new(Relay::Auto)
+            .workers(1)
+            .runtime_extra("max_connections = 2");
+        with_routes(
+            builder,
+            &[
+                route("site", shared, &b, &keys, "host = [\"a.test\"]"),
+                route("rest", shared, &b, &keys, ""),
+            ],
+        )
+        .named_route(
+            "r",
+            "127.0.0.1:0".parse().unwrap(),
+            &b,
+            &format!(
+                "access_log = \"{}\"\nfirst_byte_timeout = \"300ms\"\nmax_connections_per_source = 1\n",
+                log.display()
+            ),
+        )
+    });
+    let r = p.addr("r");
+    let me = Ipv4Addr::LOCALHOST;
+    let lines = |want: &str| -> bool {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.ends_with(want))
+    };
+    let wait_line = |route: &str, outcome: &str| {
+        let want = format!(" {outcome}");
+        let found = p.eventually(LONG, |_| {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split(' ').nth(2) == Some(route) && l.ends_with(&want))
+        });
+        assert!(
+            found,
+            "no {outcome} line for {route}:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    // Silent: reset after the timeout, logged.
+    let mut silent = connect(r);
+    assert!(silent.read(&mut [0u8; 1]).is_err(), "reset");
+    wait_line("r", "first_byte_timeout");
+    // One session per source: the second is refused, logged.
+    let mut held = Vec::new();
+    assert!(served_from(me, r, &mut held));
+    assert!(!served_from(me, r, &mut held));
+    wait_line("r", "rejected:max_connections_per_source");
+    // A client still being read on the shared address takes the second place of the cap.
+    let mut peeking = connect(shared);
+    peeking.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    // Now both places are taken: refused on the shared address before any route took it,
+    // and on the plain route. (Until the worker has registered the peeking client, an
+    // attempt may get in: it is closed at once, which gives its place back.)
+    let refused_here = |to: SocketAddr| match attempt(me, to) {
+        None => true,
+        Some(mut s) => {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut one = [0u8; 1];
+            matches!(s.read(&mut one), Err(e) if e.kind() == io::ErrorKind::ConnectionReset)
+        }
+    };
+    assert!(p.eventually(LONG, |_| refused_here(shared)), "{}", p.logs());
+    let l = shared.to_string();
+    expect_metric(
+        &p,
+        "ringway_listen_rejected_total",
+        &[("listen", &l), ("reason", "runtime_max_connections")],
+        1.0,
+    );
+    wait_line("-", "rejected:runtime_max_connections");
+    assert!(refused_here(r));
+    wait_line("r", "rejected:runtime_max_connections");
+    assert!(p.eventually(LONG, |p| rejected(p, "r", "runtime_max_connections") == 1.0));
+    assert!(!lines("rejected:max_connections"));
+    drop(peeking);
 }
