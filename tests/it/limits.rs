@@ -564,3 +564,40 @@ fn refusals_are_logged_and_a_shared_address_counts_the_global_cap() {
     assert!(!lines("rejected:max_connections"));
     drop(peeking);
 }
+
+/// The limits are route keys of the admin API too: a bad value is a 400 naming the key
+/// (nothing created), a good one is applied and shown back.
+#[test]
+fn the_admin_api_takes_and_checks_the_limits() {
+    let backend = Backend::echo();
+    let p = ProxyBuilder::new(Relay::Auto)
+        .route(&[backend.addr], "")
+        .start();
+    let b = backend.addr.to_string();
+    let bad = format!(
+        r#"{{"listen": ["127.0.0.1:0"], "backends": ["{b}"], "max_connections_per_source": 0, "first_byte_timeout": "2h"}}"#
+    );
+    let (code, body) = p.admin_call("PUT", "/routes/api", Some(&bad));
+    assert_eq!(code, 400, "{body}");
+    for key in ["max_connections_per_source", "first_byte_timeout"] {
+        assert!(body.contains(key), "{key} not named in {body}");
+    }
+    assert_eq!(p.admin_call("GET", "/routes/api", None).0, 404);
+    let good = format!(
+        r#"{{"listen": ["127.0.0.1:0"], "backends": ["{b}"], "max_connections_per_source": 1, "first_byte_timeout": "1s"}}"#
+    );
+    let (code, body) = p.admin_call("PUT", "/routes/api", Some(&good));
+    assert_eq!(code, 201, "{body}");
+    let (_, shown) = p.admin_call("GET", "/routes/api", None);
+    assert!(
+        shown.contains("\"max_connections_per_source\":1")
+            && shown.contains("\"first_byte_timeout\":\"1s\""),
+        "{shown}"
+    );
+    // Applied: a silent client is reset without reaching the backend.
+    let api = p.addr("api");
+    let mut silent = connect(api);
+    let got = silent.read(&mut [0u8; 1]).map_err(|e| e.kind());
+    assert_eq!(got, Err(io::ErrorKind::ConnectionReset));
+    assert!(p.eventually(LONG, |p| ended(p, "api", "first_byte_timeout") == 1.0));
+}
