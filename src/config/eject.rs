@@ -230,6 +230,27 @@ mod tests {
         assert_eq!(r.eject.max_time, Duration::from_secs(600));
     }
 
+    /// `ringway check` / `config dump` print the keys, and what they print reads back the
+    /// same, as TOML and as the JSON body of `PUT /routes/{name}`.
+    #[test]
+    fn round_trips_through_toml_and_json() {
+        let r = &route(
+            "[route.eject]\nafter = 0\ntime = \"750ms\"\n",
+            "[{ addr = \"127.0.0.1:8080\", max_connections = 7 }, { addr = \"127.0.0.1:8081\", weight = 2, max_connections = 1 }, \"127.0.0.1:8082\"]",
+        )
+        .unwrap()
+        .routes[0];
+        let text = r.to_toml();
+        assert!(text.contains("after = 0 # passive ejection off"), "{text}");
+        assert!(
+            text.contains("{ addr = \"127.0.0.1:8081\", weight = 2, max_connections = 1 }"),
+            "{text}"
+        );
+        assert_eq!(&crate::config::parse_route_toml(&text, "t").unwrap(), r);
+        let json = crate::config::route_to_json(r);
+        assert_eq!(&crate::config::parse_route_json("r", &json).unwrap(), r);
+    }
+
     #[test]
     fn how_many_may_be_out() {
         let e = Eject::default();
