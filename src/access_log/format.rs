@@ -10,7 +10,7 @@
 //! TIME is RFC 3339 in UTC with milliseconds, at the session's end; durations are
 //! milliseconds with three decimals (microsecond resolution); OUTCOME is `clean`,
 //! `client_reset`, `backend_reset`, `idle_timeout`, `connect_failed`, `drained`, `shutdown`
-//! or `rejected:REASON` (`max_connections`, `no_match`, `proxy_untrusted`,
+//! or `rejected:REASON` (`max_connections`, `backends_full`, `no_match`, `proxy_untrusted`,
 //! `proxy_malformed`). ROUTE is `-` for a connection a shared address refused before any
 //! route took it.
 //!

@@ -49,6 +49,8 @@ pub struct RouteLog {
 pub enum Refusal {
     /// The route held `max_connections` (its share on that worker).
     MaxConnections,
+    /// Every backend held its own `max_connections` on that worker (or was ejected).
+    BackendsFull,
     /// A shared address refused it before any route took it.
     Door(Rejected),
 }
@@ -57,6 +59,7 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::MaxConnections => "max_connections",
+            Refusal::BackendsFull => "backends_full",
             Refusal::Door(r) => r.as_str(),
         }
     }

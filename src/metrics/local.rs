@@ -8,6 +8,8 @@ use std::rc::Rc;
 
 use hdrhistogram::Histogram;
 
+use crate::proxy::eject::Ejection;
+
 use super::snapshot::{
     BackendCounters, ListenSnapshot, RouteCounters, RouteSnapshot, WorkerSnapshot,
 };
@@ -185,6 +187,9 @@ pub struct BackendMetrics {
     /// worker the others' share ([`crate::control::messages::ToWorker::Loads`]), so that
     /// `least_connections` and `p2c` weigh the whole process's load, a second late.
     pub elsewhere: Cell<u64>,
+    /// Passive ejection on this worker (`[route.eject]`): consecutive failures, and until
+    /// when it is out.
+    pub eject: Ejection,
 }
 
 impl BackendMetrics {
@@ -196,6 +201,7 @@ impl BackendMetrics {
             connect_errors: Default::default(),
             connecting: Cell::new(0),
             elsewhere: Cell::new(0),
+            eject: Ejection::default(),
         }
     }
 
@@ -211,6 +217,8 @@ pub struct RouteMetrics {
     pub accepted: Cell<u64>,
     pub active: Cell<u64>,
     pub rejected: Cell<u64>,
+    /// Connections reset because every backend was at its own `max_connections` (or out).
+    pub backends_full: Cell<u64>,
     pub bytes_to_backend: Cell<u64>,
     pub bytes_to_client: Cell<u64>,
     /// Access log lines dropped because the worker's queue to the writer was full.
@@ -227,6 +235,7 @@ impl RouteMetrics {
             accepted: Cell::new(0),
             active: Cell::new(0),
             rejected: Cell::new(0),
+            backends_full: Cell::new(0),
             bytes_to_backend: Cell::new(0),
             bytes_to_client: Cell::new(0),
             access_log_dropped: Cell::new(0),
@@ -284,6 +293,7 @@ impl RouteMetrics {
                 accepted: self.accepted.get(),
                 active: self.active.get(),
                 rejected: self.rejected.get(),
+                backends_full: self.backends_full.get(),
                 bytes_to_backend: self.bytes_to_backend.get(),
                 bytes_to_client: self.bytes_to_client.get(),
                 access_log_dropped: self.access_log_dropped.get(),
@@ -300,6 +310,8 @@ impl RouteMetrics {
                     connections: b.connections.get(),
                     active: b.active.get(),
                     connect_errors: b.connect_errors.each_ref().map(Cell::get),
+                    ejections: b.eject.count(),
+                    ejected_until: b.eject.until().into_iter().collect(),
                 })
                 .collect(),
         }

@@ -111,9 +111,42 @@ pub fn prometheus(store: &MetricsStore) -> String {
     }
     header(
         &mut out,
+        BACKEND_EJECTIONS_TOTAL,
+        "counter",
+        "Passive ejections of a backend after failed connects in a row (each worker ejects on its own), per route and backend.",
+    );
+    for (r, t) in routes {
+        for (addr, b) in &t.backends {
+            sample(
+                &mut out,
+                BACKEND_EJECTIONS_TOTAL,
+                &[("route", r), ("backend", &addr.to_string())],
+                b.ejections,
+            );
+        }
+    }
+    header(
+        &mut out,
+        BACKEND_EJECTED,
+        "gauge",
+        "On how many workers a backend is ejected now (0: it takes new sessions everywhere), per route and backend.",
+    );
+    let now = std::time::Instant::now();
+    for (r, t) in routes {
+        for (addr, b) in &t.backends {
+            sample(
+                &mut out,
+                BACKEND_EJECTED,
+                &[("route", r), ("backend", &addr.to_string())],
+                b.ejected(now).0 as u64,
+            );
+        }
+    }
+    header(
+        &mut out,
         CONNECTIONS_REJECTED_TOTAL,
         "counter",
-        "Connections reset at accept because the route was at max_connections.",
+        "Connections reset at accept, per route and reason: max_connections (the route's), backends_full (every backend at its own max_connections, or ejected).",
     );
     for (r, t) in routes {
         sample(
@@ -121,6 +154,12 @@ pub fn prometheus(store: &MetricsStore) -> String {
             CONNECTIONS_REJECTED_TOTAL,
             &[("route", r), ("reason", "max_connections")],
             t.counters.rejected,
+        );
+        sample(
+            &mut out,
+            CONNECTIONS_REJECTED_TOTAL,
+            &[("route", r), ("reason", "backends_full")],
+            t.counters.backends_full,
         );
     }
     header(
@@ -416,6 +455,8 @@ pub fn json(store: &MetricsStore) -> Value {
                             .iter()
                             .map(|k| (k.as_str().to_string(), json!(b.connect_errors[*k as usize])))
                             .collect::<serde_json::Map<String, Value>>(),
+                        "ejections": b.ejections,
+                        "ejected_workers": b.ejected(std::time::Instant::now()).0,
                     })
                 })
                 .collect();
@@ -425,6 +466,7 @@ pub fn json(store: &MetricsStore) -> Value {
                     "connections_total": c.accepted,
                     "connections_active": c.active,
                     "connections_rejected": c.rejected,
+                    "connections_rejected_backends_full": c.backends_full,
                     "bytes_to_backend": c.bytes_to_backend,
                     "bytes_to_client": c.bytes_to_client,
                     "sessions_ended": ended,

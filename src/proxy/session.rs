@@ -85,12 +85,20 @@ pub fn run(
         let started = Instant::now();
         let m = &route.metrics;
         bump(&m.accepted, 1);
-        if route.at_limit() {
+        let refusal = if route.at_limit() {
             bump(&m.rejected, 1);
+            Some(Refusal::MaxConnections)
+        } else if route.all_full() {
+            bump(&m.backends_full, 1);
+            Some(Refusal::BackendsFull)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
             reset(client);
             if let (Some(log), Some(ends)) = (route.log, ends) {
                 let ended = Ended {
-                    outcome: LogOutcome::Rejected(Refusal::MaxConnections),
+                    outcome: LogOutcome::Rejected(refusal),
                     backend: None,
                     moved: [0, 0],
                     duration_us: started.elapsed().as_micros() as u64,
