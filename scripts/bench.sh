@@ -29,6 +29,18 @@
 #                         default_backend the origin's second port)
 #     B-sni adds ringway-sni right after ringway and haproxy-sni right after haproxy when they
 #     are not named in PROXIES.
+#       ringway-rr        balance comparison (not in the default list: name them in PROXIES):
+#       ringway-lc        ringway whose route has two backends, the origin's two ports (one
+#       ringway-hash      nginx), with balance = "round_robin", "least_connections" and
+#                         "hash_source". Each of ringway-lc and ringway-hash gets a
+#                         "vs ringway-rr" figure: the median of the rep-paired differences of
+#                         proxy CPU per unit, in % of ringway-rr's (the target: within 5 %).
+#                         e.g. SCENARIOS="A B" PROXIES="direct ringway-rr ringway-lc
+#                         ringway-hash haproxy"
+#       ringway-noka      ringway with TCP keepalive and TCP_USER_TIMEOUT off on both routes
+#                         ([route.keepalive] idle = user_timeout = "0s"): what the default
+#                         keepalive's setsockopt calls cost; gets a "vs ringway" figure like
+#                         the above (not in the default list)
 #       nginx-stream      nginx `stream {}` proxy_pass, one process (worker_processes 1,
 #                         master_process off, so that the process measured is the one working);
 #                         the stream module is loaded with load_module when not built in
@@ -270,8 +282,8 @@ for p in $PROXIES; do
     [[ " ${selected[*]} " != *" $p "* ]] || continue
     case $p in
         direct | haproxy | haproxy-splice | haproxy-sni | nginx-stream) selected+=("$p") ;;
-        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
-        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy ringway-sni haproxy haproxy-splice haproxy-sni nginx-stream)" ;;
+        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni | ringway-rr | ringway-lc | ringway-hash | ringway-noka) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
+        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy ringway-sni ringway-rr ringway-lc ringway-hash ringway-noka haproxy haproxy-splice haproxy-sni nginx-stream)" ;;
     esac
     # B-sni: the peeking peer right after its plain one, unless PROXIES names it
     if has_scen B-sni && [[ $p == ringway || $p == haproxy ]] && [[ " $PROXIES " != *" $p-sni "* ]] &&
@@ -733,7 +745,7 @@ start_proxy() {
         direct)
             PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
             ;;
-        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni)
+        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni | ringway-rr | ringway-lc | ringway-hash | ringway-noka)
             read -r HTTP_PORT BULK_PORT ADMIN_PORT < <(free_ports 3 | paste -sd ' ')
             local splice='"auto"' busy='"0us"'
             [[ $name == ringway-splice ]] && splice=true
@@ -762,17 +774,38 @@ name = "bench-bulk"
 listen = ["127.0.0.1:$BULK_PORT"]
 backends = ["127.0.0.1:$IPERF_PORT"]
 EOF
-            else
+            elif [[ $name == ringway-rr || $name == ringway-lc || $name == ringway-hash ]]; then
+                # balance comparison: two backends (the origin's two ports), one strategy each
+                local balance=round_robin
+                [[ $name == ringway-lc ]] && balance=least_connections
+                [[ $name == ringway-hash ]] && balance=hash_source
                 cat >>"$TMP/$name.toml" <<EOF
 [[route]]
 name = "bench"
 listen = ["127.0.0.1:$HTTP_PORT"]
-backends = ["127.0.0.1:$ORIGIN_PORT"]
+backends = ["127.0.0.1:$ORIGIN_PORT", "127.0.0.1:$ORIGIN2_PORT"]
+balance = "$balance"
 
 [[route]]
 name = "bench-bulk"
 listen = ["127.0.0.1:$BULK_PORT"]
 backends = ["127.0.0.1:$IPERF_PORT"]
+EOF
+            else
+                # ringway-noka: keepalive and TCP_USER_TIMEOUT off (no setsockopt per socket)
+                local ka=""
+                [[ $name == ringway-noka ]] && ka=$'\n[route.keepalive]\nidle = "0s"\nuser_timeout = "0s"\n'
+                cat >>"$TMP/$name.toml" <<EOF
+[[route]]
+name = "bench"
+listen = ["127.0.0.1:$HTTP_PORT"]
+backends = ["127.0.0.1:$ORIGIN_PORT"]
+$ka
+[[route]]
+name = "bench-bulk"
+listen = ["127.0.0.1:$BULK_PORT"]
+backends = ["127.0.0.1:$IPERF_PORT"]
+$ka
 EOF
             fi
             rm -f "$TMP/$name-state.json"

@@ -21,7 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-RINGWAY = {"ringway": "#c92a2a", "ringway-buffered": "#d9480f", "ringway-splice": "#f08c00", "ringway-busy": "#e64980"}
+RINGWAY = {"ringway": "#c92a2a", "ringway-buffered": "#d9480f", "ringway-splice": "#f08c00", "ringway-busy": "#e64980",
+           "ringway-rr": "#a61e4d", "ringway-lc": "#862e9c", "ringway-hash": "#5f3dc4"}
 PEER = "#868e96"
 
 

@@ -778,6 +778,8 @@ def summarize(runs, noise_max):
     for row in rows:
         if row["scenario"] == "B-sni" and row["proxy"].endswith("-sni"):
             peek_added(row, by.get(("B-sni", row["proxy"][:-len("-sni")])), runs)
+        if row["proxy"] in VARIANT_OF:
+            cpu_vs_base(row, by.get((row["scenario"], VARIANT_OF[row["proxy"]])), runs)
         if row["scenario"] == "A1" and row["proxy"].startswith("ringway"):
             row["target_ratio_to_direct"] = A1_TARGET
             row["target_met"] = None if row["ratio_to_direct"] is None \
@@ -808,6 +810,34 @@ def peek_added(row, base, runs):
     row["peek_us_per_conn_paired"] = paired
     row["peek_us_per_conn"] = med(paired) if paired else row["peek_us_per_conn_medians"]
     row["peek_pct"] = 100.0 * row["peek_us_per_conn"] / (base["proxy_cpu_per_unit"] * to_us)
+
+
+# variants measured against a base on the same load: the balance strategies against round
+# robin on the same two backends, ringway without keepalive against the default
+VARIANT_OF = {"ringway-lc": "ringway-rr", "ringway-hash": "ringway-rr", "ringway-noka": "ringway"}
+
+
+def cpu_vs_base(row, base, runs):
+    """A variant's proxy CPU per unit against its base (VARIANT_OF) in the same scenario:
+    vs_base_pct = median of the rep-paired differences, in % of the base's CPU in that rep;
+    vs_base_pct_medians = the same from the two medians. (Balance strategies: the issue's
+    target is within 5 % of round robin.)"""
+    row["vs_base"] = base["proxy"] if base else None
+    row["vs_base_pct"] = row["vs_base_pct_medians"] = None
+    if not base or row["proxy_cpu_per_unit"] is None or not base["proxy_cpu_per_unit"]:
+        return
+    row["vs_base_pct_medians"] = \
+        100.0 * (row["proxy_cpu_per_unit"] / base["proxy_cpu_per_unit"] - 1.0)
+    cpu = {}
+    for r in runs:
+        if r["scenario"] == row["scenario"] and "failed" not in r and \
+                r.get("proxy_cpu_per_unit") is not None:
+            cpu[(r["proxy"], r["rep"])] = r["proxy_cpu_per_unit"]
+    paired = [100.0 * (cpu[(row["proxy"], rep)] / cpu[(base["proxy"], rep)] - 1.0)
+              for rep in row["reps_used"] if rep in base["reps_used"]
+              and (row["proxy"], rep) in cpu and cpu.get((base["proxy"], rep))]
+    row["vs_base_pct_paired"] = paired
+    row["vs_base_pct"] = med(paired) if paired else row["vs_base_pct_medians"]
 
 
 def order_rows(rows, proxies):
@@ -842,6 +872,8 @@ def cells(r):
     if r.get("peek_us_per_conn") is not None:     # B-sni: what the peek adds
         cpu += f" (peek {r['peek_us_per_conn']:+.2f} µs/conn, {r['peek_pct']:+.0f}% " \
                f"vs {r['peek_base']})"
+    if r.get("vs_base_pct") is not None:          # a variant against its base
+        cpu += f" ({r['vs_base_pct']:+.1f}% vs {r['vs_base']})"
     ratio = "-" if r["ratio_to_direct"] is None else f"{r['ratio_to_direct']:.2f}"
     if r.get("target_met") is not None:   # 3 digits, so that 0.597 does not read as 0.60
         ratio = f"{r['ratio_to_direct']:.3f}" + (" ok" if r["target_met"] else " (<0.6)")
@@ -928,6 +960,14 @@ def notes_text(meta, rows, skipped, noise_max):
             "peek adds per connection over the plain proxy (median of the rep-paired "
             "differences of CPU-s per 100k conn, x 10), and as a share of the plain proxy's "
             "CPU per connection.")
+    if any(r["proxy"] in VARIANT_OF for r in rows):
+        lines.append(
+            "Variants: ringway-rr, ringway-lc and ringway-hash run one route with two backends "
+            "(the origin's two ports, one nginx) and balance = round_robin, least_connections "
+            "and hash_source; ringway-noka is ringway with TCP keepalive and TCP_USER_TIMEOUT "
+            "off ([route.keepalive] idle = user_timeout = \"0s\"). '(+x% vs BASE)' = the median "
+            "of the rep-paired differences of proxy CPU per unit over BASE's, in % (balance "
+            "target: within 5 % of round robin).")
     if any(r["scenario"] == "S" for r in rows):
         lines.append(
             f"S: ringway-load --mode conn at {meta.get('s_rate', '?')} new connections/s for "

@@ -11,7 +11,8 @@
 //! milliseconds with three decimals (microsecond resolution); OUTCOME is a session outcome
 //! (`clean`, `client_reset`, `backend_reset`, `idle_timeout`, `connect_failed`, `drained`,
 //! `shutdown`, `first_byte_timeout`, ...) or `rejected:REASON` (`max_connections`,
-//! `max_connections_per_source`, `runtime_max_connections`, `no_match`, `proxy_untrusted`,
+//! `backends_full`, `max_connections_per_source`, `runtime_max_connections`, `no_match`,
+//! `proxy_untrusted`,
 //! `proxy_malformed`). ROUTE is `-` for a connection a shared address refused before any
 //! route took it.
 //!

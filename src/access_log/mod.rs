@@ -53,6 +53,8 @@ pub enum Refusal {
     MaxConnectionsPerSource,
     /// The worker held its share of `runtime.max_connections`.
     RuntimeMaxConnections,
+    /// Every backend held its own `max_connections` on that worker (or was ejected).
+    BackendsFull,
     /// A shared address refused it before any route took it.
     Door(Rejected),
 }
@@ -61,6 +63,7 @@ impl From<Limit> for Refusal {
     fn from(l: Limit) -> Refusal {
         match l {
             Limit::MaxConnections => Refusal::MaxConnections,
+            Limit::BackendsFull => Refusal::BackendsFull,
             Limit::MaxConnectionsPerSource => Refusal::MaxConnectionsPerSource,
             Limit::RuntimeMaxConnections => Refusal::RuntimeMaxConnections,
         }
@@ -73,6 +76,7 @@ impl Refusal {
             Refusal::MaxConnections => "max_connections",
             Refusal::MaxConnectionsPerSource => "max_connections_per_source",
             Refusal::RuntimeMaxConnections => "runtime_max_connections",
+            Refusal::BackendsFull => "backends_full",
             Refusal::Door(r) => r.as_str(),
         }
     }

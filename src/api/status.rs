@@ -205,6 +205,22 @@ pub struct BackendDoc {
     pub draining: u64,
     pub connections_total: u64,
     pub connect_errors: ConnectErrorsDoc,
+    /// Its own `max_connections` (each worker takes an equal share); `None`: no limit of
+    /// its own.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Passive ejection (`[route.eject]`): true while it is out on any worker.
+    #[serde(default)]
+    pub ejected: bool,
+    /// On how many workers it is out now (each worker ejects on its own failures).
+    #[serde(default)]
+    pub ejected_workers: usize,
+    /// Milliseconds until its latest ejection ends; `None`: not ejected.
+    #[serde(default)]
+    pub ejected_ms_left: Option<u64>,
+    /// Ejections since start, every worker summed.
+    #[serde(default)]
+    pub ejections: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

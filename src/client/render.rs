@@ -167,6 +167,9 @@ pub fn route(r: &RouteDoc) -> String {
         if b.drain {
             role.push_str(", drained");
         }
+        if b.ejected {
+            role.push_str(", ejected");
+        }
         rows.push(vec![
             b.addr.to_string(),
             role,

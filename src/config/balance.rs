@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 
 use toml::Spanned;
 
@@ -111,12 +112,22 @@ pub(super) fn weight(b: &Spanned<FileBackend>, key: &str, p: &mut Problems<'_>) 
 pub(super) fn backends_toml(
     backends: &[SocketAddr],
     weights: &BTreeMap<SocketAddr, u16>,
+    limits: &BTreeMap<SocketAddr, NonZeroU32>,
 ) -> String {
     let items: Vec<String> = backends
         .iter()
-        .map(|a| match weights.get(a) {
-            Some(w) => format!("{{ addr = {}, weight = {w} }}", toml_string(&a.to_string())),
-            None => format!("\"{a}\""),
+        .map(|a| match (weights.get(a), limits.get(a)) {
+            (None, None) => format!("\"{a}\""),
+            (w, m) => {
+                let mut s = format!("{{ addr = {}", toml_string(&a.to_string()));
+                if let Some(w) = w {
+                    s.push_str(&format!(", weight = {w}"));
+                }
+                if let Some(m) = m {
+                    s.push_str(&format!(", max_connections = {m}"));
+                }
+                s + " }"
+            }
         })
         .collect();
     format!("[{}]", items.join(", "))

@@ -108,6 +108,17 @@ pub struct FileRoute {
     pub access_log: Option<Spanned<FileAccessLog>>,
     pub half_close_timeout: Option<Spanned<String>>,
     pub keepalive: Option<Spanned<FileKeepalive>>,
+    pub eject: Option<Spanned<FileEject>>,
+}
+
+/// `[route.eject]`: passive ejection of a backend whose connects keep failing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEject {
+    pub after: Option<Spanned<i64>>,
+    pub time: Option<Spanned<String>>,
+    pub max_time: Option<Spanned<String>>,
+    pub max_percent: Option<Spanned<i64>>,
 }
 
 /// `[route.keepalive]`: how a session finds out that a peer vanished.
@@ -168,12 +179,14 @@ impl<'de> Deserialize<'de> for FileAccessLog {
     }
 }
 
-/// One entry of `backends`: `"addr"`, or `{ addr = "…", weight = N }`.
+/// One entry of `backends`: `"addr"`, or `{ addr = "…", weight = N, max_connections = M }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileBackend {
     pub addr: String,
     /// Only in the table form; validated later (1..=256).
     pub weight: Option<i64>,
+    /// Only in the table form; validated later (1..=u32::MAX).
+    pub max_connections: Option<i64>,
 }
 
 impl<'de> Deserialize<'de> for FileBackend {
@@ -182,12 +195,15 @@ impl<'de> Deserialize<'de> for FileBackend {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = FileBackend;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a backend: \"IP:PORT\" or { addr = \"IP:PORT\", weight = N }")
+                f.write_str(
+                    "a backend: \"IP:PORT\" or { addr = \"IP:PORT\", weight = N, max_connections = M }",
+                )
             }
             fn visit_str<E>(self, v: &str) -> Result<FileBackend, E> {
                 Ok(FileBackend {
                     addr: v.to_string(),
                     weight: None,
+                    max_connections: None,
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -197,18 +213,27 @@ impl<'de> Deserialize<'de> for FileBackend {
                 use serde::de::Error;
                 let mut addr: Option<String> = None;
                 let mut weight: Option<i64> = None;
+                let mut max_connections: Option<i64> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         // TOML itself refuses a key given twice.
                         "addr" => addr = Some(map.next_value()?),
                         "weight" => weight = Some(map.next_value()?),
+                        "max_connections" => max_connections = Some(map.next_value()?),
                         other => {
-                            return Err(A::Error::unknown_field(other, &["addr", "weight"]));
+                            return Err(A::Error::unknown_field(
+                                other,
+                                &["addr", "weight", "max_connections"],
+                            ));
                         }
                     }
                 }
                 let addr = addr.ok_or_else(|| A::Error::missing_field("addr"))?;
-                Ok(FileBackend { addr, weight })
+                Ok(FileBackend {
+                    addr,
+                    weight,
+                    max_connections,
+                })
             }
         }
         d.deserialize_any(Visitor)

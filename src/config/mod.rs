@@ -9,6 +9,7 @@ mod access_log;
 mod admin;
 mod balance;
 mod duration;
+mod eject;
 mod error;
 mod file;
 mod health;
@@ -35,6 +36,10 @@ pub use admin::{
 };
 pub use balance::{Balance, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use duration::{format_duration, parse_duration};
+pub use eject::{
+    DEFAULT_EJECT_AFTER, DEFAULT_EJECT_MAX_PERCENT, DEFAULT_EJECT_MAX_TIME, DEFAULT_EJECT_TIME,
+    Eject,
+};
 pub use error::{ConfigError, Problem};
 pub use health::{Check, HealthConfig, SwitchConfig};
 pub use limits::MAX_FIRST_BYTE_TIMEOUT;
@@ -191,6 +196,11 @@ pub struct RouteConfig {
     pub half_close_timeout: Option<Duration>,
     /// `[route.keepalive]`: keepalive probes and `TCP_USER_TIMEOUT` on both sockets.
     pub keepalive: Keepalive,
+    /// `[route.eject]`: passive ejection of backends whose connects keep failing.
+    pub eject: Eject,
+    /// Backends' own `max_connections` (the long form of a `backends` entry), by address;
+    /// an address not in it has no limit of its own.
+    pub backend_limits: BTreeMap<SocketAddr, NonZeroU32>,
 }
 
 impl RouteConfig {
@@ -215,6 +225,8 @@ impl RouteConfig {
             access_log: None,
             half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT),
             keepalive: Keepalive::default(),
+            eject: Eject::default(),
+            backend_limits: BTreeMap::new(),
         }
     }
 
@@ -241,7 +253,7 @@ impl RouteConfig {
         out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
         out.push_str(&format!(
             "backends = {}\n",
-            balance::backends_toml(&r.backends, &r.weights)
+            balance::backends_toml(&r.backends, &r.weights, &r.backend_limits)
         ));
         out.push_str(&format!("balance = \"{}\"\n", r.balance));
         out.push_str(&format!(
@@ -268,6 +280,7 @@ impl RouteConfig {
         }
         matching::to_toml(&r.sharing, &mut out);
         peers::keepalive_to_toml(&r.keepalive, &mut out);
+        eject::eject_to_toml(&r.eject, &mut out);
         let h = &r.health;
         if h.periodic {
             out.push_str("[route.health]\n");

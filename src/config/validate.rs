@@ -424,6 +424,7 @@ pub(super) fn route(
             weights.insert(*a, w);
         }
     }
+    let backend_limits = super::eject::limits_of(&backends, &r.backends, &label, p);
     let balance = super::balance::balance(r.balance.as_ref(), &label, p);
     for (j, (i, b)) in backends.iter().enumerate() {
         let at = Some(r.backends[*i].span().start);
@@ -522,6 +523,7 @@ pub(super) fn route(
     let half_close_timeout =
         super::peers::half_close_timeout(r.half_close_timeout.as_ref(), &label, p);
     let keepalive = super::peers::keepalive(r.keepalive.as_ref(), &label, p);
+    let eject = super::eject::eject(r.eject.as_ref(), &label, p);
     if p.len() != before {
         return None;
     }
@@ -543,6 +545,8 @@ pub(super) fn route(
         access_log,
         half_close_timeout,
         keepalive,
+        eject,
+        backend_limits,
     })
 }
 

@@ -203,6 +203,7 @@ impl Control {
             }
             r.cfg.backends.retain(|a| *a != addr);
             r.cfg.weights.remove(&addr);
+            r.cfg.backend_limits.remove(&addr);
             r.active.retain(|a| *a != addr);
             if let Some(prev) = &mut r.previous {
                 prev.retain(|a| *a != addr);

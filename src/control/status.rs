@@ -112,6 +112,7 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
         }
     }
     let known = r.checked_backends();
+    let now = Instant::now();
     let backends = addrs
         .iter()
         .map(|addr| {
@@ -119,6 +120,7 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
             let is_active = r.active.contains(addr);
             let open = b.map_or(0, |b| b.active);
             let h = r.health.get(addr);
+            let (out, until) = b.map_or((0, None), |b| b.ejected(now));
             let role = if is_active {
                 BackendRole::Active
             } else if r.previous.as_ref().is_some_and(|p| p.contains(addr)) {
@@ -150,6 +152,11 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
                         other: n(ConnectErrorKind::Other),
                     }
                 },
+                max_connections: r.cfg.backend_limits.get(addr).map(|n| n.get()),
+                ejected: out > 0,
+                ejected_workers: out,
+                ejected_ms_left: until.map(|u| u.saturating_duration_since(now).as_millis() as u64),
+                ejections: b.map_or(0, |b| b.ejections),
             }
         })
         .collect();

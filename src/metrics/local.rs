@@ -8,6 +8,8 @@ use std::rc::Rc;
 
 use hdrhistogram::Histogram;
 
+use crate::proxy::eject::Ejection;
+
 use super::snapshot::{
     BackendCounters, ListenSnapshot, RouteCounters, RouteSnapshot, WorkerSnapshot,
 };
@@ -180,6 +182,8 @@ impl AcceptErrorKind {
 pub enum Limit {
     /// The route held its share of `max_connections` on that worker.
     MaxConnections,
+    /// Every backend held its own `max_connections` on that worker (or was ejected).
+    BackendsFull,
     /// The client's source held its share of `max_connections_per_source` on that worker.
     MaxConnectionsPerSource,
     /// The worker held its share of `runtime.max_connections`.
@@ -187,9 +191,10 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
     pub const ALL: [Limit; Limit::COUNT] = [
         Limit::MaxConnections,
+        Limit::BackendsFull,
         Limit::MaxConnectionsPerSource,
         Limit::RuntimeMaxConnections,
     ];
@@ -197,6 +202,7 @@ impl Limit {
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::MaxConnections => "max_connections",
+            Limit::BackendsFull => "backends_full",
             Limit::MaxConnectionsPerSource => "max_connections_per_source",
             Limit::RuntimeMaxConnections => "runtime_max_connections",
         }
@@ -219,6 +225,9 @@ pub struct BackendMetrics {
     /// worker the others' share ([`crate::control::messages::ToWorker::Loads`]), so that
     /// `least_connections` and `p2c` weigh the whole process's load, a second late.
     pub elsewhere: Cell<u64>,
+    /// Passive ejection on this worker (`[route.eject]`): consecutive failures, and until
+    /// when it is out.
+    pub eject: Ejection,
 }
 
 impl BackendMetrics {
@@ -230,6 +239,7 @@ impl BackendMetrics {
             connect_errors: Default::default(),
             connecting: Cell::new(0),
             elsewhere: Cell::new(0),
+            eject: Ejection::default(),
         }
     }
 
@@ -340,6 +350,8 @@ impl RouteMetrics {
                     connections: b.connections.get(),
                     active: b.active.get(),
                     connect_errors: b.connect_errors.each_ref().map(Cell::get),
+                    ejections: b.eject.count(),
+                    ejected_until: b.eject.until().into_iter().collect(),
                 })
                 .collect(),
         }

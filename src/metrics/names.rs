@@ -25,10 +25,16 @@ pub const WORKER_CPU_SECONDS_TOTAL: &str = "ringway_worker_cpu_seconds_total";
 pub const WORKER_IMBALANCE: &str = "ringway_worker_imbalance";
 /// ringway addition: sessions ended, by outcome (clean, client_reset, backend_reset, ...).
 pub const SESSIONS_ENDED_TOTAL: &str = "ringway_sessions_ended_total";
-/// ringway addition: connections refused before a backend was tried (max_connections).
+/// ringway addition: connections refused before a backend was tried, per `reason`:
+/// `max_connections` (the route's), `backends_full` (every backend at its own
+/// `max_connections`, or ejected).
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "ringway_connections_rejected_total";
 /// ringway addition: sessions open per backend.
 pub const BACKEND_CONNECTIONS_ACTIVE: &str = "ringway_backend_connections_active";
+/// ringway addition: passive ejections of a backend (`[route.eject]`), every worker summed.
+pub const BACKEND_EJECTIONS_TOTAL: &str = "ringway_backend_ejections_total";
+/// ringway addition: on how many workers a backend is ejected now (0: in everywhere).
+pub const BACKEND_EJECTED: &str = "ringway_backend_ejected";
 /// Switches and rollbacks, per route and result (switched, rejected, rolled_back).
 pub const SWITCHES_TOTAL: &str = "ringway_switches_total";
 /// ringway addition: 1 when the health checks find a backend up, 0 when down (only checked
@@ -87,6 +93,8 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (BYTES_TOTAL, Kind::Counter),
     (CONNECT_ERRORS_TOTAL, Kind::Counter),
     (BACKEND_CONNECTIONS_ACTIVE, Kind::Gauge),
+    (BACKEND_EJECTIONS_TOTAL, Kind::Counter),
+    (BACKEND_EJECTED, Kind::Gauge),
     (CONNECTIONS_REJECTED_TOTAL, Kind::Counter),
     (SESSIONS_ENDED_TOTAL, Kind::Counter),
     (ACCESS_LOG_DROPPED_TOTAL, Kind::Counter),

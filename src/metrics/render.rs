@@ -111,9 +111,42 @@ pub fn prometheus(store: &MetricsStore) -> String {
     }
     header(
         &mut out,
+        BACKEND_EJECTIONS_TOTAL,
+        "counter",
+        "Passive ejections of a backend after failed connects in a row (each worker ejects on its own), per route and backend.",
+    );
+    for (r, t) in routes {
+        for (addr, b) in &t.backends {
+            sample(
+                &mut out,
+                BACKEND_EJECTIONS_TOTAL,
+                &[("route", r), ("backend", &addr.to_string())],
+                b.ejections,
+            );
+        }
+    }
+    header(
+        &mut out,
+        BACKEND_EJECTED,
+        "gauge",
+        "On how many workers a backend is ejected now (0: it takes new sessions everywhere), per route and backend.",
+    );
+    let now = std::time::Instant::now();
+    for (r, t) in routes {
+        for (addr, b) in &t.backends {
+            sample(
+                &mut out,
+                BACKEND_EJECTED,
+                &[("route", r), ("backend", &addr.to_string())],
+                b.ejected(now).0 as u64,
+            );
+        }
+    }
+    header(
+        &mut out,
         CONNECTIONS_REJECTED_TOTAL,
         "counter",
-        "Connections reset at accept before a backend was tried, per route and reason (max_connections, max_connections_per_source, runtime_max_connections).",
+        "Connections reset at accept before a backend was tried, per route and reason (max_connections: the route's; backends_full: every backend at its own max_connections, or ejected; max_connections_per_source; runtime_max_connections).",
     );
     for (r, t) in routes {
         for why in Limit::ALL {
@@ -418,6 +451,8 @@ pub fn json(store: &MetricsStore) -> Value {
                             .iter()
                             .map(|k| (k.as_str().to_string(), json!(b.connect_errors[*k as usize])))
                             .collect::<serde_json::Map<String, Value>>(),
+                        "ejections": b.ejections,
+                        "ejected_workers": b.ejected(std::time::Instant::now()).0,
                     })
                 })
                 .collect();
@@ -431,6 +466,7 @@ pub fn json(store: &MetricsStore) -> Value {
                         .iter()
                         .map(|w| (w.as_str().to_string(), json!(c.rejected[*w as usize])))
                         .collect::<serde_json::Map<String, Value>>(),
+                    "connections_rejected_backends_full": c.rejected[Limit::BackendsFull as usize],
                     "bytes_to_backend": c.bytes_to_backend,
                     "bytes_to_client": c.bytes_to_client,
                     "sessions_ended": ended,

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -56,12 +57,25 @@ pub struct BackendCounters {
     pub active: u64,
     /// Failed connect attempts, by `ConnectErrorKind as usize`.
     pub connect_errors: [u64; ConnectErrorKind::COUNT],
+    /// Passive ejections (cumulative).
+    pub ejections: u64,
+    /// The end of its ejection on each worker that set one (one entry per worker; may be
+    /// past: the reader compares with its clock).
+    pub ejected_until: Vec<Instant>,
 }
 
 impl BackendCounters {
+    /// On how many workers it is ejected at `now`, and until when at the latest.
+    pub fn ejected(&self, now: Instant) -> (usize, Option<Instant>) {
+        let out = self.ejected_until.iter().filter(|u| **u > now);
+        (out.clone().count(), out.max().copied())
+    }
+
     fn add(&mut self, o: &BackendCounters) {
         self.connections += o.connections;
         self.active += o.active;
+        self.ejections += o.ejections;
+        self.ejected_until.extend_from_slice(&o.ejected_until);
         for (a, b) in self.connect_errors.iter_mut().zip(o.connect_errors) {
             *a += b;
         }

@@ -92,45 +92,74 @@ impl Picker {
         }
     }
 
-    /// The index (into `backends`) of the backend for a new session from `source`.
-    #[inline]
+    /// The index (into `backends`) of the backend for a new session from `source` (every
+    /// backend usable).
+    #[cfg(test)]
     pub(super) fn pick(
         &self,
         backends: &[Rc<BackendMetrics>],
         weights: &[u16],
         source: Source,
     ) -> usize {
+        self.pick_where(backends, weights, source, |_| true)
+    }
+
+    /// The index (into `backends`) of the backend for a new session from `source`, among
+    /// those `ok` accepts (not ejected, not at their own `max_connections`): round robin
+    /// moves on along its schedule, `least_connections` compares only those, `p2c` keeps the
+    /// usable one of its two draws, `hash_source` probes the table a few more times for the
+    /// client (so that its clients spread by weight and stay put while it is out), then takes
+    /// the next usable one in the list. When `ok` accepts none, the strategy's own choice.
+    #[inline]
+    pub(super) fn pick_where(
+        &self,
+        backends: &[Rc<BackendMetrics>],
+        weights: &[u16],
+        source: Source,
+        ok: impl Fn(usize) -> bool,
+    ) -> usize {
         let n = backends.len();
+        let next_ok = |from: usize| (1..n).map(|k| (from + k) % n).find(|&j| ok(j));
         match self {
             Picker::RoundRobin { schedule, next } => {
-                let i = next.get();
-                next.set(if i + 1 >= schedule.len() { 0 } else { i + 1 });
-                at(schedule, i)
+                let turn = || {
+                    let i = next.get();
+                    next.set(if i + 1 >= schedule.len() { 0 } else { i + 1 });
+                    at(schedule, i)
+                };
+                let first = turn();
+                if ok(first) {
+                    return first;
+                }
+                (1..schedule.len())
+                    .map(|_| turn())
+                    .find(|&j| ok(j))
+                    .unwrap_or(first)
             }
             Picker::LeastConnections { schedule, next } => {
                 let i = next.get();
                 next.set(if i + 1 >= schedule.len() { 0 } else { i + 1 });
                 // Scan from the schedule's candidate: it wins every tie.
                 let start = at(schedule, i).min(n - 1);
-                let mut best = start;
-                let mut best_load = load(&backends[start]);
-                let mut best_w = u64::from(weights[start]);
-                for k in 1..n {
+                let mut best = None;
+                for k in 0..n {
                     let j = if start + k >= n {
                         start + k - n
                     } else {
                         start + k
                     };
+                    if !ok(j) {
+                        continue;
+                    }
                     let l = load(&backends[j]);
                     let w = u64::from(weights[j]);
                     // l / w < best_load / best_w, without division.
-                    if l * best_w < best_load * w {
-                        best = j;
-                        best_load = l;
-                        best_w = w;
+                    match best {
+                        Some((_, bl, bw)) if l * bw >= bl * w => {}
+                        _ => best = Some((j, l, w)),
                     }
                 }
-                best
+                best.map_or(start, |(j, _, _)| j)
             }
             Picker::P2c { schedule, rng } => {
                 let r = xorshift(rng);
@@ -141,17 +170,43 @@ impl Picker {
                     // Two distinct candidates: the other one, drawn again uniformly.
                     b = (a + 1 + (r >> 16) as usize % (n - 1)) % n;
                 }
-                let (la, wa) = (load(&backends[a]), u64::from(weights[a]));
-                let (lb, wb) = (load(&backends[b]), u64::from(weights[b]));
-                if lb * wa < la * wb { b } else { a }
+                match (ok(a), ok(b)) {
+                    (true, true) => {
+                        let (la, wa) = (load(&backends[a]), u64::from(weights[a]));
+                        let (lb, wb) = (load(&backends[b]), u64::from(weights[b]));
+                        if lb * wa < la * wb { b } else { a }
+                    }
+                    (true, false) => a,
+                    (false, true) => b,
+                    (false, false) => next_ok(a).unwrap_or(a),
+                }
             }
             Picker::HashSource { table } => {
                 let len = table.len() as u64;
-                at(table, (source.hash() % len) as usize).min(n - 1)
+                let h = source.hash();
+                let first = at(table, (h % len) as usize).min(n - 1);
+                if ok(first) {
+                    return first;
+                }
+                (1..=8u64)
+                    .map(|k| {
+                        at(
+                            table,
+                            (h.wrapping_add(k.wrapping_mul(PROBE)) % len) as usize,
+                        )
+                        .min(n - 1)
+                    })
+                    .find(|&j| ok(j))
+                    .or_else(|| next_ok(first))
+                    .unwrap_or(first)
             }
         }
     }
 }
+
+/// The stride of `hash_source`'s extra probes when the client's backend is out (odd, large:
+/// the probes land far apart in the table).
+const PROBE: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Sessions open or connecting on this backend: this worker's own count, plus what the
 /// other workers held at their last snapshot (sent by the control thread about once a
@@ -493,6 +548,38 @@ mod tests {
                 "{n} backends: {share} moved (bound {bound})"
             );
             assert!(share >= 0.8 / n as f64, "{n} backends: only {share} moved");
+        }
+    }
+
+    /// Backends `ok` refuses (ejected, full) are passed over by every strategy while
+    /// another is usable; when none is, the strategy's own choice stands.
+    #[test]
+    fn every_strategy_passes_over_unusable_backends() {
+        let b = metrics(3);
+        let w = [1, 2, 1];
+        for balance in Balance::ALL {
+            let p = Picker::build(balance, &addrs(3), &w, 7);
+            let mut n = [0; 3];
+            for s in clients(3000) {
+                n[p.pick_where(&b, &w, s, |i| i != 1)] += 1;
+            }
+            assert_eq!(n[1], 0, "{balance}: {n:?}");
+            assert!(n[0] > 500 && n[2] > 500, "{balance}: the rest share: {n:?}");
+            // Nothing usable: still an answer (the route decides what to do with it).
+            let i = p.pick_where(&b, &w, Source::default(), |_| false);
+            assert!(i < 3);
+        }
+        // hash_source: a client whose backend is out goes to the same other one each time,
+        // and the others keep theirs.
+        let p = Picker::build(Balance::HashSource, &addrs(3), &w, 1);
+        for s in clients(500) {
+            let home = p.pick(&b, &w, s);
+            let away = p.pick_where(&b, &w, s, |i| i != 1);
+            if home != 1 {
+                assert_eq!(away, home);
+            } else {
+                assert_eq!(p.pick_where(&b, &w, s, |i| i != 1), away);
+            }
         }
     }
 

@@ -7,7 +7,10 @@
 //! ends at once.
 //!
 //! Every failure is counted on its backend by kind, and logged at most once per kind per
-//! [`super::warn::EVERY`] on each worker, with the count left out since.
+//! [`super::warn::EVERY`] on each worker, with the count left out since. Failures in a row
+//! eject a backend on this worker (`[route.eject]`, [`super::eject`]); picks and retries
+//! pass over ejected backends and those at their own `max_connections` while another
+//! backend is usable.
 
 use std::fmt::Display;
 use std::os::fd::AsRawFd;
@@ -43,7 +46,7 @@ pub async fn connect(
         let left = budget.checked_sub(start.elapsed())?;
         let (i, backend) = match last {
             None => route.pick(source),
-            Some(i) => route.after(i),
+            Some(i) => route.after(i)?,
         };
         last = Some(i);
         let backend = backend.clone();
@@ -63,6 +66,7 @@ pub async fn connect(
                 return None;
             }
             Ok(Ok(stream)) => {
+                backend.eject.succeeded();
                 route
                     .metrics
                     .record_connect_us(attempt.elapsed().as_micros() as u64);
@@ -117,6 +121,7 @@ fn failed(
     env: &Env<'_>,
 ) {
     backend.connect_error(kind);
+    route.connect_failed(backend, kind);
     if let Some(suppressed) = env.warnings.connect(kind).allow() {
         tracing::warn!(
             route = %route.cfg.name,

@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod connect;
 pub mod door;
+pub mod eject;
 pub mod fds;
 pub mod flow;
 pub mod peek;

@@ -269,7 +269,8 @@ pub fn run_door(
 }
 
 /// Why a new session of `route` from `source` is reset at accept, if it is: the worker's
-/// share of `runtime.max_connections`, the route's of `max_connections`, the source's of
+/// share of `runtime.max_connections`, the route's of `max_connections`, every backend at
+/// its own `max_connections` (or ejected), the source's of
 /// `max_connections_per_source` (checked last: it takes the source's place, which the
 /// session gives back when it ends).
 #[inline]
@@ -278,6 +279,8 @@ fn refusal(worker: &Worker, route: &Route, source: Source) -> Option<Limit> {
         Some(Limit::RuntimeMaxConnections)
     } else if route.at_limit() {
         Some(Limit::MaxConnections)
+    } else if route.all_full() {
+        Some(Limit::BackendsFull)
     } else if let Some(max) = route.per_source_per_worker
         && !worker.sources.take(route.id, source, max)
     {
