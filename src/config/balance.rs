@@ -107,17 +107,25 @@ pub(super) fn weight(b: &Spanned<FileBackend>, key: &str, p: &mut Problems<'_>) 
 }
 
 /// `backends = [...]` as `ringway check` prints it: the short form where the weight is the
-/// default.
+/// default. Names follow the addresses.
 pub(super) fn backends_toml(
     backends: &[SocketAddr],
     weights: &BTreeMap<SocketAddr, u16>,
+    names: &[super::NamedBackend],
 ) -> String {
+    let entry = |a: String, w: Option<u16>| match w {
+        Some(w) => format!("{{ addr = {}, weight = {w} }}", toml_string(&a)),
+        None => format!("\"{a}\""),
+    };
     let items: Vec<String> = backends
         .iter()
-        .map(|a| match weights.get(a) {
-            Some(w) => format!("{{ addr = {}, weight = {w} }}", toml_string(&a.to_string())),
-            None => format!("\"{a}\""),
-        })
+        .map(|a| entry(a.to_string(), weights.get(a).copied()))
+        .chain(names.iter().map(|n| {
+            entry(
+                n.to_string(),
+                (n.weight != DEFAULT_WEIGHT).then_some(n.weight),
+            )
+        }))
         .collect();
     format!("[{}]", items.join(", "))
 }

@@ -32,6 +32,9 @@ pub struct FileRuntime {
     pub watch_config: Option<bool>,
     pub busy_poll: Option<Spanned<String>>,
     pub access_log_queue: Option<Spanned<i64>>,
+    pub dns_resolver: Option<Spanned<String>>,
+    pub dns_min_ttl: Option<Spanned<String>>,
+    pub dns_max_ttl: Option<Spanned<String>>,
 }
 
 /// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).
@@ -179,7 +182,7 @@ impl<'de> Deserialize<'de> for FileBackend {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = FileBackend;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a backend: \"IP:PORT\" or { addr = \"IP:PORT\", weight = N }")
+                f.write_str("a backend: \"IP:PORT\", \"NAME:PORT\" or { addr = \"…\", weight = N }")
             }
             fn visit_str<E>(self, v: &str) -> Result<FileBackend, E> {
                 Ok(FileBackend {

@@ -8,6 +8,7 @@
 mod access_log;
 mod admin;
 mod balance;
+mod dns;
 mod duration;
 mod error;
 mod file;
@@ -33,6 +34,7 @@ pub use admin::{
     allowed, default_state_file, euid, token_path_beside,
 };
 pub use balance::{Balance, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use dns::{DEFAULT_DNS_MAX_TTL, DEFAULT_DNS_MIN_TTL, DnsConfig, NamedBackend, parse_named};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use health::{Check, HealthConfig, SwitchConfig};
@@ -141,6 +143,8 @@ pub struct RuntimeConfig {
     /// Access log records each worker's queue holds before lines are dropped (and counted
     /// in `ringway_access_log_dropped_total`); the queues exist once a route logs.
     pub access_log_queue: usize,
+    /// `dns_resolver`, `dns_min_ttl`, `dns_max_ttl`: how backend names are resolved.
+    pub dns: DnsConfig,
 }
 
 /// One `[[route]]`.
@@ -148,8 +152,12 @@ pub struct RuntimeConfig {
 pub struct RouteConfig {
     pub name: String,
     pub listen: Vec<SocketAddr>,
-    /// The initial active set; a switch may move the route to other addresses.
+    /// The initial active set; a switch may move the route to other addresses. The
+    /// addresses of [`Self::names`] join it as they resolve.
     pub backends: Vec<SocketAddr>,
+    /// Backends written `"name:port"`: resolved on the control side, each name expanding to
+    /// its current addresses (empty unless the route names one).
+    pub names: Vec<NamedBackend>,
     /// `balance`: how new sessions are spread over the active backends.
     pub balance: Balance,
     /// Backend weights other than [`DEFAULT_WEIGHT`], by address (from `backends` entries
@@ -185,6 +193,7 @@ impl RouteConfig {
             name,
             listen,
             backends,
+            names: Vec::new(),
             balance: Balance::default(),
             weights: BTreeMap::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -223,7 +232,7 @@ impl RouteConfig {
         out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
         out.push_str(&format!(
             "backends = {}\n",
-            balance::backends_toml(&r.backends, &r.weights)
+            balance::backends_toml(&r.backends, &r.weights, &r.names)
         ));
         out.push_str(&format!("balance = \"{}\"\n", r.balance));
         out.push_str(&format!(
@@ -373,6 +382,7 @@ impl Config {
             format_duration(rt.busy_poll.unwrap_or_default())
         ));
         out.push_str(&format!("access_log_queue = {}\n", rt.access_log_queue));
+        rt.dns.to_toml(&mut out);
         let a = &self.admin;
         out.push_str("\n[admin]\n");
         out.push_str(&format!("listen = \"{}\"\n", a.listen));

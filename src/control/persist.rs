@@ -274,6 +274,10 @@ pub fn resume(
             continue;
         }
         max_generation = max_generation.max(p.generation);
+        if !r.cfg.names.is_empty() && p.previous.is_none() {
+            // Never switched: the set was its names' answer then; they resolve afresh.
+            continue;
+        }
         if p.active != r.active {
             tracing::info!(
                 route = %name,
