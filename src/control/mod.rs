@@ -312,6 +312,12 @@ impl Control {
                 return self.on_attach(route, addr, check, weight, reply);
             }
             AdminQuery::Detach { route, addr } => return self.on_detach(route, addr, reply),
+            AdminQuery::AttachName { route, name } => {
+                return self.on_attach_name(route, name, reply);
+            }
+            AdminQuery::DetachName { route, name } => {
+                return self.on_detach_name(route, name, reply);
+            }
             AdminQuery::Drain { route, addr, drain } => {
                 return self.on_drain_flag(route, addr, drain, reply);
             }

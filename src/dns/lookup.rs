@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 use super::Event;
 use crate::config::DnsConfig;
 
-/// How long one query waits for the name server before it is sent again (twice in all).
+/// How long one try of a query waits for the name server.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// hickory's `attempts`: retries of a query whose try failed.
 const QUERY_ATTEMPTS: usize = 2;
 /// The bound on [`resolve_now`] as a whole.
 const RESOLVE_NOW_LIMIT: Duration = Duration::from_secs(10);

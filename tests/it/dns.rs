@@ -318,3 +318,65 @@ fn check_resolves_names_without_binding() {
     assert!(out.contains(&format!("\"{NAME}:8080\"")), "{out}");
     drop(held);
 }
+
+/// The admin API takes names: a route created with one (`PUT`), a name attached
+/// (`POST /routes/{name}/backends`, no gate) joins the active set once resolved, and a name
+/// detached (`DELETE /routes/{name}/backends/{host:port}`) leaves it; an unknown name is a
+/// 404 and the route is unchanged.
+#[test]
+fn names_through_the_admin_api() {
+    let (a, b) = two_backends();
+    let port = a.addr.port();
+    let ns = NameServer::start(Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 30));
+    let p = proxy(&ns, port);
+    let body = format!(
+        "{{\"listen\": [\"127.0.0.1:0\"], \"backends\": [\"{}\"]}}",
+        a.addr
+    );
+    let (code, out) = p.admin_call("PUT", "/routes/app", Some(&body));
+    assert!(code == 200 || code == 201, "{code} {out}");
+    let listen = p.addr("app");
+    assert_eq!(tag_of(listen), Some(b'A'));
+
+    let attach = format!("{{\"addr\": \"{NAME}:{port}\", \"weight\": 2}}");
+    let (code, out) = p.admin_call("POST", "/routes/app/backends", Some(&attach));
+    assert_eq!(code, 200, "{out}");
+    let app = |p: &Proxy| {
+        p.status()["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "app").cloned())
+            .unwrap_or_default()
+    };
+    assert!(
+        p.eventually(Duration::from_secs(10), |p| app(p)["active"]
+            == serde_json::json!([a.addr, b.addr])),
+        "{}",
+        app(&p)
+    );
+    let doc = &app(&p)["names"][0];
+    assert_eq!(doc["name"], format!("{NAME}:{port}"));
+    assert_eq!(doc["weight"], 2);
+    let backend_b = app(&p)["backends"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["addr"] == b.addr.to_string()).cloned())
+        .unwrap_or_default();
+    assert_eq!(backend_b["weight"], 2, "{backend_b}");
+    // Round robin, 1:2: B is reached.
+    let tags: Vec<Option<u8>> = (0..6).map(|_| tag_of(listen)).collect();
+    assert!(
+        tags.contains(&Some(b'B')) && tags.contains(&Some(b'A')),
+        "{tags:?}"
+    );
+
+    let (code, _) = p.admin_call("DELETE", "/routes/app/backends/nowhere.test:80", None);
+    assert_eq!(code, 404);
+    let path = format!("/routes/app/backends/{NAME}:{port}");
+    let (code, out) = p.admin_call("DELETE", &path, None);
+    assert_eq!(code, 200, "{out}");
+    let status = app(&p);
+    assert_eq!(status["active"], serde_json::json!([a.addr]), "{status}");
+    assert!(status.get("names").is_none(), "{status}");
+    for _ in 0..5 {
+        assert_eq!(tag_of(listen), Some(b'A'));
+    }
+}
