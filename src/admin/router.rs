@@ -432,6 +432,34 @@ mod tests {
                 weight: 1,
             })
         );
+        // A name attaches as a name (weight kept), and detaches by its path.
+        let named = query(
+            Endpoint::Backends { route: web() },
+            &Method::POST,
+            br#"{"addr": "App.Internal:8082", "weight": 2}"#,
+            false,
+        );
+        assert_eq!(
+            named,
+            Ok(AdminQuery::AttachName {
+                route: web(),
+                name: crate::config::NamedBackend {
+                    host: "app.internal".into(),
+                    port: 8082,
+                    weight: 2,
+                },
+            })
+        );
+        let ep = endpoint("/routes/web/backends/app.internal:8082", "").unwrap();
+        assert!(ep.accepts(&Method::DELETE) && !ep.accepts(&Method::PATCH));
+        assert_eq!(
+            query(ep, &Method::DELETE, b"", false),
+            Ok(AdminQuery::DetachName {
+                route: web(),
+                name: "app.internal:8082".into(),
+            })
+        );
+        assert!(endpoint("/routes/web/backends/not a name", "").is_err());
         let weighted = |body: &[u8]| {
             query(
                 Endpoint::Backends { route: web() },

@@ -258,8 +258,7 @@ impl Control {
                 Some(n) => n.weight = name.weight,
                 None => r.cfg.names.push(name.clone()),
             }
-            // Its addresses' weights change with it (expanded again by `install`).
-            r.resolved.clear();
+            // `install` expands the names again: its addresses join, or take the new weight.
             let done = self.install(next, Vec::new())?;
             self.mark_changed(&route, done.generation);
             tracing::info!(route = %route, name = %name, weight = name.weight, generation = done.generation, "backend name attached");

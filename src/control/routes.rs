@@ -297,3 +297,43 @@ impl RouteState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A route on its configured set follows its names' answers (the addresses that left
+    /// are returned to drain); one a switch moved elsewhere stays there.
+    #[test]
+    fn resolved_addresses_join_and_leave_the_configured_set() {
+        let cfg = RouteConfig::with_defaults(
+            "web".into(),
+            vec![addr("127.0.0.1:3000")],
+            vec![addr("127.0.0.1:8080")],
+        );
+        let mut r = RouteState::new(1, Origin::File, cfg);
+        let (x, y) = (addr("10.0.0.1:80"), addr("10.0.0.2:80"));
+        assert!(r.set_resolved(vec![(x, 2)]).is_empty());
+        assert_eq!(r.active, vec![addr("127.0.0.1:8080"), x]);
+        assert_eq!(r.weight(&x), 2);
+        assert_eq!(r.spec().cfg.weight(&x), 2);
+        // The same addresses again: nothing to do; a new answer: x drains, y joins.
+        assert!(r.set_resolved(vec![(x, 2)]).is_empty());
+        assert_eq!(r.set_resolved(vec![(y, 1)]), vec![x]);
+        assert_eq!(r.active, vec![addr("127.0.0.1:8080"), y]);
+        assert_eq!(r.weight(&x), 1);
+        // A weight change alone keeps the set and changes the weight.
+        assert!(r.set_resolved(vec![(y, 3)]).is_empty());
+        assert_eq!(r.spec().cfg.weight(&y), 3);
+
+        // Switched elsewhere: the answer is recorded (health checks cover it), the set stays.
+        r.active = vec![addr("127.0.0.1:9090")];
+        assert!(r.set_resolved(vec![(x, 1)]).is_empty());
+        assert_eq!(r.active, vec![addr("127.0.0.1:9090")]);
+        assert!(r.checked_backends().contains(&x));
+    }
+}

@@ -380,3 +380,47 @@ fn names_through_the_admin_api() {
         assert_eq!(tag_of(listen), Some(b'A'));
     }
 }
+
+/// A name that does not resolve at start-up does not stop the start: the route serves with
+/// its IP backend, `/status` shows the name unresolved with its error, and the name's
+/// address joins the active set once the name server knows it.
+#[test]
+fn a_name_unresolved_at_start_joins_later() {
+    let (a, b) = two_backends();
+    let port = a.addr.port();
+    let ns = NameServer::start(Answer::NoSuchName);
+    let mut builder = ProxyBuilder::new(Relay::Auto)
+        .workers(2)
+        .runtime_extra(&format!(
+            "dns_resolver = \"{}\"\ndns_min_ttl = \"1s\"",
+            ns.addr
+        ));
+    builder.routes.push(format!(
+        "[[route]]\nname = \"r0\"\nlisten = [\"127.0.0.1:0\"]\nbackends = [\"{}\", \"{NAME}:{port}\"]\n",
+        a.addr
+    ));
+    let p = builder.start();
+    let listen = p.addr("r0");
+    let doc = name_doc(&p);
+    assert_eq!(doc["addresses"], serde_json::json!([]), "{doc}");
+    assert!(!doc["error"].is_null(), "{doc}");
+    assert_eq!(
+        p.status()["routes"][0]["active"],
+        serde_json::json!([a.addr])
+    );
+    assert_eq!(tag_of(listen), Some(b'A'));
+
+    ns.set(Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 30));
+    assert!(
+        p.eventually(
+            Duration::from_secs(15),
+            |p| p.status()["routes"][0]["active"] == serde_json::json!([a.addr, b.addr])
+        ),
+        "{}\n{}",
+        p.status(),
+        p.logs()
+    );
+    assert!(name_doc(&p)["error"].is_null());
+    let tags: Vec<Option<u8>> = (0..4).map(|_| tag_of(listen)).collect();
+    assert!(tags.contains(&Some(b'B')), "{tags:?}");
+}
