@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
@@ -42,6 +42,8 @@ fn make(cfg: &DnsConfig) -> Made {
     let opts = builder.options_mut();
     opts.timeout = QUERY_TIMEOUT;
     opts.attempts = QUERY_ATTEMPTS;
+    // /etc/hosts first, whichever name server is asked.
+    opts.use_hosts_file = ResolveHosts::Always;
     // The resolver's own cache keeps an answer no longer than ringway would.
     opts.positive_min_ttl = Some(cfg.min_ttl);
     opts.positive_max_ttl = Some(cfg.max_ttl);

@@ -316,6 +316,12 @@ fn check_resolves_names_without_binding() {
     let (code, out, err) = ringway(&["check", "-c", path]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("\"{NAME}:8080\"")), "{out}");
+
+    // /etc/hosts is read before the name server (which knows nothing now).
+    ns.set(Answer::NoSuchName);
+    std::fs::write(&file, config.replace(NAME, "localhost")).unwrap();
+    let (code, _out, err) = ringway(&["check", "-c", path]);
+    assert_eq!(code, 0, "{err}");
     drop(held);
 }
 
