@@ -430,3 +430,45 @@ fn a_name_unresolved_at_start_joins_later() {
     let tags: Vec<Option<u8>> = (0..4).map(|_| tag_of(listen)).collect();
     assert!(tags.contains(&Some(b'B')), "{tags:?}");
 }
+
+/// A reload that adds a name to a route's backends: the name's address joins the active
+/// set (resolved after the reload, then a generation of its own); a reload that removes it
+/// takes the address out again.
+#[test]
+fn a_reload_adds_and_removes_a_name() {
+    let (a, b) = two_backends();
+    let port = a.addr.port();
+    let ns = NameServer::start(Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 30));
+    let builder = |backends: &str| {
+        let mut bld = ProxyBuilder::new(Relay::Auto)
+            .workers(2)
+            .runtime_extra(&format!(
+                "dns_resolver = \"{}\"\ndns_min_ttl = \"1s\"",
+                ns.addr
+            ));
+        bld.routes.push(format!(
+            "[[route]]\nname = \"r0\"\nlisten = [\"127.0.0.1:0\"]\nbackends = [{backends}]\n"
+        ));
+        bld
+    };
+    let only_a = format!("\"{}\"", a.addr);
+    let with_name = format!("\"{}\", \"{NAME}:{port}\"", a.addr);
+    let p = builder(&only_a).start();
+    let active = |p: &Proxy| p.status()["routes"][0]["active"].clone();
+    assert_eq!(active(&p), serde_json::json!([a.addr]));
+
+    p.rewrite(&builder(&with_name));
+    let (code, out) = p.reload();
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        p.eventually(Duration::from_secs(10), |p| active(p)
+            == serde_json::json!([a.addr, b.addr])),
+        "{}",
+        p.status()
+    );
+    p.rewrite(&builder(&only_a));
+    let (code, out) = p.reload();
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(active(&p), serde_json::json!([a.addr]));
+    assert!(p.status()["routes"][0].get("names").is_none());
+}
