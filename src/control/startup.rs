@@ -92,16 +92,17 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
             }
         }
     }
-    let first_generation = match saved {
-        Some(saved) => persist::resume(&mut routes, saved, state_file).max(1),
-        None => 1,
-    };
-    // Backend names resolve before anything binds: the first generation has their addresses.
+    // Backend names resolve before anything binds: the first generation has their addresses
+    // (and a drained one among them stays drained).
     let mut names = Names::new(config.runtime.dns.clone());
     names.resolve_first(&routes);
     for r in &mut routes {
         names.expand(r);
     }
+    let first_generation = match saved {
+        Some(saved) => persist::resume(&mut routes, saved, state_file).max(1),
+        None => 1,
+    };
     let cores = allowed_cores();
     let count = config
         .runtime

@@ -472,3 +472,39 @@ fn a_reload_adds_and_removes_a_name() {
     assert_eq!(active(&p), serde_json::json!([a.addr]));
     assert!(p.status()["routes"][0].get("names").is_none());
 }
+
+/// A restart does not resume a named route's saved set: the state file holds the answer of
+/// the last run, and the name resolves afresh.
+#[test]
+fn a_restart_resolves_names_afresh() {
+    let (a, b) = two_backends();
+    let port = a.addr.port();
+    let ns = NameServer::start(Answer::A(vec![Ipv4Addr::new(127, 0, 0, 2)], 30));
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state.json");
+    let builder = || {
+        let mut bld = ProxyBuilder::new(Relay::Auto)
+            .workers(1)
+            .state_file(&state_file)
+            .runtime_extra(&format!("dns_resolver = \"{}\"", ns.addr));
+        bld.routes.push(format!(
+            "[[route]]\nname = \"r0\"\nlisten = [\"127.0.0.1:0\"]\nbackends = [\"{NAME}:{port}\"]\n"
+        ));
+        bld
+    };
+    let mut p = builder().start();
+    assert_eq!(tag_of(p.addr("r0")), Some(b'A'));
+    p.sigterm();
+    assert!(p.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(state_file.exists());
+
+    ns.set(Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 30));
+    let p = builder().start();
+    assert_eq!(
+        p.status()["routes"][0]["active"],
+        serde_json::json!([b.addr]),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(tag_of(p.addr("r0")), Some(b'B'));
+}
