@@ -121,7 +121,8 @@ pub enum RouteCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BackendCommand {
-    /// Attach ADDR to ROUTE: it passes the route's health gate, then gets new sessions.
+    /// Attach ADDR to ROUTE: it passes the route's health gate, then gets new sessions. A
+    /// NAME:PORT is attached without the gate; its addresses join as it resolves.
     Add {
         route: String,
         addr: String,
@@ -135,7 +136,8 @@ pub enum BackendCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Detach ADDR from ROUTE: no new sessions; open ones drain under the route's drain rules.
+    /// Detach ADDR (or a NAME:PORT) from ROUTE: no new sessions; open ones drain under the
+    /// route's drain rules.
     Remove(BackendArgs),
     /// Drain ADDR: no new sessions, open ones stay (any route, file-defined too).
     Drain(BackendArgs),
@@ -148,7 +150,7 @@ pub enum BackendCommand {
 pub struct BackendArgs {
     /// The route's name.
     pub route: String,
-    /// The backend: IP:port.
+    /// The backend: IP:port (`remove` also takes a NAME:PORT).
     pub addr: String,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -14,7 +14,8 @@
 //!
 //! Hot side (workers, no locks, no shared atomics, no blocking): `worker`, `proxy`,
 //! `net::sys`, `metrics::local`, the `access_log` record and queue. Control side (plain and simple): `config`, `control`
-//! (route state, switch/rollback, state file), `health` (checks on their own thread),
+//! (route state, switch/rollback, state file), `health` (checks on their own thread), `dns`
+//! (backend names resolved on their own thread),
 //! `admin` (HTTP API), `client` (the CLI's side of it), `net::{listener, pipe_budget}`,
 //! `metrics::{snapshot, render, cpu}`, `access_log::{AccessLog, format}` (the writer thread).
 
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod net;

@@ -172,6 +172,17 @@ fn serve(command: Command) -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.to_toml());
+                // Backend names are resolved (nothing is bound); one that does not resolve
+                // fails the check like an invalid key.
+                let unresolved = ringway::dns::check(&c);
+                if !unresolved.is_empty() {
+                    let e = ringway::config::ConfigError {
+                        file: config.display().to_string(),
+                        problems: unresolved,
+                    };
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
                 eprintln!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }

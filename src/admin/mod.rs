@@ -453,7 +453,9 @@ fn respond(reply: AdminReply) -> Response<Body> {
 /// The one place where control errors become HTTP statuses.
 pub fn status_of(e: &ControlError) -> StatusCode {
     match e {
-        ControlError::NoRoute(_) | ControlError::NoBackend { .. } => StatusCode::NOT_FOUND,
+        ControlError::NoRoute(_) | ControlError::NoBackend { .. } | ControlError::NoName { .. } => {
+            StatusCode::NOT_FOUND
+        }
         ControlError::Exists(_) => StatusCode::PRECONDITION_FAILED,
         ControlError::InvalidRoute(_) | ControlError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
         ControlError::Port(crate::control::PortError::NoRange { .. }) => StatusCode::BAD_REQUEST,
@@ -466,6 +468,7 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | ControlError::GateFailed(_)
         | ControlError::NothingToRollBack(_)
         | ControlError::LastBackend { .. }
+        | ControlError::LastName { .. }
         | ControlError::WouldDrainAll { .. }
         | ControlError::EmptySet
         | ControlError::NoConfigFile => StatusCode::CONFLICT,

@@ -15,16 +15,35 @@ use crate::control::messages::AdminQuery;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Status,
-    Metrics { json: bool },
+    Metrics {
+        json: bool,
+    },
     Health,
     Config,
     Reload,
     Routes,
-    Route { name: String },
-    Backends { route: String },
-    Backend { route: String, addr: SocketAddr },
-    Switch { route: String },
-    Rollback { route: String },
+    Route {
+        name: String,
+    },
+    Backends {
+        route: String,
+    },
+    Backend {
+        route: String,
+        addr: SocketAddr,
+    },
+    /// `/routes/{name}/backends/{host:port}`: a backend name (DELETE only).
+    NamedBackend {
+        route: String,
+        host: String,
+        port: u16,
+    },
+    Switch {
+        route: String,
+    },
+    Rollback {
+        route: String,
+    },
 }
 
 impl Endpoint {
@@ -37,6 +56,7 @@ impl Endpoint {
             | Endpoint::Routes => "GET, HEAD",
             Endpoint::Route { .. } => "GET, HEAD, PUT, DELETE",
             Endpoint::Backend { .. } => "DELETE, PATCH",
+            Endpoint::NamedBackend { .. } => "DELETE",
             Endpoint::Reload
             | Endpoint::Backends { .. }
             | Endpoint::Switch { .. }
@@ -54,6 +74,7 @@ impl Endpoint {
             | Endpoint::Routes => read,
             Endpoint::Route { .. } => read || m == Method::PUT || m == Method::DELETE,
             Endpoint::Backend { .. } => m == Method::DELETE || m == Method::PATCH,
+            Endpoint::NamedBackend { .. } => m == Method::DELETE,
             Endpoint::Reload
             | Endpoint::Backends { .. }
             | Endpoint::Switch { .. }
@@ -112,10 +133,14 @@ pub fn endpoint(path: &str, query: &str) -> Result<Endpoint, Rejection> {
         ["routes"] | ["routes", ""] => Ok(Endpoint::Routes),
         ["routes", n] => Ok(Endpoint::Route { name: name(n)? }),
         ["routes", n, "backends"] => Ok(Endpoint::Backends { route: name(n)? }),
-        ["routes", n, "backends", a] => Ok(Endpoint::Backend {
-            route: name(n)?,
-            addr: address(&decode(a)?)?,
-        }),
+        ["routes", n, "backends", a] => {
+            let route = name(n)?;
+            let a = decode(a)?;
+            match (address(&a), crate::config::parse_named(&a)) {
+                (Err(_), Some((host, port))) => Ok(Endpoint::NamedBackend { route, host, port }),
+                (addr, _) => Ok(Endpoint::Backend { route, addr: addr? }),
+            }
+        }
         ["routes", n, "switch"] => Ok(Endpoint::Switch { route: name(n)? }),
         ["routes", n, "rollback"] => Ok(Endpoint::Rollback { route: name(n)? }),
         _ => Err(reject(
@@ -170,14 +195,33 @@ pub fn query(
         Endpoint::Route { name } => Ok(AdminQuery::Route { name }),
         Endpoint::Backends { route } => {
             let b: AttachBody = json(body, "{\"addr\": \"127.0.0.1:8082\"}")?;
+            let addr = match (address(&b.addr), crate::config::parse_named(&b.addr)) {
+                // A name joins the route's names, without a gate: what it resolves to is
+                // known only later (the periodic checks cover those addresses).
+                (Err(_), Some((host, port))) => {
+                    return Ok(AdminQuery::AttachName {
+                        route,
+                        name: crate::config::NamedBackend {
+                            host,
+                            port,
+                            weight: weight(b.weight)?,
+                        },
+                    });
+                }
+                (addr, _) => addr?,
+            };
             Ok(AdminQuery::Attach {
                 route,
-                addr: address(&b.addr)?,
+                addr,
                 check: b.check,
                 weight: weight(b.weight)?,
             })
         }
         Endpoint::Backend { route, addr } if delete => Ok(AdminQuery::Detach { route, addr }),
+        Endpoint::NamedBackend { route, host, port } => Ok(AdminQuery::DetachName {
+            route,
+            name: format!("{host}:{port}"),
+        }),
         Endpoint::Backend { route, addr } => {
             let b: BackendPatch = json(body, "{\"drain\": true}")?;
             Ok(AdminQuery::Drain {
@@ -388,6 +432,34 @@ mod tests {
                 weight: 1,
             })
         );
+        // A name attaches as a name (weight kept), and detaches by its path.
+        let named = query(
+            Endpoint::Backends { route: web() },
+            &Method::POST,
+            br#"{"addr": "App.Internal:8082", "weight": 2}"#,
+            false,
+        );
+        assert_eq!(
+            named,
+            Ok(AdminQuery::AttachName {
+                route: web(),
+                name: crate::config::NamedBackend {
+                    host: "app.internal".into(),
+                    port: 8082,
+                    weight: 2,
+                },
+            })
+        );
+        let ep = endpoint("/routes/web/backends/app.internal:8082", "").unwrap();
+        assert!(ep.accepts(&Method::DELETE) && !ep.accepts(&Method::PATCH));
+        assert_eq!(
+            query(ep, &Method::DELETE, b"", false),
+            Ok(AdminQuery::DetachName {
+                route: web(),
+                name: "app.internal:8082".into(),
+            })
+        );
+        assert!(endpoint("/routes/web/backends/not a name", "").is_err());
         let weighted = |body: &[u8]| {
             query(
                 Endpoint::Backends { route: web() },

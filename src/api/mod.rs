@@ -11,7 +11,7 @@ mod status;
 pub use change::{ChangeAction, ChangeDoc, ErrorDoc, ProblemDoc, ReloadDoc, SwitchDoc};
 pub use status::{
     ActiveHealth, BackendDoc, BackendRole, ConnectErrorsDoc, HealthDoc, HealthWord, ListenerDoc,
-    Quantiles, ReloadStatusDoc, RouteDoc, RouteHealthDoc, RouteList, RouteView, RuleDoc,
+    NameDoc, Quantiles, ReloadStatusDoc, RouteDoc, RouteHealthDoc, RouteList, RouteView, RuleDoc,
     RuntimeDoc, StatusDoc, WatchDoc, WorkerDoc,
 };
 

@@ -141,6 +141,10 @@ pub struct RouteDoc {
     pub switching: bool,
     pub rollback_watch: Option<WatchDoc>,
     pub backends: Vec<BackendDoc>,
+    /// The backends written `"name:port"`, as last resolved (absent for a route of IP
+    /// literals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<NameDoc>,
     pub connections_active: u64,
     /// Sessions on backends that are no longer active (they drain).
     pub draining: u64,
@@ -151,6 +155,25 @@ pub struct RouteDoc {
     pub last_switch: Option<SwitchRecord>,
     /// Newest first.
     pub history: Vec<SwitchRecord>,
+}
+
+/// A backend name of a route and what it resolves to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NameDoc {
+    /// As configured: `"name:port"`.
+    pub name: String,
+    pub weight: u16,
+    /// The last good answer, at the name's port (kept when a later resolution fails);
+    /// empty until the name first resolves.
+    pub addresses: Vec<SocketAddr>,
+    /// Why the last resolution failed; `None` when it succeeded (or none has finished yet).
+    pub error: Option<String>,
+    /// Resolutions that failed since start-up.
+    pub failures: u64,
+    /// Seconds since the last good answer; `None`: never resolved.
+    pub resolved_seconds_ago: Option<f64>,
+    /// Seconds until the name is resolved again; `None`: not scheduled yet.
+    pub next_resolve_seconds: Option<f64>,
 }
 
 /// `GET /routes`: every route's definition and routing state; no traffic counters (those

@@ -182,6 +182,19 @@ pub fn route(r: &RouteDoc) -> String {
         ]);
     }
     table(&mut out, &rows, "  ");
+    for n in &r.names {
+        let addrs: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
+        let addrs = if addrs.is_empty() {
+            "(not resolved yet)".to_string()
+        } else {
+            addrs.join(", ")
+        };
+        let _ = write!(out, "  name {} -> {addrs}", n.name);
+        if let Some(e) = &n.error {
+            let _ = write!(out, "; failing ({} so far): {e}", n.failures);
+        }
+        let _ = writeln!(out);
+    }
     if let Some(w) = &r.rollback_watch {
         let _ = writeln!(
             out,

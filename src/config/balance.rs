@@ -108,27 +108,42 @@ pub(super) fn weight(b: &Spanned<FileBackend>, key: &str, p: &mut Problems<'_>) 
 }
 
 /// `backends = [...]` as `ringway check` prints it: the short form where the weight is the
-/// default.
+/// default. Names follow the addresses.
 pub(super) fn backends_toml(
     backends: &[SocketAddr],
     weights: &BTreeMap<SocketAddr, u16>,
     limits: &BTreeMap<SocketAddr, NonZeroU32>,
+    names: &[super::NamedBackend],
 ) -> String {
+    let entry = |a: String, w: Option<u16>, m: Option<NonZeroU32>| match (w, m) {
+        (None, None) => format!("\"{a}\""),
+        (w, m) => {
+            let mut s = format!("{{ addr = {}", toml_string(&a));
+            if let Some(w) = w {
+                s.push_str(&format!(", weight = {w}"));
+            }
+            if let Some(m) = m {
+                s.push_str(&format!(", max_connections = {m}"));
+            }
+            s + " }"
+        }
+    };
     let items: Vec<String> = backends
         .iter()
-        .map(|a| match (weights.get(a), limits.get(a)) {
-            (None, None) => format!("\"{a}\""),
-            (w, m) => {
-                let mut s = format!("{{ addr = {}", toml_string(&a.to_string()));
-                if let Some(w) = w {
-                    s.push_str(&format!(", weight = {w}"));
-                }
-                if let Some(m) = m {
-                    s.push_str(&format!(", max_connections = {m}"));
-                }
-                s + " }"
-            }
+        .map(|a| {
+            entry(
+                a.to_string(),
+                weights.get(a).copied(),
+                limits.get(a).copied(),
+            )
         })
+        .chain(names.iter().map(|n| {
+            entry(
+                n.to_string(),
+                (n.weight != DEFAULT_WEIGHT).then_some(n.weight),
+                None,
+            )
+        }))
         .collect();
     format!("[{}]", items.join(", "))
 }

@@ -33,6 +33,9 @@ pub struct FileRuntime {
     pub busy_poll: Option<Spanned<String>>,
     pub access_log_queue: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub dns_resolver: Option<Spanned<String>>,
+    pub dns_min_ttl: Option<Spanned<String>>,
+    pub dns_max_ttl: Option<Spanned<String>>,
 }
 
 /// `runtime.splice`: `true`, `false` or a mode name (`"auto"`, `"always"`, `"never"`).
@@ -196,7 +199,7 @@ impl<'de> Deserialize<'de> for FileBackend {
             type Value = FileBackend;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str(
-                    "a backend: \"IP:PORT\" or { addr = \"IP:PORT\", weight = N, max_connections = M }",
+                    "a backend: \"IP:PORT\", \"NAME:PORT\" or { addr = \"…\", weight = N, max_connections = M }",
                 )
             }
             fn visit_str<E>(self, v: &str) -> Result<FileBackend, E> {

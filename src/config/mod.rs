@@ -8,6 +8,7 @@
 mod access_log;
 mod admin;
 mod balance;
+mod dns;
 mod duration;
 mod eject;
 mod error;
@@ -35,6 +36,7 @@ pub use admin::{
     allowed, default_state_file, euid, token_path_beside,
 };
 pub use balance::{Balance, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use dns::{DEFAULT_DNS_MAX_TTL, DEFAULT_DNS_MIN_TTL, DnsConfig, NamedBackend, parse_named};
 pub use duration::{format_duration, parse_duration};
 pub use eject::{
     DEFAULT_EJECT_AFTER, DEFAULT_EJECT_MAX_PERCENT, DEFAULT_EJECT_MAX_TIME, DEFAULT_EJECT_TIME,
@@ -153,6 +155,8 @@ pub struct RuntimeConfig {
     /// equal share (rounded up); beyond it new connections are reset at accept and counted.
     /// `None`: no cap but the open-files limit.
     pub max_connections: Option<NonZeroU32>,
+    /// `dns_resolver`, `dns_min_ttl`, `dns_max_ttl`: how backend names are resolved.
+    pub dns: DnsConfig,
 }
 
 /// One `[[route]]`.
@@ -160,8 +164,12 @@ pub struct RuntimeConfig {
 pub struct RouteConfig {
     pub name: String,
     pub listen: Vec<SocketAddr>,
-    /// The initial active set; a switch may move the route to other addresses.
+    /// The initial active set; a switch may move the route to other addresses. The
+    /// addresses of [`Self::names`] join it as they resolve.
     pub backends: Vec<SocketAddr>,
+    /// Backends written `"name:port"`: resolved on the control side, each name expanding to
+    /// its current addresses (empty unless the route names one).
+    pub names: Vec<NamedBackend>,
     /// `balance`: how new sessions are spread over the active backends.
     pub balance: Balance,
     /// Backend weights other than [`DEFAULT_WEIGHT`], by address (from `backends` entries
@@ -211,6 +219,7 @@ impl RouteConfig {
             name,
             listen,
             backends,
+            names: Vec::new(),
             balance: Balance::default(),
             weights: BTreeMap::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -253,7 +262,7 @@ impl RouteConfig {
         out.push_str(&format!("listen = {}\n", addr_list(&r.listen)));
         out.push_str(&format!(
             "backends = {}\n",
-            balance::backends_toml(&r.backends, &r.weights, &r.backend_limits)
+            balance::backends_toml(&r.backends, &r.weights, &r.backend_limits, &r.names)
         ));
         out.push_str(&format!("balance = \"{}\"\n", r.balance));
         out.push_str(&format!(
@@ -409,6 +418,7 @@ impl Config {
             Some(n) => out.push_str(&format!("max_connections = {n}\n")),
             None => out.push_str("# max_connections: not set, no cap but the open-files limit\n"),
         }
+        rt.dns.to_toml(&mut out);
         let a = &self.admin;
         out.push_str("\n[admin]\n");
         out.push_str(&format!("listen = \"{}\"\n", a.listen));

@@ -16,6 +16,8 @@ use super::{
 };
 
 const ADDR_FIX: &str = "write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\" (host names are not resolved)";
+/// Backends may also be names, which the control thread resolves.
+const BACKEND_FIX: &str = "write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\", or a host name and a port, e.g. \"app.internal:8080\"";
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(text);
@@ -227,6 +229,12 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
     let access_log_queue = access_log_queue(rt.access_log_queue.as_ref(), p);
     let max_connections =
         super::limits::count(rt.max_connections.as_ref(), "runtime.max_connections", p);
+    let dns = super::dns::dns(
+        rt.dns_resolver.as_ref(),
+        rt.dns_min_ttl.as_ref(),
+        rt.dns_max_ttl.as_ref(),
+        p,
+    );
     if !ok_before || !p.is_empty() {
         return None;
     }
@@ -242,6 +250,7 @@ fn runtime(rt: FileRuntime, p: &mut Problems<'_>) -> Option<RuntimeConfig> {
         busy_poll,
         access_log_queue,
         max_connections,
+        dns,
     })
 }
 
@@ -407,21 +416,54 @@ pub(super) fn route(
             );
         }
     }
-    let backends: Vec<(usize, SocketAddr)> = r
-        .backends
-        .iter()
-        .enumerate()
-        .filter_map(|(j, b)| {
-            let key = format!("{label}backends[{j}]");
-            let s = Spanned::new(b.span(), b.get_ref().addr.clone());
-            addr(&s, &key, p).map(|a| (j, a))
-        })
-        .collect();
+    // An entry is an address, or else a name the control thread resolves.
+    let mut backends: Vec<(usize, SocketAddr)> = Vec::new();
+    let mut names: Vec<super::NamedBackend> = Vec::new();
     let mut weights = std::collections::BTreeMap::new();
-    for (i, a) in &backends {
-        let key = format!("{label}backends[{i}]");
-        if let Some(w) = super::balance::weight(&r.backends[*i], &key, p) {
-            weights.insert(*a, w);
+    for (j, b) in r.backends.iter().enumerate() {
+        let key = format!("{label}backends[{j}]");
+        let text = b.get_ref().addr.trim();
+        let weight = super::balance::weight(b, &key, p);
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            backends.push((j, a));
+            if let Some(w) = weight {
+                weights.insert(a, w);
+            }
+        } else if let Some((host, port)) = super::dns::parse_named(text) {
+            let n = super::NamedBackend {
+                host,
+                port,
+                weight: weight.unwrap_or(super::DEFAULT_WEIGHT),
+            };
+            if b.get_ref().max_connections.is_some() {
+                p.add(
+                    Some(b.span().start),
+                    format!("{key}.max_connections"),
+                    format!("{n} is a name: a per-backend max_connections needs an address"),
+                    "give the backend as \"IP:PORT\" to limit it, or leave max_connections out \
+                     (the route's own max_connections still applies)",
+                );
+            }
+            if names.iter().any(|x| x.host == n.host && x.port == n.port) {
+                p.add(
+                    Some(b.span().start),
+                    key,
+                    format!("{n} is listed twice"),
+                    "list each backend once",
+                );
+            } else {
+                names.push(n);
+            }
+        } else {
+            p.add(
+                Some(b.span().start),
+                key,
+                format!(
+                    "\"{}\" is not an address or a name with a port",
+                    b.get_ref().addr
+                ),
+                BACKEND_FIX,
+            );
         }
     }
     let backend_limits = super::eject::limits_of(&backends, &r.backends, &label, p);
@@ -531,6 +573,7 @@ pub(super) fn route(
         name,
         listen,
         backends,
+        names,
         balance,
         weights,
         connect_timeout,

@@ -228,6 +228,76 @@ impl Control {
         self.answer(result, reply);
     }
 
+    /// `POST /routes/{name}/backends` with `"host:port"`: the name joins the route's names
+    /// (or takes the new weight), without a health gate: its addresses join the active set as
+    /// they resolve (at once when the name is known already).
+    pub(super) fn on_attach_name(
+        &mut self,
+        route: String,
+        name: crate::config::NamedBackend,
+        reply: Reply,
+    ) {
+        if self
+            .writable(&route)
+            .is_ok_and(|r| r.cfg.names.contains(&name))
+        {
+            let doc = Change::unchanged(&route, self.generation, "already attached").doc(self);
+            let _ = reply.send(Ok(Answer::Change(doc)));
+            return;
+        }
+        let result = self.writable(&route).map(drop).and_then(|()| {
+            let mut next = self.routes.clone();
+            let Some(r) = next.iter_mut().find(|r| r.cfg.name == route) else {
+                return Err(ControlError::NoRoute(route.clone()));
+            };
+            match r
+                .cfg
+                .names
+                .iter_mut()
+                .find(|n| n.host == name.host && n.port == name.port)
+            {
+                Some(n) => n.weight = name.weight,
+                None => r.cfg.names.push(name.clone()),
+            }
+            // `install` expands the names again: its addresses join, or take the new weight.
+            let done = self.install(next, Vec::new())?;
+            self.mark_changed(&route, done.generation);
+            tracing::info!(route = %route, name = %name, weight = name.weight, generation = done.generation, "backend name attached");
+            Ok(Change::new(ChangeAction::Attached, &route, done))
+        });
+        self.answer(result, reply);
+    }
+
+    /// `DELETE /routes/{name}/backends/{host:port}`: the name leaves the route; sessions on
+    /// its addresses drain as after a detach.
+    pub(super) fn on_detach_name(&mut self, route: String, name: String, reply: Reply) {
+        let result = self.writable(&route).map(drop).and_then(|()| {
+            let mut next = self.routes.clone();
+            let Some(r) = next.iter_mut().find(|r| r.cfg.name == route) else {
+                return Err(ControlError::NoRoute(route.clone()));
+            };
+            let Some(i) = r.cfg.names.iter().position(|n| n.to_string() == name) else {
+                return Err(ControlError::NoName {
+                    route: route.clone(),
+                    name,
+                });
+            };
+            if r.cfg.backends.is_empty() && r.cfg.names.len() == 1 {
+                return Err(ControlError::LastName {
+                    route: route.clone(),
+                    name,
+                });
+            }
+            r.cfg.names.remove(i);
+            let done = self.install(next, Vec::new())?;
+            self.mark_changed(&route, done.generation);
+            self.rewatch(&route);
+            tracing::info!(route = %route, name = %name, generation = done.generation, "backend name detached; its sessions drain");
+            Ok(Change::new(ChangeAction::Detached, &route, done))
+        });
+        self.answer(result, reply);
+    }
+
     /// `PATCH /routes/{name}/backends/{addr}` `{"drain": bool}`: allowed on every route.
     pub(super) fn on_drain_flag(
         &mut self,

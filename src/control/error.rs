@@ -20,6 +20,12 @@ pub enum ControlError {
     Exists(String),
     #[error("route {route} has no backend {addr}")]
     NoBackend { route: String, addr: SocketAddr },
+    #[error("route {route} has no backend name {name}")]
+    NoName { route: String, name: String },
+    #[error(
+        "{name} is the last backend of route {route}: attach another first, or remove the route"
+    )]
+    LastName { route: String, name: String },
     #[error("route {0} is already being switched; retry when that has finished")]
     Busy(String),
     #[error(
@@ -64,7 +70,9 @@ impl ControlError {
     /// The stable code in `{"error": code}`.
     pub fn code(&self) -> &'static str {
         match self {
-            ControlError::NoRoute(_) | ControlError::NoBackend { .. } => "not_found",
+            ControlError::NoRoute(_)
+            | ControlError::NoBackend { .. }
+            | ControlError::NoName { .. } => "not_found",
             ControlError::Exists(_) => "exists",
             ControlError::Busy(_) => "switch_in_progress",
             ControlError::FileOwned { .. } => "file_owned",
@@ -73,7 +81,9 @@ impl ControlError {
             ControlError::Port(e) => e.code(),
             ControlError::GateFailed(_) => "health_gate_failed",
             ControlError::NothingToRollBack(_) => "nothing_to_roll_back",
-            ControlError::LastBackend { .. } | ControlError::WouldDrainAll { .. } => "last_backend",
+            ControlError::LastBackend { .. }
+            | ControlError::LastName { .. }
+            | ControlError::WouldDrainAll { .. } => "last_backend",
             ControlError::EmptySet => "empty_set",
             ControlError::NoConfigFile => "no_config_file",
             ControlError::ShuttingDown => "shutting_down",

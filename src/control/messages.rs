@@ -147,6 +147,17 @@ pub enum AdminQuery {
         route: String,
         addr: SocketAddr,
     },
+    /// Add a backend name to a route (its addresses join as it resolves), or change its
+    /// weight.
+    AttachName {
+        route: String,
+        name: crate::config::NamedBackend,
+    },
+    /// Remove a backend name (`"host:port"`) from a route; its addresses drain.
+    DetachName {
+        route: String,
+        name: String,
+    },
     Drain {
         route: String,
         addr: SocketAddr,

@@ -10,6 +10,7 @@ mod crud;
 mod error;
 mod fdlimit;
 pub mod messages;
+mod names;
 mod notify;
 mod persist;
 mod ports;
@@ -122,6 +123,9 @@ pub struct Control {
     stopping: bool,
     /// The access log: tags given to the routes, and the writer thread once a route logs.
     access_log: AccessLog,
+    /// Backend names: their last good addresses, and the resolver thread once a route
+    /// names one.
+    names: names::Names,
 }
 
 /// What [`Control::install`] did.
@@ -181,6 +185,7 @@ impl Control {
                 recv(self.from_workers) -> msg => if let Ok(msg) = msg { self.on_worker(msg) },
                 recv(self.admin_rx) -> req => if let Ok(req) = req { self.on_admin(req) },
                 recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
+                recv(self.names.rx) -> ev => if let Ok(ev) = ev { self.on_dns(ev) },
                 // (an event queued just before the watcher was stopped is not a change)
                 recv(self.watch_rx) -> ev => if ev.is_ok() && self.watcher.is_some() {
                     self.watch_due = Some(Instant::now() + watch::QUIET);
@@ -307,6 +312,12 @@ impl Control {
                 return self.on_attach(route, addr, check, weight, reply);
             }
             AdminQuery::Detach { route, addr } => return self.on_detach(route, addr, reply),
+            AdminQuery::AttachName { route, name } => {
+                return self.on_attach_name(route, name, reply);
+            }
+            AdminQuery::DetachName { route, name } => {
+                return self.on_detach_name(route, name, reply);
+            }
             AdminQuery::Drain { route, addr, drain } => {
                 return self.on_drain_flag(route, addr, drain, reply);
             }
@@ -389,8 +400,10 @@ impl Control {
     fn install(
         &mut self,
         mut next: Vec<RouteState>,
-        drains: Vec<Drain>,
+        mut drains: Vec<Drain>,
     ) -> Result<Installed, ControlError> {
+        // Backend names expand into the addresses known now; new ones follow as they resolve.
+        drains.extend(next.iter_mut().filter_map(|r| self.names.expand(r)));
         let wants: Vec<ports::Want> = next.iter().map(RouteState::want).collect();
         let reserved = [(self.admin_addr, "the admin API's address")];
         let plan = self.ports.plan(
@@ -427,6 +440,7 @@ impl Control {
                 self.health.send(health::Command::Unwatch { route: name });
             }
         }
+        self.names.follow(&self.routes);
         let names: Vec<String> = self.routes.iter().map(|r| r.cfg.name.clone()).collect();
         for name in &names {
             self.send_health_targets(name);

@@ -285,15 +285,20 @@ pub fn resume(
             continue;
         }
         max_generation = max_generation.max(p.generation);
-        if p.active != r.active {
+        // A route with backend names that was never switched held its names' answer then;
+        // they resolve afresh (`control::names`), so the saved set is not resumed.
+        let follows_names = !r.cfg.names.is_empty() && p.previous.is_none();
+        if p.active != r.active && !follows_names {
             tracing::info!(
                 route = %name,
                 active = %join(&p.active),
                 "resuming the persisted active set"
             );
         }
-        r.active = p.active;
-        r.previous = p.previous;
+        if !follows_names {
+            r.active = p.active;
+            r.previous = p.previous;
+        }
         r.generation = p.generation;
         let known = r.checked_backends();
         r.drain = p.drain.into_iter().filter(|a| known.contains(a)).collect();

@@ -56,6 +56,9 @@ pub struct RouteState {
     pub pending_rollback: Option<String>,
     /// Backends with the drain flag: no new sessions, open ones stay.
     pub drain: BTreeSet<SocketAddr>,
+    /// The addresses `cfg.names` expand to now (beside `cfg.backends`), each with its
+    /// name's weight; empty for a route of IP literals (see `control::names`).
+    pub resolved: Vec<(SocketAddr, u16)>,
 }
 
 impl RouteState {
@@ -75,7 +78,59 @@ impl RouteState {
             busy: false,
             pending_rollback: None,
             drain: BTreeSet::new(),
+            resolved: Vec::new(),
         }
+    }
+
+    /// The configured set: `cfg.backends`, then the addresses its names resolve to now.
+    pub fn configured(&self) -> Vec<SocketAddr> {
+        let mut all = self.cfg.backends.clone();
+        for (a, _) in &self.resolved {
+            if !all.contains(a) {
+                all.push(*a);
+            }
+        }
+        all
+    }
+
+    /// The weight of `addr` in this route: configured for it, or its name's.
+    pub fn weight(&self, addr: &SocketAddr) -> u16 {
+        match self.cfg.weights.get(addr) {
+            Some(w) => *w,
+            None => self
+                .resolved
+                .iter()
+                .find(|(a, _)| a == addr)
+                .map_or(crate::config::DEFAULT_WEIGHT, |(_, w)| *w),
+        }
+    }
+
+    /// Takes the addresses the route's names now resolve to. A route whose active set is the
+    /// configured set follows it; one that a switch moved elsewhere stays where it is (until
+    /// a switch or rollback brings it back). Returns the addresses no longer active.
+    pub fn set_resolved(&mut self, resolved: Vec<(SocketAddr, u16)>) -> Vec<SocketAddr> {
+        if resolved == self.resolved {
+            return Vec::new();
+        }
+        let before = self.configured();
+        let following =
+            self.active.len() == before.len() && self.active.iter().all(|a| before.contains(a));
+        self.resolved = resolved;
+        if !following {
+            return Vec::new();
+        }
+        let now = self.configured();
+        let gone: Vec<SocketAddr> = self
+            .active
+            .iter()
+            .filter(|a| !now.contains(a))
+            .copied()
+            .collect();
+        self.active = now;
+        let keep = self.checked_backends();
+        self.drain.retain(|a| keep.contains(a));
+        self.health.retain(|a, _| keep.contains(a));
+        gone
     }
 
     /// What this route asks of the listen addresses ([`super::ports::Ports::plan`]).
@@ -145,7 +200,9 @@ impl RouteState {
             })
             .collect();
         let before = self.active.clone();
-        if old.backends != self.cfg.backends {
+        if old.backends != self.cfg.backends || old.names != self.cfg.names {
+            // The new names' addresses join as `control::names` expands them.
+            self.resolved.clear();
             self.active = self.cfg.backends.clone();
             self.previous = None;
             self.watch = None;
@@ -174,7 +231,14 @@ impl RouteState {
     pub fn checked_backends(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = Vec::new();
         let prev = self.previous.iter().flatten();
-        for a in self.active.iter().chain(&self.cfg.backends).chain(prev) {
+        let named = self.resolved.iter().map(|(a, _)| a);
+        for a in self
+            .active
+            .iter()
+            .chain(&self.cfg.backends)
+            .chain(named)
+            .chain(prev)
+        {
             if !all.contains(a) {
                 all.push(*a);
             }
@@ -204,9 +268,16 @@ impl RouteState {
 
     /// What the workers get for this route.
     pub fn spec(&self) -> RouteSpec {
+        let mut cfg = self.cfg.clone();
+        // The workers weigh a named backend's addresses by its weight.
+        for (a, w) in &self.resolved {
+            if *w != crate::config::DEFAULT_WEIGHT {
+                cfg.weights.entry(*a).or_insert(*w);
+            }
+        }
         RouteSpec {
             id: self.id,
-            cfg: self.cfg.clone(),
+            cfg,
             listen: self.bound.clone(),
             drain: self
                 .active
@@ -224,5 +295,45 @@ impl RouteState {
             // Given by `AccessLog::tag` when published.
             log: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A route on its configured set follows its names' answers (the addresses that left
+    /// are returned to drain); one a switch moved elsewhere stays there.
+    #[test]
+    fn resolved_addresses_join_and_leave_the_configured_set() {
+        let cfg = RouteConfig::with_defaults(
+            "web".into(),
+            vec![addr("127.0.0.1:3000")],
+            vec![addr("127.0.0.1:8080")],
+        );
+        let mut r = RouteState::new(1, Origin::File, cfg);
+        let (x, y) = (addr("10.0.0.1:80"), addr("10.0.0.2:80"));
+        assert!(r.set_resolved(vec![(x, 2)]).is_empty());
+        assert_eq!(r.active, vec![addr("127.0.0.1:8080"), x]);
+        assert_eq!(r.weight(&x), 2);
+        assert_eq!(r.spec().cfg.weight(&x), 2);
+        // The same addresses again: nothing to do; a new answer: x drains, y joins.
+        assert!(r.set_resolved(vec![(x, 2)]).is_empty());
+        assert_eq!(r.set_resolved(vec![(y, 1)]), vec![x]);
+        assert_eq!(r.active, vec![addr("127.0.0.1:8080"), y]);
+        assert_eq!(r.weight(&x), 1);
+        // A weight change alone keeps the set and changes the weight.
+        assert!(r.set_resolved(vec![(y, 3)]).is_empty());
+        assert_eq!(r.spec().cfg.weight(&y), 3);
+
+        // Switched elsewhere: the answer is recorded (health checks cover it), the set stays.
+        r.active = vec![addr("127.0.0.1:9090")];
+        assert!(r.set_resolved(vec![(x, 1)]).is_empty());
+        assert_eq!(r.active, vec![addr("127.0.0.1:9090")]);
+        assert!(r.checked_backends().contains(&x));
     }
 }

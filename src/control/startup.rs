@@ -2,7 +2,8 @@
 //!
 //! Order matters for clear failures: raise the open-files limit (`fdlimit`), read the state file (routes the admin API created come
 //! back from it; each route resumes its persisted active set where its configuration is
-//! unchanged), bind every listen address and the admin sockets (so a port held by another
+//! unchanged), resolve backend names (so the first generation has their addresses; a name
+//! that fails does not stop the start), bind every listen address and the admin sockets (so a port held by another
 //! process is reported before anything runs or any file is written), write the admin token,
 //! start the workers (so a kernel without io_uring is reported), hand out the listeners as
 //! the first generation, start the health checks, serve the admin API, then tell systemd
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::messages::{FromWorker, ToWorker};
+use super::names::Names;
 use super::ports::{PortError, Ports, Want};
 use super::routes::RouteState;
 use super::token::{self, TokenError};
@@ -89,6 +91,13 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
                 }
             }
         }
+    }
+    // Backend names resolve before anything binds: the first generation has their addresses
+    // (and a drained one among them stays drained).
+    let mut names = Names::new(config.runtime.dns.clone());
+    names.resolve_first(&routes);
+    for r in &mut routes {
+        names.expand(r);
     }
     let first_generation = match saved {
         Some(saved) => persist::resume(&mut routes, saved, state_file).max(1),
@@ -247,11 +256,13 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         next_gate: 0,
         stopping: false,
         access_log,
+        names,
     };
     let names: Vec<String> = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
     for name in &names {
         control.send_health_targets(name);
     }
+    control.names.follow(&control.routes);
     control.persist();
     control.sync_watcher();
     notify::ready();

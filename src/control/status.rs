@@ -66,7 +66,11 @@ pub(super) fn status(c: &Control) -> StatusDoc {
             let totals = c.metrics.routes();
             c.routes
                 .iter()
-                .map(|r| route(r, totals.get(&r.cfg.name)))
+                .map(|r| {
+                    let mut doc = route(r, totals.get(&r.cfg.name));
+                    doc.names = c.name_docs(r);
+                    doc
+                })
                 .collect()
         },
         listeners,
@@ -137,7 +141,7 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
                 health_reason: h.and_then(|h| h.reason.clone()),
                 health_since_seconds: h.map(|h| since(h.since)),
                 drain: r.drain.contains(addr),
-                weight: r.cfg.weight(addr),
+                weight: r.weight(addr),
                 connections_active: open,
                 draining: if is_active { 0 } else { open },
                 connections_total: b.map_or(0, |b| b.connections),
@@ -193,6 +197,8 @@ fn route(r: &RouteState, t: Option<&RouteTotals>) -> RouteDoc {
         switching: r.busy,
         rollback_watch: watch,
         backends,
+        // Filled in by `status` (the resolver's cache is the control thread's).
+        names: Vec::new(),
         connections_active: t.map_or(0, |t| t.counters.active),
         draining,
         connections_total: t.map_or(0, |t| t.counters.accepted),

@@ -42,6 +42,9 @@ pub const SWITCHES_TOTAL: &str = "ringway_switches_total";
 pub const BACKEND_UP: &str = "ringway_backend_up";
 /// ringway addition: configuration reloads, per result (ok, failed).
 pub const RELOADS_TOTAL: &str = "ringway_reloads_total";
+/// ringway addition: failed resolutions of a route's backend name (`name` is the host);
+/// the route keeps the name's last good addresses meanwhile.
+pub const DNS_FAILURES_TOTAL: &str = "ringway_dns_failures_total";
 /// ringway addition: connections still queued on a listener when it was closed (the kernel
 /// resets them). Retiring a listener serves its queue first, so this should stay 0.
 pub const LISTENER_QUEUE_RESETS_TOTAL: &str = "ringway_listener_queue_resets_total";
@@ -116,6 +119,7 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (SWITCHES_TOTAL, Kind::Counter),
     (BACKEND_UP, Kind::Gauge),
     (RELOADS_TOTAL, Kind::Counter),
+    (DNS_FAILURES_TOTAL, Kind::Counter),
 ];
 
 /// Every sample name `GET /metrics` can export: the families, with `_bucket`, `_sum` and

@@ -589,6 +589,8 @@ pub struct ControlMetrics {
     pub backend_up: Vec<(String, String, bool)>,
     /// Configuration reloads by result ("ok", "failed").
     pub reloads: BTreeMap<&'static str, u64>,
+    /// (route, host) → failed resolutions of that backend name.
+    pub dns_failures: BTreeMap<(String, String), u64>,
 }
 
 /// Appends the control thread's metrics to a Prometheus exposition.
@@ -631,6 +633,20 @@ pub fn prometheus_control(out: &mut String, c: &ControlMetrics) {
         let n = c.reloads.get(result).copied().unwrap_or(0);
         sample(out, RELOADS_TOTAL, &[("result", result)], n);
     }
+    header(
+        out,
+        DNS_FAILURES_TOTAL,
+        "counter",
+        "Failed resolutions of a backend name, per route and name (the last good addresses stay).",
+    );
+    for ((route, name), n) in &c.dns_failures {
+        sample(
+            out,
+            DNS_FAILURES_TOTAL,
+            &[("route", route), ("name", name)],
+            *n,
+        );
+    }
 }
 
 /// The control thread's metrics as JSON.
@@ -649,7 +665,12 @@ pub fn json_control(c: &ControlMetrics) -> Value {
         .iter()
         .map(|r| (r.to_string(), json!(c.reloads.get(r).copied().unwrap_or(0))))
         .collect();
-    json!({"switches": switches, "backend_up": up, "reloads": reloads})
+    let dns: Vec<Value> = c
+        .dns_failures
+        .iter()
+        .map(|((route, name), n)| json!({"route": route, "name": name, "failures": n}))
+        .collect();
+    json!({"switches": switches, "backend_up": up, "reloads": reloads, "dns_failures": dns})
 }
 
 #[cfg(test)]

@@ -211,9 +211,9 @@ impl RouteTable {
         for spec in routes {
             let cfg = &spec.cfg;
             if spec.active.is_empty() {
-                // The control thread never publishes one; a route without backends would
-                // have nothing to pick (its listeners then reset new connections).
-                tracing::error!(route = %cfg.name, "route has no active backend; left out");
+                // Only a route whose backends are all names not resolved yet has none; it
+                // has nothing to pick (its listeners then reset new connections).
+                tracing::warn!(route = %cfg.name, "route has no active backend; left out");
                 continue;
             }
             let m = metrics.route(&cfg.name);

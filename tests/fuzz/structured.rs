@@ -71,6 +71,8 @@ const STRINGS: &[&str] = &[
     "v2",
     "*.example.com",
     "api.example.com",
+    "app.internal:8080",
+    "a..b:80",
     "*.",
     "127.0.0.0/8",
     "::/0",

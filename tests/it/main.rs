@@ -8,6 +8,7 @@ mod balance;
 mod bounds;
 mod config;
 mod connect;
+mod dns;
 mod eject;
 mod lifecycle;
 mod limits;
