@@ -46,7 +46,7 @@ pub fn backend_pick(c: &mut Criterion) {
                 b.iter(|| {
                     client = client.wrapping_add(1);
                     let source = Source::of(IpAddr::V4(Ipv4Addr::from(client)));
-                    black_box(black_box(route).pick(black_box(source)).0)
+                    black_box(black_box(route).pick(black_box(source)).map(|p| p.0))
                 })
             });
         }

@@ -469,6 +469,7 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | ControlError::NothingToRollBack(_)
         | ControlError::LastBackend { .. }
         | ControlError::LastName { .. }
+        | ControlError::FromName { .. }
         | ControlError::WouldDrainAll { .. }
         | ControlError::EmptySet
         | ControlError::NoConfigFile => StatusCode::CONFLICT,

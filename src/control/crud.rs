@@ -195,6 +195,14 @@ impl Control {
                     addr,
                 });
             }
+            // An address a name resolved to follows the name: detaching it alone would leave
+            // the route "switched" away from its names, and DNS changes ignored.
+            if !r.cfg.backends.contains(&addr) && r.resolved.iter().any(|(a, _)| *a == addr) {
+                return Err(ControlError::FromName {
+                    route: route.clone(),
+                    addr,
+                });
+            }
             if r.active.iter().all(|a| *a == addr) {
                 return Err(ControlError::LastBackend {
                     route: route.clone(),

@@ -26,6 +26,10 @@ pub enum ControlError {
         "{name} is the last backend of route {route}: attach another first, or remove the route"
     )]
     LastName { route: String, name: String },
+    #[error(
+        "{addr} of route {route} comes from a backend name: detach the name (`ringway backend remove {route} NAME:PORT`), or drain the address (`ringway backend drain {route} {addr}`)"
+    )]
+    FromName { route: String, addr: SocketAddr },
     #[error("route {0} is already being switched; retry when that has finished")]
     Busy(String),
     #[error(
@@ -85,6 +89,7 @@ impl ControlError {
             | ControlError::LastName { .. }
             | ControlError::WouldDrainAll { .. } => "last_backend",
             ControlError::EmptySet => "empty_set",
+            ControlError::FromName { .. } => "from_name",
             ControlError::NoConfigFile => "no_config_file",
             ControlError::ShuttingDown => "shutting_down",
             ControlError::NotAcknowledged { .. } => "not_acknowledged",

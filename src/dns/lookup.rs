@@ -36,8 +36,18 @@ fn make(cfg: &DnsConfig) -> Made {
             ),
             TokioConnectionProvider::default(),
         ),
-        None => TokioResolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system's resolver configuration: {e}"))?,
+        None => match TokioResolver::builder_tokio() {
+            Ok(b) => b,
+            // No usable /etc/resolv.conf: /etc/hosts still answers (every other name fails,
+            // saying why); set runtime.dns_resolver to ask a name server.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the system's resolver configuration: only /etc/hosts answers backend names (set runtime.dns_resolver)");
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, Vec::new(), NameServerConfigGroup::new()),
+                    TokioConnectionProvider::default(),
+                )
+            }
+        },
     };
     let opts = builder.options_mut();
     opts.timeout = QUERY_TIMEOUT;

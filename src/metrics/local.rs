@@ -395,15 +395,19 @@ pub enum Rejected {
     ProxyMalformed,
     /// The worker held its share of `runtime.max_connections`.
     RuntimeMaxConnections,
+    /// The address's routes have no backend to pick yet (their backends are all names that
+    /// have not resolved).
+    NoBackend,
 }
 
 impl Rejected {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     pub const ALL: [Rejected; Rejected::COUNT] = [
         Rejected::NoMatch,
         Rejected::ProxyUntrusted,
         Rejected::ProxyMalformed,
         Rejected::RuntimeMaxConnections,
+        Rejected::NoBackend,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -412,6 +416,7 @@ impl Rejected {
             Rejected::ProxyUntrusted => "proxy_untrusted",
             Rejected::ProxyMalformed => "proxy_malformed",
             Rejected::RuntimeMaxConnections => "runtime_max_connections",
+            Rejected::NoBackend => "no_backend",
         }
     }
 }

@@ -27,7 +27,8 @@ pub const WORKER_IMBALANCE: &str = "ringway_worker_imbalance";
 pub const SESSIONS_ENDED_TOTAL: &str = "ringway_sessions_ended_total";
 /// ringway addition: connections refused before a backend was tried, per `reason`:
 /// `max_connections` (the route's), `backends_full` (every backend at its own
-/// `max_connections`, or ejected).
+/// `max_connections`, or ejected), `max_connections_per_source`, `runtime_max_connections`
+/// (on a shared address before a route took it: `ringway_listen_rejected_total`).
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "ringway_connections_rejected_total";
 /// ringway addition: sessions open per backend.
 pub const BACKEND_CONNECTIONS_ACTIVE: &str = "ringway_backend_connections_active";

@@ -546,7 +546,7 @@ fn listens(out: &mut String, store: &MetricsStore) {
         out,
         LISTEN_REJECTED_TOTAL,
         "counter",
-        "Connections on a shared listen address reset before any route took them.",
+        "Connections on a shared listen address (or one whose routes have no backend yet) reset before any route took them.",
     );
     for (addr, l) in &listens {
         let listen = addr.to_string();

@@ -32,8 +32,9 @@ pub struct Env<'a> {
 }
 
 /// Connects to one of the route's backends, or gives up (`None`) when every attempt failed or
-/// the budget is spent. Each failure is counted on its backend. `source`: the client, for
-/// `hash_source`.
+/// the budget is spent, or every backend is at its own `max_connections`. Each failure is
+/// counted on its backend. On success the backend's `active` is already raised: the caller
+/// drops it when the session ends. `source`: the client, for `hash_source`.
 pub async fn connect(
     route: &Route,
     env: Env<'_>,
@@ -45,7 +46,7 @@ pub async fn connect(
     for _ in 0..route.connect_attempts() {
         let left = budget.checked_sub(start.elapsed())?;
         let (i, backend) = match last {
-            None => route.pick(source),
+            None => route.pick(source)?,
             Some(i) => route.after(i)?,
         };
         last = Some(i);
@@ -67,6 +68,9 @@ pub async fn connect(
             }
             Ok(Ok(stream)) => {
                 backend.eject.succeeded();
+                // Open from here (the caller drops it when the session ends), so that the
+                // time a prelude takes counts toward `max_connections` and the loads.
+                bump(&backend.active, 1);
                 route
                     .metrics
                     .record_connect_us(attempt.elapsed().as_micros() as u64);

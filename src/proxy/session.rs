@@ -110,11 +110,17 @@ pub fn run(
         };
         let connected = match silent {
             Some(outcome) => Err(outcome),
+            // Every backend filled up while this client was silent: refused as at accept
+            // (counted as `backends_full`), the session ends `connect_failed`.
+            None if route.cfg.first_byte_timeout.is_some() && route.all_full() => {
+                m.reject(Limit::BackendsFull);
+                Err(Outcome::ConnectFailed)
+            }
             None => Ok(Box::pin(connect(&route, env, source)).await),
         };
         let outcome = match connected {
             Err(outcome) => {
-                if outcome == Outcome::FirstByteTimeout {
+                if matches!(outcome, Outcome::FirstByteTimeout | Outcome::ConnectFailed) {
                     reset(client);
                 }
                 outcome
@@ -132,6 +138,7 @@ pub fn run(
                 )
                 .await =>
             {
+                drop_one(&b.active);
                 bump(&b.connections, 1);
                 let us = started.elapsed().as_micros() as u64;
                 worker
@@ -143,7 +150,6 @@ pub fn run(
             }
             Ok(Some((backend, b))) => {
                 bump(&b.connections, 1);
-                bump(&b.active, 1);
                 let us = started.elapsed().as_micros() as u64;
                 worker
                     .sessions

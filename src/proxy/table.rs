@@ -54,15 +54,25 @@ impl Route {
     /// The backend for a new session from `source`, as `cfg.balance` decides among the
     /// usable ones (neither ejected nor at their own `max_connections` on this worker): its
     /// index (for [`Route::after`]) and its counters.
+    /// When none is usable the strategy's own choice stands (an ejected backend beats failing
+    /// the client), unless it is full: then the next one that is not, and `None` when every
+    /// backend is full (the caller resets the client; a session that waited for its first
+    /// bytes can find them all full only then).
     #[inline]
-    pub fn pick(&self, source: Source) -> (usize, &Rc<BackendMetrics>) {
+    pub fn pick(&self, source: Source) -> Option<(usize, &Rc<BackendMetrics>)> {
         let now = Now::default();
         let i = self
             .picker
             .pick_where(&self.backends, &self.weights, source, |i| {
                 self.usable(i, &now)
             });
-        (i, self.backend(i))
+        let i = if self.full(i) {
+            let n = self.backends.len();
+            (1..n).map(|k| (i + k) % n).find(|&j| !self.full(j))?
+        } else {
+            i
+        };
+        Some((i, self.backend(i)))
     }
 
     /// The backend to retry after backend `i` failed: the next usable one in the list, so
@@ -212,8 +222,9 @@ impl RouteTable {
             let cfg = &spec.cfg;
             if spec.active.is_empty() {
                 // Only a route whose backends are all names not resolved yet has none; it
-                // has nothing to pick (its listeners then reset new connections).
-                tracing::warn!(route = %cfg.name, "route has no active backend; left out");
+                // has nothing to pick (its listeners then reset new connections, counted
+                // as `no_backend`; the control side logs the names' failures).
+                tracing::debug!(route = %cfg.name, "route has no active backend; left out");
                 continue;
             }
             let m = metrics.route(&cfg.name);
@@ -353,7 +364,7 @@ mod tests {
             .and_then(|d| d.direct())
             .unwrap();
         let picks: Vec<u16> = (0..4)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8080, 8081, 8080, 8081]);
         assert_eq!(route.max_per_worker, Some(3));
@@ -364,7 +375,7 @@ mod tests {
         let table = RouteTable::build(2, &[spec(&["127.0.0.1:8080"])], &metrics, 2);
         let route = table.by_name("web").unwrap();
         let picks: Vec<u16> = (0..3)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8081, 8081, 8081]);
         assert_eq!(route.connect_attempts(), 1);
@@ -377,7 +388,7 @@ mod tests {
         );
         let route = table.by_name("web").unwrap();
         let picks: Vec<u16> = (0..2)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8080, 8081]);
 
@@ -389,7 +400,7 @@ mod tests {
         let table = RouteTable::build(4, std::slice::from_ref(&drained), &metrics, 2);
         let route = table.by_name("web").unwrap();
         let picks: Vec<u16> = (0..2)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8080, 8080]);
         // ... unless every backend is drained.
@@ -400,7 +411,7 @@ mod tests {
         let table = RouteTable::build(5, &[all], &metrics, 2);
         let route = table.by_name("web").unwrap();
         let picks: Vec<u16> = (0..2)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8080, 8081]);
     }
@@ -428,7 +439,7 @@ mod tests {
         let w: Vec<(u16, u16)> = route.weighted().map(|(a, w)| (a.port(), w)).collect();
         assert_eq!(w, [(8080, 1), (8081, 3), (8082, 1)]);
         let picks: Vec<u16> = (0..5)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8081, 8080, 8081, 8082, 8081]);
         // A retry goes to the next backend in the list.
@@ -437,7 +448,7 @@ mod tests {
         let table = RouteTable::build(2, &[spec], &metrics, 1);
         let route = table.by_name("web").unwrap();
         let picks: Vec<u16> = (0..4)
-            .map(|_| route.pick(Source::default()).1.addr.port())
+            .map(|_| route.pick(Source::default()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks, [8080, 8082, 8080, 8082]);
     }
@@ -465,7 +476,7 @@ mod tests {
         // Two workers: shares of 2 and 1.
         let table = RouteTable::build(1, std::slice::from_ref(&spec), &metrics, 2);
         let route = table.by_name("web").unwrap();
-        let port = |r: &Route| r.pick(Source::default()).1.addr.port();
+        let port = |r: &Route| r.pick(Source::default()).unwrap().1.addr.port();
         let open = |r: &Route, p: u16| {
             let b = r.weighted().position(|(a, _)| a.port() == p).unwrap();
             bump(&r.backends[b].active, 1);

@@ -23,7 +23,7 @@ use monoio::io::CancelHandle;
 use monoio::net::{TcpListener, TcpStream};
 
 use super::Worker;
-use crate::metrics::local::AcceptErrorKind;
+use crate::metrics::local::{AcceptErrorKind, Rejected};
 use crate::net::sys;
 use crate::proxy::balance::Source;
 use crate::proxy::door::Door;
@@ -161,9 +161,19 @@ fn serve(
                 monoio::spawn(session::run_door(worker.clone(), door, stream, peer));
             }
         },
-        // Never listened for a route (cannot happen): close it.
-        None => drop(stream),
+        // The address's routes have nothing to pick yet (backends that are names not
+        // resolved so far): reset, counted.
+        None => refuse_without_backend(worker, addr, stream),
     }
+}
+
+/// A connection on an address whose routes the table left out (no backend to pick yet):
+/// reset at once and counted in `ringway_listen_rejected_total{reason="no_backend"}`.
+#[cold]
+fn refuse_without_backend(worker: &Worker, addr: SocketAddr, stream: TcpStream) {
+    let _ = sys::set_linger_zero(stream.as_raw_fd());
+    drop(stream);
+    worker.metrics.listen(addr).reject(Rejected::NoBackend);
 }
 
 /// A connection whose socket fell into the reserve of descriptors (`proxy::fds`): reset at

@@ -199,6 +199,16 @@ fn proxy(ns: &NameServer, port: u16) -> Proxy {
     b.start()
 }
 
+/// True once every worker acknowledged the generation last published (a generation a DNS
+/// answer makes is published without waiting for the workers, unlike an API change).
+fn applied(p: &Proxy) -> bool {
+    let s = p.status();
+    let g = s["generation"].as_u64().unwrap_or(u64::MAX);
+    s["workers"]
+        .as_array()
+        .is_some_and(|w| w.iter().all(|w| w["generation"].as_u64() >= Some(g)))
+}
+
 /// The route's entry for the name in `/status`.
 fn name_doc(p: &Proxy) -> serde_json::Value {
     p.status()["routes"][0]["names"][0].clone()
@@ -227,7 +237,14 @@ fn a_changed_answer_moves_new_sessions() {
         p.status(),
         p.logs()
     );
-    // Every new session now: the old address is out of the active set.
+    // Every new session, once every worker has the new generation: the old address is out
+    // of the active set.
+    assert!(
+        p.eventually(Duration::from_secs(10), |p| applied(p)
+            && p.status()["routes"][0]["active"] == serde_json::json!([b.addr])),
+        "{}",
+        p.status()
+    );
     for _ in 0..20 {
         assert_eq!(tag_of(listen), Some(b'B'));
     }
@@ -354,8 +371,8 @@ fn names_through_the_admin_api() {
             .unwrap_or_default()
     };
     assert!(
-        p.eventually(Duration::from_secs(10), |p| app(p)["active"]
-            == serde_json::json!([a.addr, b.addr])),
+        p.eventually(Duration::from_secs(10), |p| applied(p)
+            && app(p)["active"] == serde_json::json!([a.addr, b.addr])),
         "{}",
         app(&p)
     );
@@ -376,6 +393,11 @@ fn names_through_the_admin_api() {
 
     let (code, _) = p.admin_call("DELETE", "/routes/app/backends/nowhere.test:80", None);
     assert_eq!(code, 404);
+    // An address the name resolved to follows the name: it cannot be detached alone.
+    let (code, out) = p.admin_call("DELETE", &format!("/routes/app/backends/{}", b.addr), None);
+    assert_eq!(code, 409, "{out}");
+    assert!(out.contains("from_name"), "{out}");
+    assert_eq!(app(&p)["active"], serde_json::json!([a.addr, b.addr]));
     let path = format!("/routes/app/backends/{NAME}:{port}");
     let (code, out) = p.admin_call("DELETE", &path, None);
     assert_eq!(code, 200, "{out}");
@@ -418,10 +440,9 @@ fn a_name_unresolved_at_start_joins_later() {
 
     ns.set(Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 30));
     assert!(
-        p.eventually(
-            Duration::from_secs(15),
-            |p| p.status()["routes"][0]["active"] == serde_json::json!([a.addr, b.addr])
-        ),
+        p.eventually(Duration::from_secs(15), |p| applied(p)
+            && p.status()["routes"][0]["active"]
+                == serde_json::json!([a.addr, b.addr])),
         "{}\n{}",
         p.status(),
         p.logs()

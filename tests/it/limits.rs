@@ -601,3 +601,50 @@ fn the_admin_api_takes_and_checks_the_limits() {
     assert_eq!(got, Err(io::ErrorKind::ConnectionReset));
     assert!(p.eventually(LONG, |p| ended(p, "api", "first_byte_timeout") == 1.0));
 }
+
+/// With `first_byte_timeout`, a client is admitted while its backend has room but connected
+/// only when it speaks: if every backend filled up meanwhile (with another client that
+/// spoke first), it is reset then, counted as `backends_full`, and the backend's own
+/// `max_connections` is never exceeded.
+#[test]
+fn a_backend_full_by_the_time_a_silent_client_speaks_is_not_exceeded() {
+    let (backend, accepted) = counting_echo();
+    let mut b = ProxyBuilder::new(Relay::Auto).workers(1);
+    b.routes.push(format!(
+        "[[route]]\nname = \"r0\"\nlisten = [\"127.0.0.1:0\"]\nbackends = [{{ addr = \"{}\", max_connections = 1 }}]\nfirst_byte_timeout = \"10s\"\n",
+        backend.addr
+    ));
+    let p = b.start();
+    let addr = p.addr("r0");
+    // Both admitted: nobody holds the backend yet.
+    let mut first = connect(addr);
+    let mut second = connect(addr);
+    assert!(
+        p.eventually(LONG, |p| p
+            .metric("ringway_connections_active{route=\"r0\"}")
+            == Some(2.0)),
+        "{}",
+        p.admin_get("/metrics")
+    );
+    assert!(echoes(&mut first), "the first to speak is served");
+    // The second speaks now that the backend is full: reset, counted, never connected.
+    let _ = second.write_all(b"x");
+    let mut one = [0u8; 1];
+    assert_eq!(
+        second.read(&mut one).map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionReset),
+        "{}",
+        p.logs()
+    );
+    assert!(
+        p.eventually(LONG, |p| rejected(p, "r0", "backends_full") == 1.0),
+        "{}",
+        p.admin_get("/metrics")
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one backend connection only"
+    );
+    assert!(echoes(&mut first), "the first session is untouched");
+}
