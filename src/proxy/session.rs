@@ -404,6 +404,7 @@ mod tests {
     #[test]
     fn an_idle_session_stays_small() {
         let size = future_size(run);
+        eprintln!("a session's future: {size} bytes");
         assert!(size <= 1320, "a session's future is {size} bytes");
     }
 }
