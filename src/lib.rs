@@ -15,7 +15,7 @@
 //! Hot side (workers, no locks, no shared atomics, no blocking): `worker`, `proxy`,
 //! `net::sys`, `metrics::local`, the `access_log` record and queue. Control side (plain and simple): `config`, `control`
 //! (route state, switch/rollback, state file), `health` (checks on their own thread), `dns`
-//! (backend names resolved on their own thread),
+//! (backend names resolved on their own thread), `side_thread` (the thread both run on),
 //! `admin` (HTTP API), `client` (the CLI's side of it), `net::{listener, pipe_budget}`,
 //! `metrics::{snapshot, render, cpu}`, `access_log::{AccessLog, format}` (the writer thread).
 
@@ -33,5 +33,6 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod side_thread;
 pub mod sniff;
 pub mod worker;

@@ -13,13 +13,12 @@ mod lookup;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::config::{Config, DnsConfig, Problem};
+use crate::side_thread::SideThread;
 
 pub use lookup::resolve_now;
 
@@ -35,8 +34,7 @@ pub struct Event {
 
 /// The control thread's handle on the resolver thread. Dropping it stops the thread.
 pub struct Dns {
-    tx: UnboundedSender<BTreeSet<String>>,
-    thread: Option<JoinHandle<()>>,
+    thread: SideThread<BTreeSet<String>>,
 }
 
 impl Dns {
@@ -47,35 +45,14 @@ impl Dns {
         known: Vec<(String, Duration)>,
         events: Sender<Event>,
     ) -> std::io::Result<Dns> {
-        let (tx, rx) = unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name("ringway-dns".into())
-            .spawn(move || runtime.block_on(lookup::run(cfg, known, rx, events)))?;
-        Ok(Dns {
-            tx,
-            thread: Some(thread),
-        })
+        let thread =
+            SideThread::spawn("ringway-dns", move |rx| lookup::run(cfg, known, rx, events))?;
+        Ok(Dns { thread })
     }
 
     /// The names to keep resolved from now on (replaces the earlier set).
     pub fn names(&self, names: BTreeSet<String>) {
-        // The thread ends only when this handle is dropped.
-        let _ = self.tx.send(names);
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread's loop; its lookups are dropped with the runtime.
-        let (tx, _) = unbounded_channel();
-        drop(std::mem::replace(&mut self.tx, tx));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.send(names);
     }
 }
 

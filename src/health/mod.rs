@@ -10,13 +10,12 @@ mod probe;
 mod tasks;
 
 use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::config::HealthConfig;
+use crate::side_thread::SideThread;
 
 pub use probe::probe;
 
@@ -76,40 +75,17 @@ pub enum Event {
 
 /// The control thread's handle on the health thread. Dropping it stops the thread.
 pub struct Health {
-    tx: UnboundedSender<Command>,
-    thread: Option<JoinHandle<()>>,
+    thread: SideThread<Command>,
 }
 
 impl Health {
     /// Starts the health thread; its events go to `events`.
     pub fn spawn(events: Sender<Event>) -> std::io::Result<Health> {
-        let (tx, rx) = unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name("ringway-health".into())
-            .spawn(move || runtime.block_on(tasks::run(rx, events)))?;
-        Ok(Health {
-            tx,
-            thread: Some(thread),
-        })
+        let thread = SideThread::spawn("ringway-health", move |rx| tasks::run(rx, events))?;
+        Ok(Health { thread })
     }
 
     pub fn send(&self, cmd: Command) {
-        // The thread ends only when this handle is dropped.
-        let _ = self.tx.send(cmd);
-    }
-}
-
-impl Drop for Health {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread's loop; its tasks are dropped with the runtime.
-        let (tx, _) = unbounded_channel();
-        drop(std::mem::replace(&mut self.tx, tx));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.send(cmd);
     }
 }
