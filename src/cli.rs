@@ -80,6 +80,20 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replace the running binary without losing a connection: start the new one with the
+    /// running configuration, hand it every listening socket and every quiet session, and
+    /// let the old process exit once its last session ends. On any failure the old process
+    /// serves on unchanged (exit 1, with why).
+    Upgrade {
+        /// The new binary (default: the path the running ringway was started from).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// How long the new binary gets to report ready.
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        timeout: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,4 +35,5 @@ pub mod net;
 pub mod proxy;
 pub mod side_thread;
 pub mod sniff;
+pub mod upgrade;
 pub mod worker;

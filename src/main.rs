@@ -79,6 +79,23 @@ fn main() -> ExitCode {
         Command::Switch { route, to, client } => (Call::Switch { route, to }, client),
         Command::Rollback { route, client } => (Call::Rollback { route }, client),
         Command::Reload { client } => (Call::Reload, client),
+        Command::Upgrade {
+            binary,
+            timeout,
+            client,
+        } => {
+            // The server resolves nothing relative to its own directory: send an absolute
+            // path.
+            let binary = binary.map(|p| std::path::absolute(&p).unwrap_or(p));
+            let binary = binary.map(|p| p.display().to_string());
+            (
+                Call::Upgrade {
+                    binary,
+                    timeout: Some(timeout),
+                },
+                client,
+            )
+        }
         Command::Config {
             what: ConfigCommand::Dump { client },
         } => (Call::ConfigDump, client),
@@ -191,62 +208,82 @@ fn serve(command: Command) -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
-        Command::Run { config } => {
-            // Absolute (so /status and reloads name it the same whatever the working
-            // directory), but not canonical: a symlink at the path is followed at each read.
-            let config = config.map(|p| std::path::absolute(&p).unwrap_or(p));
-            let loaded = match &config {
-                Some(path) => Config::load(path),
-                None => Ok(Config::embedded_default()),
-            };
-            let cfg = match loaded {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            ringway::worker::trim::set_release(mimalloc_release);
-            let stop = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-                    eprintln!("ringway: cannot install a signal handler: {e}");
-                    return ExitCode::from(EXIT_RUNTIME);
-                }
-            }
-            // SIGHUP: reload the configuration file (installed before anything starts, so
-            // an early SIGHUP never takes the default action, which ends the process). The
-            // control thread looks at the flag every tick (100 ms).
-            let reload = Arc::new(AtomicBool::new(false));
-            if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-            {
-                eprintln!("ringway: cannot install a signal handler: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-            // SIGUSR1: reopen the access log files (logrotate's postrotate). Its default
-            // action ends the process, so it is installed before anything starts too.
-            let reopen = Arc::new(AtomicBool::new(false));
-            if let Err(e) =
-                signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
-            {
-                eprintln!("ringway: cannot install a signal handler: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-            let signals = ringway::control::Signals {
-                stop,
-                reload,
-                reopen,
-            };
-            match ringway::control::run(cfg, config, signals) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "ringway could not start");
-                    eprintln!("ringway: {e}");
-                    ExitCode::from(EXIT_RUNTIME)
-                }
-            }
-        }
+        Command::Run { config } => run_server(config),
         // Client commands are dispatched before this.
         _ => ExitCode::from(EXIT_USAGE),
+    }
+}
+
+/// `ringway run`: loads the configuration, installs the signal flags, runs until stopped.
+/// Started by `ringway upgrade`, it first receives the old process's sockets, and tells it
+/// why when it cannot start.
+fn run_server(config: Option<std::path::PathBuf>) -> ExitCode {
+    let mut inherited = match ringway::upgrade::child::from_env() {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(why)) => {
+            eprintln!("ringway: upgrade: {why}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let fail = |inherited: Option<ringway::upgrade::child::Inherited>, why: &str, code: u8| {
+        if let Some(i) = inherited {
+            i.fail(why);
+        }
+        ExitCode::from(code)
+    };
+    // Absolute (so /status and reloads name it the same whatever the working directory),
+    // but not canonical: a symlink at the path is followed at each read.
+    let config = config.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let loaded = match &config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded_default()),
+    };
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return fail(inherited, &e.to_string(), EXIT_USAGE);
+        }
+    };
+    ringway::worker::trim::set_release(mimalloc_release);
+    // Installed before anything starts: SIGHUP, SIGUSR1 and SIGUSR2 would otherwise end the
+    // process by default. The control thread looks at the flags every tick (100 ms).
+    let flag = || Arc::new(AtomicBool::new(false));
+    let signals = ringway::control::Signals {
+        stop: flag(),
+        reload: flag(),
+        reopen: flag(),
+        upgrade: flag(),
+    };
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let wanted = [
+        // Stop gracefully.
+        (SIGTERM, &signals.stop),
+        (SIGINT, &signals.stop),
+        // Reload the configuration file.
+        (SIGHUP, &signals.reload),
+        // Reopen the access log files (logrotate's postrotate).
+        (SIGUSR1, &signals.reopen),
+        // Upgrade to the binary at this process's own path.
+        (SIGUSR2, &signals.upgrade),
+    ];
+    for (signal, flag) in wanted {
+        if let Err(e) = signal_hook::flag::register(signal, flag.clone()) {
+            eprintln!("ringway: cannot install a signal handler: {e}");
+            return fail(
+                inherited,
+                &format!("cannot install a signal handler: {e}"),
+                EXIT_RUNTIME,
+            );
+        }
+    }
+    match ringway::control::run(cfg, config, signals, &mut inherited) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ringway could not start");
+            eprintln!("ringway: {e}");
+            fail(inherited, &e.to_string(), EXIT_RUNTIME)
+        }
     }
 }

@@ -93,6 +93,62 @@ impl AdminSockets {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
+
+    /// The sockets an upgrade handed over where they match the configuration (`listen`
+    /// port 0 takes the inherited address), bound afresh where they do not.
+    pub fn inherit(
+        from: crate::upgrade::child::InheritedAdmin,
+        listen: SocketAddr,
+        unix: Option<&std::path::Path>,
+    ) -> Result<AdminSockets, (String, std::io::Error)> {
+        let at = |what: String| move |e| (what, e);
+        let same =
+            from.tcp_addr == listen || (listen.port() == 0 && listen.ip() == from.tcp_addr.ip());
+        let tcp = if same {
+            std::net::TcpListener::from(from.tcp)
+        } else {
+            let l = std::net::TcpListener::bind(listen).map_err(at(listen.to_string()))?;
+            l.set_nonblocking(true).map_err(at(listen.to_string()))?;
+            l
+        };
+        let unix = match (unix, from.unix) {
+            (Some(path), Some((old, fd))) if old == path => Some((
+                path.to_path_buf(),
+                std::os::unix::net::UnixListener::from(fd),
+            )),
+            (Some(path), _) => Some((
+                path.to_path_buf(),
+                bind_unix(path).map_err(at(path.display().to_string()))?,
+            )),
+            (None, _) => None,
+        };
+        Ok(AdminSockets { tcp, unix })
+    }
+
+    /// Copies of the sockets, kept for handing to a new binary.
+    pub fn copies(&self) -> std::io::Result<crate::upgrade::parent::AdminFds> {
+        Ok(crate::upgrade::parent::AdminFds {
+            tcp: std::os::fd::OwnedFd::from(self.tcp.try_clone()?),
+            tcp_addr: self.tcp.local_addr()?,
+            unix: match &self.unix {
+                Some((path, l)) => Some((path.clone(), std::os::fd::OwnedFd::from(l.try_clone()?))),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Stops the admin API's accepting (an upgrade: the new process accepts on the same
+/// sockets); connections already open are served to their end.
+#[derive(Debug)]
+pub struct AdminHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl AdminHandle {
+    pub fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// What the admin API is started with.
@@ -128,7 +184,7 @@ pub fn spawn(
     sockets: AdminSockets,
     s: AdminSettings,
     control: Sender<AdminRequest>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<(JoinHandle<()>, AdminHandle)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -142,9 +198,11 @@ pub fn spawn(
         denied: Arc::new(Semaphore::new(MAX_DENIED)),
         per_source: Mutex::new(HashMap::new()),
     });
-    std::thread::Builder::new()
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
         .name("ringway-admin".into())
-        .spawn(move || runtime.block_on(serve(sockets.tcp, sockets.unix, ctx)))
+        .spawn(move || runtime.block_on(serve(sockets.tcp, sockets.unix, ctx, stopped)))?;
+    Ok((thread, AdminHandle { stop }))
 }
 
 /// Binds the unix socket with mode 0600, replacing a stale socket file (never another file).
@@ -179,16 +237,21 @@ async fn serve(
     tcp: std::net::TcpListener,
     unix: Option<(PathBuf, std::os::unix::net::UnixListener)>,
     ctx: Arc<Ctx>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     if let Some((path, l)) = unix {
         match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
                 let ctx = ctx.clone();
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     loop {
-                        match l.accept().await {
-                            Ok((stream, _)) => connection(stream, Source::Unix, ctx.clone()),
-                            Err(e) => accept_failed(&e).await,
+                        tokio::select! {
+                            _ = until_stopped(&mut stopped) => break,
+                            r = l.accept() => match r {
+                                Ok((stream, _)) => connection(stream, Source::Unix, ctx.clone()),
+                                Err(e) => accept_failed(&e).await,
+                            },
                         }
                     }
                 });
@@ -205,10 +268,29 @@ async fn serve(
             return;
         }
     };
+    let mut stopped = stopped;
     loop {
-        match tcp.accept().await {
-            Ok((stream, peer)) => connection(stream, Source::Ip(peer.ip()), ctx.clone()),
-            Err(e) => accept_failed(&e).await,
+        tokio::select! {
+            _ = until_stopped(&mut stopped) => break,
+            r = tcp.accept() => match r {
+                Ok((stream, peer)) => connection(stream, Source::Ip(peer.ip()), ctx.clone()),
+                Err(e) => accept_failed(&e).await,
+            },
+        }
+    }
+    drop(tcp);
+    // Open connections are served on; the thread ends with the process.
+    std::future::pending::<()>().await
+}
+
+/// Returns once the control thread asked to stop accepting (never, if it is gone).
+async fn until_stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }
@@ -438,6 +520,7 @@ fn respond(reply: AdminReply) -> Response<Body> {
         Answer::Routes(d) => json_body(StatusCode::OK, &d),
         Answer::Route(d) => json_body(StatusCode::OK, &d),
         Answer::Switch(d) => json_body(StatusCode::OK, &d),
+        Answer::Upgrade(d) => json_body(StatusCode::OK, &d),
         Answer::Change(d) => {
             let status = if d.action == crate::api::ChangeAction::Created {
                 StatusCode::CREATED
@@ -472,7 +555,9 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | ControlError::FromName { .. }
         | ControlError::WouldDrainAll { .. }
         | ControlError::EmptySet
-        | ControlError::NoConfigFile => StatusCode::CONFLICT,
+        | ControlError::NoConfigFile
+        | ControlError::Upgrading => StatusCode::CONFLICT,
+        ControlError::UpgradeFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ControlError::ShuttingDown | ControlError::NotAcknowledged { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
         }

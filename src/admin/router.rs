@@ -21,6 +21,7 @@ pub enum Endpoint {
     Health,
     Config,
     Reload,
+    Upgrade,
     Routes,
     Route {
         name: String,
@@ -58,6 +59,7 @@ impl Endpoint {
             Endpoint::Backend { .. } => "DELETE, PATCH",
             Endpoint::NamedBackend { .. } => "DELETE",
             Endpoint::Reload
+            | Endpoint::Upgrade
             | Endpoint::Backends { .. }
             | Endpoint::Switch { .. }
             | Endpoint::Rollback { .. } => "POST",
@@ -76,6 +78,7 @@ impl Endpoint {
             Endpoint::Backend { .. } => m == Method::DELETE || m == Method::PATCH,
             Endpoint::NamedBackend { .. } => m == Method::DELETE,
             Endpoint::Reload
+            | Endpoint::Upgrade
             | Endpoint::Backends { .. }
             | Endpoint::Switch { .. }
             | Endpoint::Rollback { .. } => m == Method::POST,
@@ -130,6 +133,7 @@ pub fn endpoint(path: &str, query: &str) -> Result<Endpoint, Rejection> {
         ["health"] => Ok(Endpoint::Health),
         ["config"] => Ok(Endpoint::Config),
         ["reload"] => Ok(Endpoint::Reload),
+        ["upgrade"] => Ok(Endpoint::Upgrade),
         ["routes"] | ["routes", ""] => Ok(Endpoint::Routes),
         ["routes", n] => Ok(Endpoint::Route { name: name(n)? }),
         ["routes", n, "backends"] => Ok(Endpoint::Backends { route: name(n)? }),
@@ -177,6 +181,42 @@ pub fn query(
         Endpoint::Reload => {
             no_parameters(body, "reload")?;
             Ok(AdminQuery::Reload)
+        }
+        Endpoint::Upgrade => {
+            let b: crate::api::UpgradeBody = if body.trim_ascii().is_empty() {
+                Default::default()
+            } else {
+                json(
+                    body,
+                    "{\"binary\": \"/usr/bin/ringway\", \"timeout\": \"30s\"}",
+                )?
+            };
+            let timeout = match b.timeout.as_deref() {
+                None => None,
+                Some(t) => Some(
+                    humantime::parse_duration(t)
+                        .ok()
+                        .filter(|d| !d.is_zero() && *d <= std::time::Duration::from_secs(600))
+                        .ok_or_else(|| {
+                            reject(
+                                400,
+                                "bad_request",
+                                format!("timeout {t:?}: a duration from \"1s\" to \"10m\""),
+                            )
+                        })?,
+                ),
+            };
+            let binary = match b.binary {
+                Some(p) if !p.starts_with('/') => {
+                    return Err(reject(
+                        400,
+                        "bad_request",
+                        format!("binary {p:?}: give an absolute path"),
+                    ));
+                }
+                other => other.map(std::path::PathBuf::from),
+            };
+            Ok(AdminQuery::Upgrade { binary, timeout })
         }
         Endpoint::Route { name } if write => {
             let v: serde_json::Value = json(body, "the keys of a [[route]] table")?;

@@ -70,6 +70,36 @@ pub struct ChangeDoc {
     pub message: String,
 }
 
+/// `POST /upgrade` (and `ringway upgrade`): the new process serves; what moved to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeDoc {
+    /// The process that answered (it exits once its last session ends).
+    pub old_pid: u32,
+    /// The process serving from now on.
+    pub pid: u32,
+    pub binary: String,
+    /// Listen addresses whose sockets the new process took over.
+    pub listeners: Vec<SocketAddr>,
+    /// Sessions handed over, and those left to finish here (half-closed, busy past the
+    /// bound, or of a route the new configuration does not have).
+    pub sessions_moved: u64,
+    pub sessions_left: u64,
+    /// From the request to the last session handed over, ms.
+    pub took_ms: u64,
+}
+
+/// The body of `POST /upgrade` (every key optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeBody {
+    /// The new binary (default: the path this process was started from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// How long it gets to report ready (`"30s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
 /// `POST /reload` (and `ringway reload`): what a reload did, route by route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadDoc {

@@ -8,7 +8,9 @@
 mod change;
 mod status;
 
-pub use change::{ChangeAction, ChangeDoc, ErrorDoc, ProblemDoc, ReloadDoc, SwitchDoc};
+pub use change::{
+    ChangeAction, ChangeDoc, ErrorDoc, ProblemDoc, ReloadDoc, SwitchDoc, UpgradeBody, UpgradeDoc,
+};
 pub use status::{
     ActiveHealth, BackendDoc, BackendRole, ConnectErrorsDoc, HealthDoc, HealthWord, ListenerDoc,
     NameDoc, Quantiles, ReloadStatusDoc, RouteDoc, RouteHealthDoc, RouteList, RouteView, RuleDoc,

@@ -18,6 +18,7 @@ pub use http::Target;
 
 use crate::api::{
     ChangeDoc, ErrorDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc,
+    UpgradeBody, UpgradeDoc,
 };
 use crate::cli::{ClientArgs, RouteKeys};
 use crate::config::{Config, TokenSource, default_state_file};
@@ -67,6 +68,10 @@ pub enum Call {
     },
     Reload,
     ConfigDump,
+    Upgrade {
+        binary: Option<String>,
+        timeout: Option<String>,
+    },
 }
 
 pub const EXIT_OK: u8 = 0;
@@ -162,6 +167,14 @@ impl Call {
             ),
             Call::Reload => r(Method::POST, "/reload".into(), None),
             Call::ConfigDump => r(Method::GET, "/config".into(), None),
+            Call::Upgrade { binary, timeout } => r(
+                Method::POST,
+                "/upgrade".into(),
+                Some(json!(UpgradeBody {
+                    binary: binary.clone(),
+                    timeout: timeout.clone(),
+                })),
+            ),
         }
     }
 
@@ -181,6 +194,7 @@ impl Call {
             Call::Drain { .. } => "backend undrain refused",
             Call::Reload => "reload failed",
             Call::ConfigDump => "config dump failed",
+            Call::Upgrade { .. } => "upgrade failed",
         }
     }
 }
@@ -253,6 +267,7 @@ pub fn run(call: Call, args: &ClientArgs) -> u8 {
         | Call::Detach { .. }
         | Call::Drain { .. } => typed(&answer.body, |d: ChangeDoc| render::change(&d)),
         Call::Reload => typed(&answer.body, |d: ReloadDoc| render::reload(&d)),
+        Call::Upgrade { .. } => typed(&answer.body, |d: UpgradeDoc| render::upgraded(&d)),
         Call::Metrics | Call::ConfigDump => Ok(String::new()),
     };
     match text {

@@ -309,6 +309,22 @@ pub fn change(d: &ChangeDoc) -> String {
 }
 
 /// `ringway reload`.
+pub fn upgraded(d: &crate::api::UpgradeDoc) -> String {
+    let mut out = format!(
+        "upgraded: pid {} ({}) serves; pid {} hands over and exits\n",
+        d.pid, d.binary, d.old_pid
+    );
+    let _ = writeln!(
+        out,
+        "listeners taken over: {}; sessions moved: {}, left to finish in the old process: {}; {} ms",
+        d.listeners.len(),
+        d.sessions_moved,
+        d.sessions_left,
+        d.took_ms
+    );
+    out
+}
+
 pub fn reload(d: &ReloadDoc) -> String {
     let mut out = String::new();
     match d.generation {

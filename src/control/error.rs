@@ -65,6 +65,12 @@ pub enum ControlError {
     #[error("ringway is shutting down; nothing was changed")]
     ShuttingDown,
     #[error(
+        "an upgrade is under way; nothing was changed (retry against the new process once `ringway upgrade` returns)"
+    )]
+    Upgrading,
+    #[error("the upgrade failed; this process serves on unchanged: {0}")]
+    UpgradeFailed(String),
+    #[error(
         "the change was published as generation {generation} and saved, but not every worker acknowledged it within {seconds}s (see the log)"
     )]
     NotAcknowledged { generation: u64, seconds: u64 },
@@ -92,6 +98,8 @@ impl ControlError {
             ControlError::FromName { .. } => "from_name",
             ControlError::NoConfigFile => "no_config_file",
             ControlError::ShuttingDown => "shutting_down",
+            ControlError::Upgrading => "upgrade_in_progress",
+            ControlError::UpgradeFailed(_) => "upgrade_failed",
             ControlError::NotAcknowledged { .. } => "not_acknowledged",
         }
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::error::ControlError;
 use crate::access_log::{Queue, RouteLog};
-use crate::api::{ChangeDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc};
+use crate::api::{
+    ChangeDoc, HealthDoc, ReloadDoc, RouteList, RouteView, StatusDoc, SwitchDoc, UpgradeDoc,
+};
 use crate::config::RouteConfig;
 use crate::metrics::snapshot::WorkerSnapshot;
 
@@ -84,6 +86,17 @@ pub enum ToWorker {
     Loads { routes: Vec<RouteLoads> },
     /// Stop accepting, let sessions finish for `grace`, close the rest, stop.
     Shutdown { grace: Duration },
+    /// A new binary serves (`crate::upgrade`): stop accepting on `adopted` (it accepts on
+    /// the same sockets now; nothing is closed under a queued connection), retire the other
+    /// addresses, and hand over the sessions of `routes` (those it has) as they reach a quiet
+    /// point, for at most `upgrade::HANDOVER_BOUND`. Answered with
+    /// [`FromWorker::HandedOver`].
+    Handover {
+        adopted: Arc<Vec<SocketAddr>>,
+        routes: Arc<Vec<String>>,
+    },
+    /// A session the old process handed over: go on with it.
+    Adopt(Box<crate::upgrade::child::Arrived>),
 }
 
 /// Worker → control.
@@ -103,6 +116,20 @@ pub enum FromWorker {
     Snapshot(WorkerSnapshot),
     /// The worker's runtime has ended; `forced` sessions were closed at the grace deadline.
     Stopped { worker: usize, forced: usize },
+    /// A session reached its quiet point during an upgrade: its sockets (copies; the
+    /// worker closed its own), for the new process.
+    Moved {
+        session: crate::upgrade::wire::MovedSession,
+        client: std::os::fd::OwnedFd,
+        backend: std::os::fd::OwnedFd,
+    },
+    /// The upgrade's session hand-over is over on this worker: `moved` went, `left` stay
+    /// (half-closed, busy past the bound, or of a route the new process does not have).
+    HandedOver {
+        worker: usize,
+        moved: u64,
+        left: usize,
+    },
 }
 
 /// What the admin API asks the control thread (already authenticated and well-formed;
@@ -164,6 +191,12 @@ pub enum AdminQuery {
         drain: bool,
     },
     Reload,
+    /// Start `binary` (default: this process's own path) and hand everything over; it gets
+    /// `timeout` (default `upgrade::DEFAULT_DEADLINE`) to report ready.
+    Upgrade {
+        binary: Option<std::path::PathBuf>,
+        timeout: Option<Duration>,
+    },
 }
 
 /// The control thread's answer: a typed document, or why not.
@@ -181,6 +214,7 @@ pub enum Answer {
     Switch(SwitchDoc),
     Change(ChangeDoc),
     Reload(ReloadDoc),
+    Upgrade(UpgradeDoc),
 }
 
 pub type AdminReply = Result<Answer, ControlError>;

@@ -20,6 +20,7 @@ mod startup;
 mod status;
 mod switch;
 mod token;
+mod upgrade;
 mod watch;
 
 use std::collections::HashMap;
@@ -67,6 +68,8 @@ pub struct Signals {
     pub reload: Arc<AtomicBool>,
     /// SIGUSR1: reopen the access log files (after logrotate moved them).
     pub reopen: Arc<AtomicBool>,
+    /// SIGUSR2: upgrade to the binary at this process's own path (`ringway upgrade`).
+    pub upgrade: Arc<AtomicBool>,
 }
 
 /// A worker as the control thread sees it.
@@ -126,6 +129,20 @@ pub struct Control {
     /// Backend names: their last good addresses, and the resolver thread once a route
     /// names one.
     names: names::Names,
+    /// The admin token in force (handed to a new binary).
+    admin_token: String,
+    /// Copies of the admin API's sockets, and the switch that stops its accepting (both
+    /// for an upgrade).
+    admin_copies: Option<crate::upgrade::parent::AdminFds>,
+    admin_handle: Option<crate::admin::AdminHandle>,
+    /// The path this process was started from (the default new binary of an upgrade).
+    exe: Option<PathBuf>,
+    /// An upgrade under way (old process).
+    upgrade: Option<upgrade::Upgrading>,
+    /// Set once a new process took over: this one leaves, saving and telling nothing.
+    handed_over: bool,
+    /// New process: sessions the old process hands over.
+    arrivals: Receiver<crate::upgrade::child::Arrived>,
 }
 
 /// What [`Control::install`] did.
@@ -171,8 +188,16 @@ fn worker_specs(
 /// Runs ringway until `signals.stop` is set: binds, starts workers and the admin API, serves,
 /// then shuts down gracefully. Errors are start-up failures (exit code 1). Reloads come from
 /// `signals.reload` (SIGHUP), the admin API and, when configured, the file watcher.
-pub fn run(config: Config, source: Option<PathBuf>, signals: Signals) -> Result<(), StartError> {
-    let mut control = startup::start(config, source)?;
+/// Runs ringway until it is stopped (or, after an upgrade, until its last session ended).
+/// `inherited`: what the old process handed over, when this one was started by an upgrade;
+/// it is taken at the ready report (left in place when the start fails, to say why).
+pub fn run(
+    config: Config,
+    source: Option<PathBuf>,
+    signals: Signals,
+    inherited: &mut Option<crate::upgrade::child::Inherited>,
+) -> Result<(), StartError> {
+    let mut control = startup::start(config, source, inherited)?;
     control.serve(&signals);
     control.shutdown();
     Ok(())
@@ -180,9 +205,15 @@ pub fn run(config: Config, source: Option<PathBuf>, signals: Signals) -> Result<
 
 impl Control {
     fn serve(&mut self, signals: &Signals) {
-        while !signals.stop.load(Ordering::Relaxed) {
+        while !signals.stop.load(Ordering::Relaxed) && !self.handed_over {
+            let upgrade_events = self
+                .upgrade
+                .as_ref()
+                .map_or_else(crossbeam_channel::never, |u| u.events());
             select! {
                 recv(self.from_workers) -> msg => if let Ok(msg) = msg { self.on_worker(msg) },
+                recv(upgrade_events) -> ev => if let Ok(ev) = ev { self.on_upgrade_event(ev) },
+                recv(self.arrivals) -> a => if let Ok(a) = a { self.on_arrived(a) },
                 recv(self.admin_rx) -> req => if let Ok(req) = req { self.on_admin(req) },
                 recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
                 recv(self.names.rx) -> ev => if let Ok(ev) = ev { self.on_dns(ev) },
@@ -197,6 +228,9 @@ impl Control {
             }
             if signals.reopen.swap(false, Ordering::Relaxed) {
                 self.access_log.reopen();
+            }
+            if signals.upgrade.swap(false, Ordering::Relaxed) {
+                self.on_upgrade(None, None, None);
             }
             if self.watch_due.is_some_and(|t| Instant::now() >= t) {
                 self.watch_due = None;
@@ -259,6 +293,12 @@ impl Control {
                 tracing::error!(worker, %error, "worker failed");
             }
             FromWorker::Started { .. } => {}
+            FromWorker::Moved {
+                session,
+                client,
+                backend,
+            } => self.on_moved(session, client, backend),
+            FromWorker::HandedOver { moved, left, .. } => self.on_handed_over(moved, left),
         }
     }
 
@@ -274,6 +314,10 @@ impl Control {
         );
         if changes && self.stopping {
             let _ = req.reply.send(Err(ControlError::ShuttingDown));
+            return;
+        }
+        if changes && (self.upgrade.is_some() || self.handed_over) {
+            let _ = req.reply.send(Err(ControlError::Upgrading));
             return;
         }
         let reply = req.reply;
@@ -322,6 +366,9 @@ impl Control {
                 return self.on_drain_flag(route, addr, drain, reply);
             }
             AdminQuery::Reload => return self.reload(Trigger::Api, Some(reply)),
+            AdminQuery::Upgrade { binary, timeout } => {
+                return self.on_upgrade(binary, timeout, Some(reply));
+            }
         };
         let _ = reply.send(answer);
     }
@@ -526,7 +573,10 @@ impl Control {
     /// closed, metrics are gathered one last time, threads are joined.
     fn shutdown(mut self) {
         self.stopping = true;
-        notify::stopping();
+        // After an upgrade the new process is the service: nothing is said for this one.
+        if !self.handed_over {
+            notify::stopping();
+        }
         self.watcher = None;
         let grace = self.config.runtime.shutdown_grace;
         let open: u64 = self.metrics.worker_active().iter().sum();

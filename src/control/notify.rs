@@ -58,6 +58,11 @@ pub(super) fn reloading() {
     }
 }
 
+/// A new process (an upgrade's) is the service's main process from now on.
+pub(super) fn main_pid(pid: u32) {
+    send(&[NotifyState::MainPid(pid), NotifyState::Status("upgraded")]);
+}
+
 /// Shutdown has begun.
 pub(super) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

@@ -8,9 +8,15 @@
 //! anything is bound; every new address is bound before any of them listens; on any error
 //! the sockets bound so far are dropped without ever having listened, so a failed change
 //! leaves no socket behind and never touched a live port.
+//!
+//! For a binary upgrade (`crate::upgrade`) it also keeps a copy of every held address's
+//! sockets, to hand to the new process, and, in that new process, the sockets inherited
+//! from the old one: a plan takes an inherited group where it would bind the same address,
+//! so the listening sockets (and the connections queued on them) carry over.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 
 use crate::config::{ListenRange, SharedError, Sharing, check_shared, overlaps};
 use crate::net::listener::{Group, ListenerError, bind_group, try_bind_group};
@@ -158,6 +164,12 @@ pub struct Ports {
     held: BTreeMap<SocketAddr, Held>,
     /// Released address → the generation that retires it (until every worker applied it).
     releasing: BTreeMap<SocketAddr, u64>,
+    /// A copy of each held address's listening sockets, in worker order (for an upgrade).
+    /// Dropped when the address is released, before its workers close theirs.
+    copies: BTreeMap<SocketAddr, Vec<OwnedFd>>,
+    /// Sockets inherited from the process this one replaces, by bound address, until a plan
+    /// takes them ([`Ports::inherit`]).
+    inherited: BTreeMap<SocketAddr, Vec<OwnedFd>>,
 }
 
 impl Ports {
@@ -225,26 +237,33 @@ impl Ports {
                     held: *held,
                 });
             }
-            let g = bind_group(addr, workers).map_err(|source| PortError::Listener {
-                route: route.clone(),
-                source,
-            })?;
+            let g = self
+                .take_inherited(addr, workers)
+                .unwrap_or_else(|| bind_group(addr, workers))
+                .map_err(|source| PortError::Listener {
+                    route: route.clone(),
+                    source,
+                })?;
             groups.push(g);
         }
         // 3. Fresh ports the kernel picks (port 0).
         for (i, w) in wants.iter().enumerate() {
             for (j, slot) in w.slots.iter().enumerate() {
-                let configured = match *slot {
-                    Slot::Addr(a) if a.port() == 0 => a,
+                let (configured, kept) = match *slot {
+                    Slot::Addr(a) if a.port() == 0 => (a, None),
                     Slot::Keep { configured, bound } if !self.held.contains_key(&bound) => {
-                        configured
+                        (configured, Some(bound))
                     }
                     _ => continue,
                 };
-                let g = bind_group(configured, workers).map_err(|source| PortError::Listener {
-                    route: w.route.clone(),
-                    source,
-                })?;
+                // The port this route had before an upgrade comes back with its sockets.
+                let g = kept
+                    .and_then(|bound| self.take_inherited(bound, workers))
+                    .unwrap_or_else(|| bind_group(configured, workers))
+                    .map_err(|source| PortError::Listener {
+                        route: w.route.clone(),
+                        source,
+                    })?;
                 let pair = (configured, g.addr);
                 claim(&mut next, reserved, pair, &w.route)?;
                 out[i][j] = Some(pair);
@@ -317,7 +336,58 @@ impl Ports {
         self.held = plan.next.clone();
         for addr in &plan.release {
             self.releasing.insert(*addr, generation);
+            self.copies.remove(addr);
         }
+        for (addr, listeners) in &plan.add {
+            // A copy that cannot be made only means this address cannot be handed to a
+            // new binary; logged, and the upgrade says so.
+            match listeners
+                .iter()
+                .map(|l| l.try_clone().map(OwnedFd::from))
+                .collect()
+            {
+                Ok(copy) => {
+                    self.copies.insert(*addr, copy);
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot keep a copy of a listener for upgrades")
+                }
+            }
+            self.inherited.remove(addr);
+        }
+    }
+
+    /// Listening sockets inherited from the process this one replaces (by bound address).
+    pub fn inherit(&mut self, sockets: BTreeMap<SocketAddr, Vec<OwnedFd>>) {
+        self.inherited = sockets;
+    }
+
+    /// Inherited addresses no plan has taken: closed here (the old process retires them).
+    pub fn drop_inherited(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.inherited).into_keys().collect()
+    }
+
+    /// Every held address with a copy of its sockets (to hand to a new binary).
+    pub fn copies(&self) -> impl Iterator<Item = (SocketAddr, &[OwnedFd])> {
+        self.copies.iter().map(|(a, fds)| (*a, fds.as_slice()))
+    }
+
+    /// A group made of the inherited sockets of `addr` (copies: the originals stay until a
+    /// commit, so a plan that fails leaves them for the next), completed with fresh
+    /// SO_REUSEPORT sockets when this process has more workers than the old one.
+    fn take_inherited(
+        &self,
+        addr: SocketAddr,
+        workers: usize,
+    ) -> Option<Result<Group, ListenerError>> {
+        let fds = self.inherited.get(&addr)?;
+        let copies: std::io::Result<Vec<OwnedFd>> =
+            fds.iter().take(workers).map(OwnedFd::try_clone).collect();
+        Some(
+            copies
+                .and_then(|c| Group::inherited(addr, c, workers))
+                .map_err(|source| ListenerError::Bind { addr, source }),
+        )
     }
 
     /// Every worker has applied `generation`: what it released is closed.

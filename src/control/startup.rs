@@ -28,6 +28,7 @@ use crate::config::{Config, SpliceMode, parse_route_toml};
 use crate::health::Health;
 use crate::metrics::render::ControlMetrics;
 use crate::metrics::snapshot::MetricsStore;
+use crate::upgrade::child::Inherited;
 use crate::worker::{self, Waker, WorkerSpec};
 
 /// How long workers get to start and to apply the first generation.
@@ -57,7 +58,14 @@ fn allowed_cores() -> Vec<core_affinity::CoreId> {
     core_affinity::get_core_ids().unwrap_or_default()
 }
 
-pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, StartError> {
+pub(super) fn start(
+    config: Config,
+    source: Option<PathBuf>,
+    inherited: &mut Option<Inherited>,
+) -> Result<Control, StartError> {
+    // The default new binary of a later upgrade: read now, while the path still names the
+    // file this process runs (a package upgrade replaces it).
+    let exe = std::env::current_exe().ok();
     let mut next_route_id = 0;
     let mut routes: Vec<RouteState> = Vec::new();
     for cfg in &config.routes {
@@ -118,6 +126,17 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     //    API route that can no longer listen where it did is left out (and logged whole)
     //    rather than keeping the file's routes down.
     let mut ports = Ports::default();
+    // Started by an upgrade: the old process's sockets stand in for binding the same
+    // addresses (nothing queued on them is lost).
+    let handed: Vec<SocketAddr> = match inherited.as_mut() {
+        Some(i) => {
+            let listeners = std::mem::take(&mut i.listeners);
+            let addrs = listeners.keys().copied().collect();
+            ports.inherit(listeners);
+            addrs
+        }
+        None => Vec::new(),
+    };
     let reserved = [(config.admin.listen, "the admin API's address")];
     let plan = loop {
         let wants: Vec<Want> = routes.iter().map(RouteState::want).collect();
@@ -139,8 +158,17 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         r.place(pairs);
     }
     ports.commit(&plan, first_generation);
-    let admin_sockets = AdminSockets::bind(config.admin.listen, config.admin.unix.as_deref())
-        .map_err(|(addr, source)| StartError::Admin { addr, source })?;
+    // What this process did not take (its configuration no longer listens there) is closed
+    // now; the old process retires those addresses itself.
+    let unused = ports.drop_inherited();
+    let adopted: Vec<SocketAddr> = handed.into_iter().filter(|a| !unused.contains(a)).collect();
+    let admin_sockets = match inherited.as_mut().and_then(|i| i.admin.take()) {
+        Some(from) => {
+            AdminSockets::inherit(from, config.admin.listen, config.admin.unix.as_deref())
+        }
+        None => AdminSockets::bind(config.admin.listen, config.admin.unix.as_deref()),
+    }
+    .map_err(|(addr, source)| StartError::Admin { addr, source })?;
     let admin_addr = admin_sockets
         .local_addr()
         .map_err(|source| StartError::Admin {
@@ -149,7 +177,20 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         })?;
     // Only now, with every socket ours, may the token file be (re)written: a second
     // `ringway run` that fails on a busy port must not replace the running one's token.
-    let (admin_token, token_file) = token::resolve(&config)?;
+    // After an upgrade a generated token carries over (the CLI's file stays valid).
+    let (admin_token, token_file) = match inherited.as_ref() {
+        Some(i) if config.admin.token == crate::config::TokenSource::Generated => {
+            (i.token.clone(), None)
+        }
+        _ => token::resolve(&config)?,
+    };
+    let admin_copies = match admin_sockets.copies() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep copies of the admin sockets: upgrades will be refused");
+            None
+        }
+    };
 
     // 2. Workers.
     let (to_control, from_workers) = crossbeam_channel::unbounded();
@@ -201,11 +242,12 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     // 5. Admin API.
     let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
     let settings = AdminSettings {
-        token: admin_token,
+        token: admin_token.clone(),
         allow: config.admin.allow.clone(),
         rate_limit: config.admin.rate_limit,
     };
-    admin::spawn(admin_sockets, settings, admin_tx).map_err(StartError::Thread)?;
+    let (_, admin_handle) =
+        admin::spawn(admin_sockets, settings, admin_tx).map_err(StartError::Thread)?;
 
     summary(&config, &routes, &workers, admin_addr);
     if let Some(path) = token_file {
@@ -257,6 +299,13 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
         stopping: false,
         access_log,
         names,
+        admin_token,
+        admin_copies,
+        admin_handle: Some(admin_handle),
+        exe,
+        upgrade: None,
+        handed_over: false,
+        arrivals: crossbeam_channel::never(),
     };
     let names: Vec<String> = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
     for name in &names {
@@ -265,7 +314,21 @@ pub(super) fn start(config: Config, source: Option<PathBuf>) -> Result<Control, 
     control.names.follow(&control.routes);
     control.persist();
     control.sync_watcher();
-    notify::ready();
+    match inherited.take() {
+        // The old process tells systemd (MAINPID) once it has let go.
+        Some(from) => {
+            let parent = from.parent;
+            let routes = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
+            match from.ready(adopted, routes) {
+                Ok(arrivals) => control.arrivals = arrivals,
+                Err(e) => {
+                    tracing::error!(error = %e, parent, "cannot report ready to the old process; it serves on, and so does this one")
+                }
+            }
+            tracing::info!(parent, "upgrade: serving in place of the old process");
+        }
+        None => notify::ready(),
+    }
     Ok(control)
 }
 

@@ -449,6 +449,10 @@ impl Control {
 
     /// Writes the state file; a failure is logged, never fatal (traffic already moved).
     pub(super) fn persist(&self) {
+        // After an upgrade the state file is the new process's.
+        if self.handed_over {
+            return;
+        }
         if let Err(e) = persist::save(&self.config.state.file, &self.routes) {
             tracing::error!(file = %self.config.state.file.display(), error = %e, "cannot write the state file; this change will not survive a restart");
         }

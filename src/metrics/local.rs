@@ -55,10 +55,12 @@ pub enum Outcome {
     /// The client sent nothing within `first_byte_timeout`; it was reset and no backend
     /// was connected.
     FirstByteTimeout,
+    /// Handed to a new binary during an upgrade; it goes on there (`crate::upgrade`).
+    HandedOver,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Clean,
         Outcome::ClientReset,
@@ -71,6 +73,7 @@ impl Outcome {
         Outcome::BackendTimeout,
         Outcome::HalfCloseTimeout,
         Outcome::FirstByteTimeout,
+        Outcome::HandedOver,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Outcome {
             Outcome::BackendTimeout => "backend_timeout",
             Outcome::HalfCloseTimeout => "half_close_timeout",
             Outcome::FirstByteTimeout => "first_byte_timeout",
+            Outcome::HandedOver => "handed_over",
         }
     }
 
@@ -264,6 +268,9 @@ pub struct RouteMetrics {
     connect_us: RefCell<Histogram<u64>>,
     session_us: RefCell<Histogram<u64>>,
     backends: RefCell<Vec<Rc<BackendMetrics>>>,
+    /// An upgrade is moving this route's sessions: their relays pause at the next quiet
+    /// point (nothing in flight either way) and hand over (`crate::upgrade`).
+    pub handing_over: Cell<bool>,
 }
 
 impl RouteMetrics {
@@ -279,6 +286,7 @@ impl RouteMetrics {
             connect_us: RefCell::new(new_histogram()),
             session_us: RefCell::new(new_histogram()),
             backends: RefCell::new(Vec::new()),
+            handing_over: Cell::new(false),
         }
     }
 

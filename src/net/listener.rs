@@ -120,6 +120,23 @@ impl Group {
     }
 }
 
+impl Group {
+    /// A group of sockets inherited from the process this one replaces (listening already),
+    /// completed with fresh SO_REUSEPORT sockets up to `count` (the old process ran fewer
+    /// workers).
+    pub fn inherited(
+        addr: SocketAddr,
+        fds: Vec<std::os::fd::OwnedFd>,
+        count: usize,
+    ) -> io::Result<Group> {
+        let mut sockets: Vec<Socket> = fds.into_iter().map(Socket::from).collect();
+        while sockets.len() < count {
+            sockets.push(bind_one(addr, true)?);
+        }
+        Ok(Group { addr, sockets })
+    }
+}
+
 /// Binds `count` SO_REUSEPORT sockets on `addr` (not yet listening), after checking nobody
 /// else holds it. Port 0: on a free port the kernel picks.
 pub fn bind_group(addr: SocketAddr, count: usize) -> Result<Group, ListenerError> {

@@ -2,7 +2,9 @@
 //! expose on a borrowed fd (non-blocking recv and send, linger, shutdown, non-blocking,
 //! splice, pipes, integer socket options such as keepalive's), the open-files limit, and the
 //! three a worker uses to retire a listener without resetting a queued connection (a SYN filter, a
-//! non-blocking accept, the accept queue's length).
+//! non-blocking accept, the accept queue's length), and the three a binary upgrade needs
+//! (a copy of a session's socket, a descriptor inherited across exec, and keeping one open
+//! across exec).
 //!
 //! This is one of the two modules where `unsafe` is allowed. Every call takes a raw fd that
 //! the caller keeps open for the duration of the call (it is borrowed from a live socket or
@@ -358,8 +360,58 @@ pub(crate) fn drop_resource_caps_for_this_thread() -> io::Result<()> {
         .map(drop)
 }
 
+/// A copy of `fd` (close-on-exec): the socket stays open after the original is closed.
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (the caller keeps it open) and returns a new
+    // descriptor, owned from here on.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: `new` was just created by the kernel for this process and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Takes ownership of descriptor `fd`, inherited across exec and named by the environment;
+/// an error when no such descriptor is open. Call once per descriptor.
+pub fn inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd <= 2 {
+        return Err(io::Error::other(
+            "descriptors 0-2 are not inherited sockets",
+        ));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; EBADF when it is not open.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: it is open (checked above), it was passed to this process for the caller alone
+    // (the environment names it), and the caller takes it once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `fd` (close-on-exec in this process) survive the exec of `cmd` only.
+pub fn keep_across_exec(cmd: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; `fcntl` is async-signal-safe
+    // and it touches nothing but the integer `fd` (no allocation, no lock).
+    unsafe {
+        cmd.pre_exec(move || cvt(libc::fcntl(fd, libc::F_SETFD, 0)).map(drop));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dup_keeps_the_socket_open_and_inherited_checks_the_number() {
+        use std::io::{Read, Write};
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let copy = super::dup(b.as_raw_fd()).unwrap();
+        drop(b);
+        a.write_all(b"x").unwrap();
+        let mut got = [0u8; 1];
+        std::os::unix::net::UnixStream::from(copy)
+            .read_exact(&mut got)
+            .unwrap();
+        assert_eq!(&got, b"x");
+        assert!(super::inherited(2).is_err(), "stdio is never taken");
+        assert!(super::inherited(1 << 20).is_err(), "a number not open");
+    }
+
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};

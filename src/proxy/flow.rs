@@ -89,6 +89,14 @@ pub async fn direction(ctx: &Ctx<'_>, way: Way<'_>) -> Result<(), Fail> {
     // Reads in a row without a wait.
     let mut burst = 0u32;
     loop {
+        // An upgrade is taking the route's sessions: read nothing more (what is held is still
+        // delivered) until the relay ends `Paused`, or the upgrade lets the session stay. A
+        // half-closed session is never taken, and keeps reading.
+        if matches!(held, Held::Nothing) && ctx.tally.pause.get() && !ctx.shared.one_ended() {
+            super::relay::Resume(ctx.tally.pause).await;
+            ready = true;
+            continue;
+        }
         // Wait: for room on `to` while bytes are held, else for bytes on `from` (at once when
         // more is probably queued, but at least every BURST reads, so that one bulk session
         // never keeps the worker from its other sessions: monoio has no task budget).

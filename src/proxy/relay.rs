@@ -83,6 +83,10 @@ pub enum RelayEnd {
     /// One direction had ended (a FIN) and the other moved no byte for
     /// `half_close_timeout`.
     HalfClose,
+    /// An upgrade is moving the route's sessions (`Tally::pause`), and this one reached a
+    /// quiet point: both directions open, nothing read and not yet delivered either way,
+    /// no read under way. Both sockets are intact, to be handed over.
+    Paused,
 }
 
 /// The relay's timers (each off when `None`).
@@ -104,6 +108,9 @@ pub struct Tally<'a> {
     /// Last time a byte moved; `None` while no timer needs it (it is kept with an idle
     /// timeout from the start, with a half-close timeout once one direction ended).
     pub activity: &'a Cell<Option<Instant>>,
+    /// Set while an upgrade moves the route's sessions: directions stop reading once they
+    /// hold nothing, and the relay ends `Paused` at the first quiet point.
+    pub pause: &'a Cell<bool>,
 }
 
 impl Tally<'_> {
@@ -147,6 +154,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Nothing in flight and both directions open: the sockets can change hands.
+    pub fn quiet(&self) -> bool {
+        self.held.get() == 0 && !self.one_done.get()
+    }
+
+    /// One direction reached EOF (the session is half-closed).
+    pub fn one_ended(&self) -> bool {
+        self.one_done.get()
+    }
+}
+
+impl Shared {
     /// Records that a direction reached EOF; true when the other one had already.
     pub fn end_one(&self) -> bool {
         self.one_done.replace(true)
@@ -170,17 +189,18 @@ impl Shared {
     }
 }
 
-/// Relays until both directions end, one fails, or a timeout passes (idle, or half-close).
-/// Consumes both streams; they are closed when it returns (with a reset when it failed, or
-/// when a timeout cut bytes still held).
+/// Relays until both directions end, one fails, a timeout passes (idle, or half-close), or
+/// an upgrade takes the session at a quiet point (`Paused`). The caller closes both streams
+/// afterwards: they are set to reset on close when it failed, or when a timeout cut bytes
+/// still held.
 ///
 /// A plain function returning an `async move` block, not an `async fn`: an `async fn` keeps
 /// its arguments twice in its future (rust-lang/rust#62958), and this future lives as long as
 /// the session, idle or not.
 #[allow(clippy::manual_async_fn)] // deliberate: see above
 pub fn relay<'a>(
-    client: TcpStream,
-    backend: TcpStream,
+    client: &'a TcpStream,
+    backend: &'a TcpStream,
     pools: &'a Pools,
     mode: SpliceMode,
     tally: &'a Tally<'a>,
@@ -188,7 +208,7 @@ pub fn relay<'a>(
     async move {
         let shared = Shared::default();
         // Forced splice: both sockets go non-blocking up front (where that fails, copy instead).
-        let splice_now = mode == SpliceMode::Always && shared.make_nonblocking(&client, &backend);
+        let splice_now = mode == SpliceMode::Always && shared.make_nonblocking(client, backend);
         let ctx = Ctx {
             pools,
             tally,
@@ -200,8 +220,8 @@ pub fn relay<'a>(
             let to_backend = pin!(flow::direction(
                 &ctx,
                 Way {
-                    from: &client,
-                    to: &backend,
+                    from: client,
+                    to: backend,
                     from_side: Side::Client,
                     to_side: Side::Backend,
                     try_first: true,
@@ -210,14 +230,14 @@ pub fn relay<'a>(
             let to_client = pin!(flow::direction(
                 &ctx,
                 Way {
-                    from: &backend,
-                    to: &client,
+                    from: backend,
+                    to: client,
                     from_side: Side::Backend,
                     to_side: Side::Client,
                     try_first: false,
                 },
             ));
-            let relay = pin!(both(to_backend, to_client, tally));
+            let relay = pin!(both(to_backend, to_client, tally, &shared));
             with_idle_timeout(relay, tally.timeouts.idle, tally.activity).await
         };
         // A failure resets both sides; so does a timeout that drops bytes still held (a FIN
@@ -242,6 +262,7 @@ pub fn both<'p, 't, A, B>(
     a: Pin<&'p mut A>,
     b: Pin<&'p mut B>,
     tally: &'p Tally<'t>,
+    shared: &'p Shared,
 ) -> Both<'p, 't, A, B>
 where
     A: Future<Output = Result<(), Fail>>,
@@ -251,6 +272,7 @@ where
         a: Some(a),
         b: Some(b),
         tally,
+        shared,
         timer: None,
     }
 }
@@ -261,6 +283,7 @@ pub struct Both<'p, 't, A, B> {
     a: Option<Pin<&'p mut A>>,
     b: Option<Pin<&'p mut B>>,
     tally: &'p Tally<'t>,
+    shared: &'p Shared,
     /// The half-close watchdog, once one direction ended.
     timer: Option<Pin<Box<dyn Future<Output = ()> + 'p>>>,
 }
@@ -291,6 +314,11 @@ where
         }
         if this.a.is_none() && this.b.is_none() {
             return Poll::Ready(RelayEnd::Clean);
+        }
+        // Both directions wait (for readiness, or paused): nothing is under way, and with
+        // nothing held the sockets can change hands.
+        if this.tally.pause.get() && this.shared.quiet() {
+            return Poll::Ready(RelayEnd::Paused);
         }
         if this.a.is_none() || this.b.is_none() {
             let tally: &'p Tally<'t> = this.tally;
@@ -339,6 +367,22 @@ async fn watchdog(idle: Duration, activity: &Cell<Option<Instant>>) {
             return;
         }
         monoio::time::sleep(idle - since).await;
+    }
+}
+
+/// Pending while the flag is set: a paused direction, or a session an upgrade could not
+/// take, waits here (the worker wakes every session when it clears the flag).
+pub struct Resume<'a>(pub &'a Cell<bool>);
+
+impl Future for Resume<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.0.get() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 }
 

@@ -158,48 +158,152 @@ pub fn run(
                 // from its listener; the backend's is new.
                 let _ = sys::set_nodelay(backend.as_raw_fd());
                 let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
-                let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
-                let tally = Tally {
-                    timeouts: &route.timeouts,
-                    to_backend: &m.bytes_to_backend,
-                    to_client: &m.bytes_to_client,
-                    session: &moved,
-                    activity: &activity,
-                };
-                let end = relay::relay(client, backend, &worker.pools, worker.splice, &tally).await;
+                let outcome = relay_session(
+                    &worker, &route, key, client, backend, b.addr, &moved, started,
+                )
+                .await;
                 drop_one(&b.active);
-                match end {
-                    RelayEnd::Clean => Outcome::Clean,
-                    RelayEnd::Idle => Outcome::IdleTimeout,
-                    RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
-                    RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
-                    RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
-                    RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
-                    RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
-                }
+                outcome
             }
         };
         if route.per_source_per_worker.is_some() {
             worker.sources.release(route.id, source);
         }
-        // Closed by ringway (shutdown or drain deadline): that is the outcome that counts.
-        let closed = worker.sessions.close(key);
-        let outcome = closed.by.unwrap_or(outcome);
-        drop_one(&m.active);
-        drop_one(&worker.metrics.active);
-        let duration_us = started.elapsed().as_micros() as u64;
-        m.record_end(outcome, duration_us);
-        if let (Some(log), Some(ends)) = (route.log, ends) {
-            let ended = Ended {
-                outcome: LogOutcome::Ended(outcome),
-                backend: closed.backend,
-                moved: [moved[0].get(), moved[1].get()],
-                duration_us,
-                connect_us: closed.connect_us,
+        end_session(&worker, &route, key, outcome, started, &moved, ends);
+    }
+}
+
+/// Relays a connected session to its end. When an upgrade takes the route's sessions
+/// (`RouteMetrics::handing_over`), the relay stops at the first quiet point and the session
+/// is handed over (its sockets closed here, open in the new process); one that cannot be
+/// waits until the upgrade lets it stay, and relays on.
+#[allow(clippy::manual_async_fn, clippy::too_many_arguments)] // as `run`
+fn relay_session<'a>(
+    worker: &'a Worker,
+    route: &'a Route,
+    key: usize,
+    client: TcpStream,
+    backend: TcpStream,
+    backend_addr: SocketAddr,
+    moved: &'a [Cell<u64>; 2],
+    started: Instant,
+) -> impl Future<Output = Outcome> + 'a {
+    async move {
+        let m = &route.metrics;
+        // The worker wakes the session through its registry when an upgrade starts.
+        let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
+        worker.sessions.set_waker(key, waker);
+        let activity = Cell::new(route.timeouts.idle.map(|_| Instant::now()));
+        let tally = Tally {
+            timeouts: &route.timeouts,
+            to_backend: &m.bytes_to_backend,
+            to_client: &m.bytes_to_client,
+            session: moved,
+            activity: &activity,
+            pause: &m.handing_over,
+        };
+        loop {
+            let end = relay::relay(&client, &backend, &worker.pools, worker.splice, &tally).await;
+            return match end {
+                RelayEnd::Paused => {
+                    let held = [moved[0].get(), moved[1].get()];
+                    if worker.hand_over(route, &client, &backend, backend_addr, held, started) {
+                        Outcome::HandedOver
+                    } else {
+                        relay::Resume(&m.handing_over).await;
+                        continue;
+                    }
+                }
+                RelayEnd::Clean => Outcome::Clean,
+                RelayEnd::Idle => Outcome::IdleTimeout,
+                RelayEnd::HalfClose => Outcome::HalfCloseTimeout,
+                RelayEnd::Failed(Fail::Peer(Side::Client)) => Outcome::ClientReset,
+                RelayEnd::Failed(Fail::Peer(Side::Backend)) => Outcome::BackendReset,
+                RelayEnd::Failed(Fail::Lost(Side::Client)) => Outcome::ClientTimeout,
+                RelayEnd::Failed(Fail::Lost(Side::Backend)) => Outcome::BackendTimeout,
             };
-            worker.log(ends.record(log.route, ended), &m.access_log_dropped);
         }
-        tracing::debug!(route = %route.cfg.name, outcome = outcome.as_str(), "session ended");
+    }
+}
+
+/// A session's end: its registry entry goes, and it is counted and logged.
+fn end_session(
+    worker: &Worker,
+    route: &Route,
+    key: usize,
+    outcome: Outcome,
+    started: Instant,
+    moved: &[Cell<u64>; 2],
+    ends: Option<Box<Ends>>,
+) {
+    let m = &route.metrics;
+    // Closed by ringway (shutdown or drain deadline): that is the outcome that counts.
+    let closed = worker.sessions.close(key);
+    let outcome = closed.by.unwrap_or(outcome);
+    drop_one(&m.active);
+    drop_one(&worker.metrics.active);
+    let duration_us = started.elapsed().as_micros() as u64;
+    m.record_end(outcome, duration_us);
+    if let (Some(log), Some(ends)) = (route.log, ends) {
+        let ended = Ended {
+            outcome: LogOutcome::Ended(outcome),
+            backend: closed.backend,
+            moved: [moved[0].get(), moved[1].get()],
+            duration_us,
+            connect_us: closed.connect_us,
+        };
+        worker.log(ends.record(log.route, ended), &m.access_log_dropped);
+    }
+    tracing::debug!(route = %route.cfg.name, outcome = outcome.as_str(), "session ended");
+}
+
+/// Goes on with a session an upgrade handed over from the old process: its route (by
+/// name) and backend, its byte counts and age. Counted as active here, not as accepted.
+#[allow(clippy::manual_async_fn)] // as `run`
+pub fn adopt(
+    worker: Rc<Worker>,
+    route: Rc<Route>,
+    client: TcpStream,
+    backend: TcpStream,
+    session: crate::upgrade::wire::MovedSession,
+) -> impl Future<Output = ()> {
+    async move {
+        let m = &route.metrics;
+        let started = Instant::now()
+            .checked_sub(Duration::from_millis(session.age_ms))
+            .unwrap_or_else(Instant::now);
+        bump(&m.active, 1);
+        bump(&worker.metrics.active, 1);
+        let key = worker.sessions.open(client.as_raw_fd(), route.id);
+        worker
+            .sessions
+            .set_backend(key, backend.as_raw_fd(), session.backend, 0);
+        let b = route.backend_of(session.backend).cloned();
+        if let Some(b) = &b {
+            bump(&b.active, 1);
+        }
+        let moved = [Cell::new(session.moved[0]), Cell::new(session.moved[1])];
+        let ends = route.log.and_then(|_| {
+            Some(Box::new(Ends {
+                client: client.peer_addr().ok()?,
+                listen: client.local_addr().ok()?,
+            }))
+        });
+        let outcome = relay_session(
+            &worker,
+            &route,
+            key,
+            client,
+            backend,
+            session.backend,
+            &moved,
+            started,
+        )
+        .await;
+        if let Some(b) = &b {
+            drop_one(&b.active);
+        }
+        end_session(&worker, &route, key, outcome, started, &moved, ends);
     }
 }
 

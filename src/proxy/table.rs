@@ -106,6 +106,12 @@ impl Route {
         !self.full(i)
     }
 
+    /// The counters of backend `addr`, when the route has it (a session handed over by an
+    /// upgrade names its backend by address).
+    pub fn backend_of(&self, addr: SocketAddr) -> Option<&Rc<BackendMetrics>> {
+        self.backends.iter().find(|b| b.addr == addr)
+    }
+
     /// True when this worker holds its share of backend `i`'s own `max_connections`.
     #[inline]
     fn full(&self, i: usize) -> bool {

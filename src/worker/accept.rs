@@ -45,11 +45,19 @@ pub(super) struct Retire {
     /// The routes the retiring address had: queued connections are served by them.
     door: RefCell<Option<Rc<Door>>>,
     done: Cell<bool>,
+    /// An upgrade: the new process accepts on this socket now. The loop stops without
+    /// taking what is queued (it is the new process's) and closes only its own descriptor.
+    handed_over: Cell<bool>,
 }
 
 impl Retire {
     pub(super) fn request(&self, door: Option<Rc<Door>>) {
         *self.door.borrow_mut() = door;
+        self.requested.set(true);
+    }
+
+    pub(super) fn hand_over(&self) {
+        self.handed_over.set(true);
         self.requested.set(true);
     }
 
@@ -83,6 +91,13 @@ pub(super) async fn run(
                 monoio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
+    }
+    if retire.handed_over.get() {
+        drop(listener);
+        retire.done.set(true);
+        worker.forget_listener(&addr, &retire);
+        tracing::debug!(worker = worker.id, %addr, "listener handed to the new process");
+        return;
     }
     let fd = listener.as_raw_fd();
     let mut served = 0;

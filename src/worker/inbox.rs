@@ -82,6 +82,10 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
                     }
                 }
                 Ok(ToWorker::Shutdown { grace }) => return shutdown(&worker, grace).await,
+                Ok(ToWorker::Handover { adopted, routes }) => {
+                    monoio::spawn(super::handover::run(worker.clone(), adopted, routes));
+                }
+                Ok(ToWorker::Adopt(arrived)) => super::handover::adopt(&worker, *arrived),
                 Err(TryRecvError::Empty) => break,
                 // The control thread is gone: stop without waiting.
                 Err(TryRecvError::Disconnected) => return shutdown(&worker, Duration::ZERO).await,
@@ -152,7 +156,7 @@ fn keepalive_on_listeners(worker: &Worker, old: &RouteTable, added: &[std::net::
 }
 
 /// Waits (bounded) until every listener in `retiring` is closed.
-async fn wait_retired(retiring: &[Rc<Retire>]) {
+pub(super) async fn wait_retired(retiring: &[Rc<Retire>]) {
     let until = Instant::now() + RETIRE_WAIT;
     while retiring.iter().any(|r| !r.is_done()) && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(1)).await;

@@ -7,6 +7,7 @@
 
 mod accept;
 mod busy;
+mod handover;
 mod inbox;
 mod ring;
 mod sessions;
@@ -67,6 +68,8 @@ pub struct Worker {
     /// Accept loops by listen address.
     listeners: RefCell<HashMap<SocketAddr, ListenerHandle>>,
     stopping: Cell<bool>,
+    /// Sessions handed to a new binary so far (`handover`).
+    handed_over: Cell<u64>,
     to_control: Sender<FromWorker>,
     /// This worker's queue to the access log writer, once a route logs.
     access_log: OnceCell<Queue>,
@@ -160,6 +163,7 @@ async fn main(spec: WorkerSpec, core: Option<usize>) {
             .map(|n| (n.get() as usize).div_ceil(spec.workers.max(1))),
         listeners: RefCell::new(HashMap::new()),
         stopping: Cell::new(false),
+        handed_over: Cell::new(0),
         to_control: spec.to_control,
         access_log: OnceCell::new(),
     });

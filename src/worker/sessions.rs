@@ -8,6 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::task::Waker;
 
 use slab::Slab;
 
@@ -24,6 +25,8 @@ struct Entry {
     connect_us: Cell<Option<u64>>,
     /// Set when ringway closes the session: `Shutdown` or `Drained`.
     closed_by: Cell<Option<Outcome>>,
+    /// The session's task, once it relays: an upgrade wakes it to take it.
+    waker: RefCell<Option<Waker>>,
 }
 
 /// What a session's entry says when it is removed. Kept here rather than in the session's
@@ -63,6 +66,7 @@ impl Sessions {
             backend: Cell::new(None),
             connect_us: Cell::new(None),
             closed_by: Cell::new(None),
+            waker: RefCell::new(None),
         })
     }
 
@@ -72,6 +76,27 @@ impl Sessions {
         if let Some(e) = self.slab.borrow().get(key) {
             e.backend.set(Some((backend, addr)));
             e.connect_us.set(Some(connect_us));
+        }
+    }
+
+    /// Records the task of a session that relays (woken by [`Sessions::wake_all`]).
+    pub fn set_waker(&self, key: usize, waker: Waker) {
+        if let Some(e) = self.slab.borrow().get(key) {
+            *e.waker.borrow_mut() = Some(waker);
+        }
+    }
+
+    /// Wakes every relaying session (an upgrade paused or released their routes).
+    pub fn wake_all(&self) {
+        let wakers: Vec<Waker> = self
+            .slab
+            .borrow()
+            .iter()
+            .filter_map(|(_, e)| e.waker.borrow().clone())
+            .collect();
+        // Woken outside the borrow: a task may run (and touch the registry) at once.
+        for w in wakers {
+            w.wake();
         }
     }
 

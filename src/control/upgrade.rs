@@ -1,0 +1,258 @@
+//! Control side: the old process's half of a binary upgrade (`crate::upgrade`), as the
+//! control thread drives it — start the new binary, wait for its report without blocking
+//! anything else, then stop accepting, pass the sessions on, and leave.
+//!
+//! While an upgrade is under way, changes through the API are refused (409
+//! `upgrade_in_progress`): the new process starts from the state file as it is now.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Control;
+use super::error::ControlError;
+use super::messages::{AdminReply, Answer, ToWorker};
+use super::notify;
+use crate::api::UpgradeDoc;
+use crate::upgrade::child::Arrived;
+use crate::upgrade::parent::{self, Event, Outgoing};
+use crate::upgrade::wire::MovedSession;
+
+type Reply = tokio::sync::oneshot::Sender<AdminReply>;
+
+/// An upgrade under way.
+#[derive(Debug)]
+pub(super) struct Upgrading {
+    handle: parent::Handle,
+    binary: PathBuf,
+    reply: Option<Reply>,
+    started: Instant,
+    /// Once the new process is ready: what it took, and the workers still handing over.
+    moving: Option<Moving>,
+}
+
+#[derive(Debug)]
+struct Moving {
+    pid: u32,
+    listeners: Vec<SocketAddr>,
+    waiting: usize,
+    moved: u64,
+    left: u64,
+}
+
+impl Upgrading {
+    pub(super) fn events(&self) -> crossbeam_channel::Receiver<Event> {
+        self.handle.events.clone()
+    }
+}
+
+impl Control {
+    /// `POST /upgrade`, `ringway upgrade`, SIGUSR2 (no reply).
+    pub(super) fn on_upgrade(
+        &mut self,
+        binary: Option<PathBuf>,
+        timeout: Option<Duration>,
+        reply: Option<Reply>,
+    ) {
+        let answer = |reply: Option<Reply>, r: AdminReply| {
+            if let Some(tx) = reply {
+                let _ = tx.send(r);
+            }
+        };
+        if self.upgrade.is_some() {
+            return answer(reply, Err(ControlError::Upgrading));
+        }
+        let Some(binary) = binary.or_else(|| self.exe.clone()) else {
+            let why = "this process's own path is unknown: pass --binary".to_string();
+            return answer(reply, Err(ControlError::UpgradeFailed(why)));
+        };
+        let spec = match self.upgrade_spec(binary.clone(), timeout) {
+            Ok(spec) => spec,
+            Err(why) => return answer(reply, Err(ControlError::UpgradeFailed(why))),
+        };
+        match parent::start(spec) {
+            Ok(handle) => {
+                tracing::info!(binary = %binary.display(), pid = handle.pid, "upgrade: new binary started; waiting for it to report ready");
+                self.upgrade = Some(Upgrading {
+                    handle,
+                    binary,
+                    reply,
+                    started: Instant::now(),
+                    moving: None,
+                });
+            }
+            Err(why) => {
+                tracing::error!(reason = %why, "upgrade failed; serving on");
+                answer(reply, Err(ControlError::UpgradeFailed(why)));
+            }
+        }
+    }
+
+    /// Copies of every listening socket and of the admin sockets, for the new process.
+    fn upgrade_spec(
+        &self,
+        binary: PathBuf,
+        timeout: Option<Duration>,
+    ) -> Result<parent::Spec, String> {
+        let copy = |e: std::io::Error| format!("cannot copy a socket for the new process: {e}");
+        let mut listeners = Vec::new();
+        for (addr, fds) in self.ports.copies() {
+            let fds = fds
+                .iter()
+                .map(|f| f.try_clone())
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(copy)?;
+            listeners.push((addr, fds));
+        }
+        let admin = self
+            .admin_copies
+            .as_ref()
+            .ok_or("the admin sockets could not be kept for an upgrade (see the start-up log)")?;
+        let admin = parent::AdminFds {
+            tcp: admin.tcp.try_clone().map_err(copy)?,
+            tcp_addr: admin.tcp_addr,
+            unix: match &admin.unix {
+                Some((p, fd)) => Some((p.clone(), fd.try_clone().map_err(copy)?)),
+                None => None,
+            },
+        };
+        Ok(parent::Spec {
+            binary,
+            config: self.source.clone(),
+            listeners,
+            admin,
+            token: self.admin_token.clone(),
+            deadline: timeout.unwrap_or(crate::upgrade::DEFAULT_DEADLINE),
+        })
+    }
+
+    /// The new binary reported (or failed).
+    pub(super) fn on_upgrade_event(&mut self, ev: Event) {
+        let Some(up) = self.upgrade.as_mut() else {
+            return;
+        };
+        match ev {
+            Event::Failed(why) => {
+                tracing::error!(reason = %why, "upgrade failed; this process serves on unchanged");
+                if let Some(tx) = up.reply.take() {
+                    let _ = tx.send(Err(ControlError::UpgradeFailed(why)));
+                }
+                self.upgrade = None;
+            }
+            Event::Ready {
+                pid,
+                adopted,
+                routes,
+            } => {
+                tracing::info!(
+                    pid,
+                    listeners = adopted.len(),
+                    "upgrade: the new process serves; handing over"
+                );
+                // systemd follows the new process from now on (`NotifyAccess=main` is enough:
+                // this is still the main process when it says so).
+                notify::main_pid(pid);
+                if let Some(admin) = &self.admin_handle {
+                    admin.stop_accepting();
+                }
+                let adopted = Arc::new(adopted);
+                let routes = Arc::new(routes);
+                let mut waiting = 0;
+                for w in &self.workers {
+                    let sent = w.waker.send(ToWorker::Handover {
+                        adopted: adopted.clone(),
+                        routes: routes.clone(),
+                    });
+                    if sent {
+                        waiting += 1;
+                    }
+                }
+                up.moving = Some(Moving {
+                    pid,
+                    listeners: adopted.to_vec(),
+                    waiting,
+                    moved: 0,
+                    left: 0,
+                });
+                self.finish_upgrade_if_done();
+            }
+        }
+    }
+
+    /// A worker's session reached its quiet point: on to the new process.
+    pub(super) fn on_moved(
+        &mut self,
+        session: MovedSession,
+        client: std::os::fd::OwnedFd,
+        backend: std::os::fd::OwnedFd,
+    ) {
+        match &self.upgrade {
+            Some(up) => {
+                let _ = up.handle.out.send(Outgoing::Session {
+                    session,
+                    client,
+                    backend,
+                });
+            }
+            // Cannot happen (workers hand over only during an upgrade); the sockets close.
+            None => tracing::error!("a session was handed over with no upgrade under way"),
+        }
+    }
+
+    /// A worker has finished handing over.
+    pub(super) fn on_handed_over(&mut self, moved: u64, left: usize) {
+        if let Some(m) = self.upgrade.as_mut().and_then(|u| u.moving.as_mut()) {
+            m.waiting = m.waiting.saturating_sub(1);
+            m.moved += moved;
+            m.left += left as u64;
+        }
+        self.finish_upgrade_if_done();
+    }
+
+    fn finish_upgrade_if_done(&mut self) {
+        let done = self
+            .upgrade
+            .as_ref()
+            .and_then(|u| u.moving.as_ref())
+            .is_some_and(|m| m.waiting == 0);
+        if !done {
+            return;
+        }
+        let Some(mut up) = self.upgrade.take() else {
+            return;
+        };
+        let Some(m) = up.moving.take() else {
+            return;
+        };
+        let _ = up.handle.out.send(Outgoing::Done);
+        let doc = UpgradeDoc {
+            old_pid: std::process::id(),
+            pid: m.pid,
+            binary: up.binary.display().to_string(),
+            listeners: m.listeners,
+            sessions_moved: m.moved,
+            sessions_left: m.left,
+            took_ms: up.started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(
+            pid = m.pid,
+            sessions_moved = m.moved,
+            sessions_left = m.left,
+            "upgrade complete; this process exits once its last session ends"
+        );
+        if let Some(tx) = up.reply.take() {
+            let _ = tx.send(Ok(Answer::Upgrade(doc)));
+        }
+        self.handed_over = true;
+    }
+
+    /// New process: a session handed over by the old one goes to a worker (the one with the
+    /// same index where there is one).
+    pub(super) fn on_arrived(&mut self, a: Arrived) {
+        let n = self.workers.len().max(1);
+        if let Some(w) = self.workers.get(a.session.worker % n) {
+            w.waker.send(ToWorker::Adopt(Box::new(a)));
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Control side, old process: starting the new binary, handing it the sockets, and waiting
+//! for its verdict on a thread of its own (the control thread goes on serving meanwhile).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::wire::{Channel, MAX_FDS, MovedSession, ToNew, ToOld};
+
+/// The admin API's sockets (copies), as the new process gets them.
+#[derive(Debug)]
+pub struct AdminFds {
+    pub tcp: OwnedFd,
+    pub tcp_addr: SocketAddr,
+    pub unix: Option<(PathBuf, OwnedFd)>,
+}
+
+/// What an upgrade starts from.
+#[derive(Debug)]
+pub struct Spec {
+    pub binary: PathBuf,
+    /// The configuration file this process runs with (`None`: the embedded default).
+    pub config: Option<PathBuf>,
+    /// Copies of every listening socket, by bound address, in worker order.
+    pub listeners: Vec<(SocketAddr, Vec<OwnedFd>)>,
+    pub admin: AdminFds,
+    pub token: String,
+    /// How long the new binary gets to report ready.
+    pub deadline: Duration,
+}
+
+/// What the new binary said, or why there is no new binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Ready {
+        pid: u32,
+        adopted: Vec<SocketAddr>,
+        routes: Vec<String>,
+    },
+    /// It was killed (if it still ran) and reaped; nothing of it is left.
+    Failed(String),
+}
+
+/// What the control thread passes on once the new process is ready.
+#[derive(Debug)]
+pub enum Outgoing {
+    Session {
+        session: MovedSession,
+        client: OwnedFd,
+        backend: OwnedFd,
+    },
+    /// No more sessions: the channel is closed.
+    Done,
+}
+
+/// A started upgrade.
+#[derive(Debug)]
+pub struct Handle {
+    pub pid: u32,
+    pub events: Receiver<Event>,
+    pub out: Sender<Outgoing>,
+}
+
+/// Starts `spec.binary run [-c FILE]` with the channel inherited, and a thread that hands it
+/// the sockets and waits for its report. Errors: it could not be started at all.
+pub fn start(spec: Spec) -> Result<Handle, String> {
+    let (ours, theirs) =
+        Channel::pair().map_err(|e| format!("cannot create the hand-over channel: {e}"))?;
+    let fd = theirs.as_fd().as_raw_fd();
+    let mut cmd = Command::new(&spec.binary);
+    cmd.arg("run");
+    if let Some(file) = &spec.config {
+        cmd.arg("-c").arg(file);
+    }
+    cmd.env(super::FD_ENV, fd.to_string()).stdin(Stdio::null());
+    crate::net::sys::keep_across_exec(&mut cmd, fd);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", spec.binary.display()))?;
+    drop(theirs);
+    let pid = child.id();
+    let (events_tx, events) = crossbeam_channel::bounded(1);
+    let (out, out_rx) = crossbeam_channel::unbounded();
+    let started = std::thread::Builder::new()
+        .name("ringway-upgrade".into())
+        .spawn(move || talk(child, ours, spec, events_tx, out_rx));
+    match started {
+        Ok(_) => Ok(Handle { pid, events, out }),
+        Err(e) => Err(format!("cannot start the upgrade thread: {e}")),
+    }
+}
+
+fn talk(
+    mut child: Child,
+    chan: Channel,
+    spec: Spec,
+    events: Sender<Event>,
+    out: Receiver<Outgoing>,
+) {
+    let deadline = Instant::now() + spec.deadline;
+    let limit = spec.deadline;
+    let verdict = send_sockets(&chan, spec).and_then(|()| wait_ready(&chan, deadline));
+    let ready = match verdict {
+        Ok(ready) => ready,
+        Err(why) => {
+            let why = finish(&mut child, why, limit);
+            let _ = events.send(Event::Failed(why));
+            return;
+        }
+    };
+    let _ = events.send(ready);
+    let mut lost = 0u64;
+    for msg in out {
+        match msg {
+            Outgoing::Session {
+                session,
+                client,
+                backend,
+            } => {
+                let fds = [client.as_fd(), backend.as_fd()];
+                if let Err(e) = chan.send(&ToNew::Session(session), &fds) {
+                    lost += 1;
+                    if lost == 1 {
+                        tracing::error!(error = %e, "cannot hand a session to the new process; it is closed");
+                    }
+                }
+            }
+            Outgoing::Done => {
+                let _ = chan.send(&ToNew::Done, &[]);
+                break;
+            }
+        }
+    }
+    if lost > 0 {
+        tracing::error!(sessions = lost, "sessions lost in the hand-over");
+    }
+    // The child is not waited for: it outlives this process.
+}
+
+fn send_sockets(chan: &Channel, spec: Spec) -> Result<(), String> {
+    let failed = |e: io::Error| format!("cannot hand the sockets to the new process: {e}");
+    for (addr, fds) in &spec.listeners {
+        for chunk in fds.chunks(MAX_FDS) {
+            let borrowed: Vec<_> = chunk.iter().map(|f| f.as_fd()).collect();
+            chan.send(&ToNew::Listeners { addr: *addr }, &borrowed)
+                .map_err(failed)?;
+        }
+    }
+    let admin = &spec.admin;
+    let mut fds = vec![admin.tcp.as_fd()];
+    if let Some((_, unix)) = &admin.unix {
+        fds.push(unix.as_fd());
+    }
+    chan.send(
+        &ToNew::Admin {
+            tcp: admin.tcp_addr,
+            unix: admin.unix.as_ref().map(|(p, _)| p.clone()),
+        },
+        &fds,
+    )
+    .map_err(failed)?;
+    chan.send(
+        &ToNew::Start {
+            token: spec.token.clone(),
+            parent: std::process::id(),
+        },
+        &[],
+    )
+    .map_err(failed)
+}
+
+fn wait_ready(chan: &Channel, deadline: Instant) -> Result<Event, String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(String::new());
+        }
+        chan.set_timeout(Some(left))
+            .map_err(|e| format!("hand-over channel: {e}"))?;
+        match chan.recv::<ToOld>() {
+            Ok(Some((
+                ToOld::Ready {
+                    pid,
+                    adopted,
+                    routes,
+                },
+                _,
+            ))) => {
+                return Ok(Event::Ready {
+                    pid,
+                    adopted,
+                    routes,
+                });
+            }
+            Ok(Some((ToOld::Failed { message }, _))) => return Err(message),
+            // EOF: it exited (or closed the channel) without a report.
+            Ok(None) => return Err("exited".into()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(format!("hand-over channel: {e}")),
+        }
+    }
+}
+
+/// The new binary failed: makes sure it is gone (killed if it still runs) and reaped, and
+/// says why in one line.
+fn finish(child: &mut Child, why: String, limit: Duration) -> String {
+    // A process that reported a failure exits next; give it a moment to do so by itself.
+    let grace = Instant::now() + Duration::from_secs(2);
+    let mut status = None;
+    while Instant::now() < grace {
+        match child.try_wait() {
+            Ok(Some(s)) => {
+                status = Some(s);
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    let killed = status.is_none();
+    if killed {
+        let _ = child.kill();
+        status = child.wait().ok();
+    }
+    let status = status.map_or("an unknown status".into(), |s| s.to_string());
+    match why.as_str() {
+        "" => format!(
+            "the new binary did not report ready within {}s; it was killed",
+            limit.as_secs_f64()
+        ),
+        "exited" if killed => {
+            "the new binary closed the hand-over channel without a report; it was killed".into()
+        }
+        "exited" => format!("the new binary exited before reporting ready ({status})"),
+        message if killed => format!("{message} (the new binary was killed)"),
+        message => format!("{message} (the new binary {status})"),
+    }
+}
