@@ -7,6 +7,12 @@
 //! end of a connection, or a socket the kernel is still releasing). Then one socket per
 //! worker is bound with SO_REUSEPORT, in worker order.
 //!
+//! A busy address that no live process explains is tried again for up to [`RELEASE_WAIT`]:
+//! the kernel releases a killed io_uring process's listeners some milliseconds after the
+//! process is reaped (5–70 ms measured: /proc/net/tcp still shows them in LISTEN, with
+//! inodes no process holds), so a restart right after `kill -9` would otherwise fail. A
+//! process that holds the address fails the bind at once.
+//!
 //! Binding and listening are two steps ([`Group::listen`]): a change that binds several new
 //! addresses binds them all first and listens only when every bind succeeded, so a change
 //! that fails never had a socket in LISTEN state (no client could have been queued on it,
@@ -16,18 +22,28 @@
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Backlog asked for each listener (the kernel caps it at net.core.somaxconn).
 pub const BACKLOG: i32 = 4096;
 
+/// Longest [`bind_group`] keeps trying an address that no live process holds (a socket the
+/// kernel is still releasing) before it reports [`ListenerError::NoListener`].
+pub const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Pause between two tries while the kernel releases an address.
+const RELEASE_RETRY: Duration = Duration::from_millis(15);
+
 /// Who holds a port that could not be bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
     /// A process that /proc shows: "pid 1234 (nginx)".
     Process { pid: u32, comm: String },
-    /// A socket listens on the port, but no process this user can inspect holds it.
+    /// A socket listens on the port, no process this user can inspect holds it, and a
+    /// process of the socket's owner could not be inspected.
     Hidden,
     /// A socket listens on the port; its process was not found within [`SCAN_BUDGET`].
     Unidentified,
@@ -138,9 +154,36 @@ impl Group {
 }
 
 /// Binds `count` SO_REUSEPORT sockets on `addr` (not yet listening), after checking nobody
-/// else holds it. Port 0: on a free port the kernel picks.
+/// else holds it. Port 0: on a free port the kernel picks. An address that is busy while no
+/// live process holds it is tried again every [`RELEASE_RETRY`] for up to [`RELEASE_WAIT`]
+/// (blocking the calling thread: control side only).
 pub fn bind_group(addr: SocketAddr, count: usize) -> Result<Group, ListenerError> {
-    try_bind_group(addr, count).map_err(|(at, source)| classify(at, source))
+    let deadline = Instant::now() + RELEASE_WAIT;
+    let mut retrying = false;
+    loop {
+        let err = match try_bind_group(addr, count) {
+            Ok(group) => {
+                if retrying {
+                    tracing::info!(addr = %group.addr, "bound once the kernel released the address");
+                }
+                return Ok(group);
+            }
+            Err((at, source)) => classify(at, source),
+        };
+        let now = Instant::now();
+        if !matches!(err, ListenerError::NoListener { .. }) || now >= deadline {
+            return Err(err);
+        }
+        if !retrying {
+            tracing::warn!(
+                %addr,
+                wait_ms = RELEASE_WAIT.as_millis() as u64,
+                "the address is still being released by the kernel (a process killed a moment ago?); retrying for up to 1s"
+            );
+            retrying = true;
+        }
+        std::thread::sleep(RELEASE_RETRY.min(deadline - now));
+    }
 }
 
 /// [`bind_group`] without looking up who holds a busy port (scanning /proc is slow): for
@@ -220,6 +263,13 @@ pub fn find_holder(port: u16) -> Holder {
         .filter(|s| s.listening && s.inode != "0")
         .map(|s| s.inode.as_str())
         .collect();
+    // Whose processes could hold them: a process this user cannot inspect only hides a
+    // listener when it runs as the listener's owner.
+    let owners: Vec<u32> = sockets
+        .iter()
+        .filter(|s| s.listening && s.inode != "0")
+        .map(|s| s.uid)
+        .collect();
     if listening.is_empty() {
         let mut states: Vec<&'static str> = sockets.iter().map(|s| s.state).collect();
         states.sort_unstable();
@@ -239,9 +289,20 @@ pub fn find_holder(port: u16) -> Holder {
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
-            unreadable = true;
-            continue;
+        let fds = match fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            // Exited since /proc was listed (common on a busy box): it holds nothing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                // /proc/<pid> belongs to the process's effective uid; a process of another
+                // user than the listeners' owners does not hide them. Gone: holds nothing.
+                if let Ok(meta) = fs::metadata(entry.path())
+                    && owners.contains(&meta.uid())
+                {
+                    unreadable = true;
+                }
+                continue;
+            }
         };
         for fd in fds.flatten() {
             let Ok(target) = fs::read_link(fd.path()) else {
@@ -266,8 +327,8 @@ pub fn find_holder(port: u16) -> Holder {
     if unreadable {
         Holder::Hidden
     } else {
-        // Every process was inspected and none holds it: a listener whose owner is gone (an
-        // io_uring process's sockets outlive it for a moment).
+        // Every process that could hold it was inspected and none does: a listener whose
+        // owner is gone (an io_uring process's sockets outlive it for a moment).
         Holder::NoListener { states: Vec::new() }
     }
 }
@@ -276,6 +337,8 @@ struct PortSocket {
     inode: String,
     state: &'static str,
     listening: bool,
+    /// The socket's owner (the uid that created it).
+    uid: u32,
 }
 
 /// Sockets whose local port is `port`, from /proc/net/tcp{,6}. These tables list every
@@ -299,10 +362,16 @@ fn port_sockets(port: u16) -> Vec<PortSocket> {
             if local_port != Some(port) {
                 continue;
             }
-            let Some(inode) = cols.nth(5) else { continue };
+            let (Some(uid), Some(inode)) = (cols.nth(3), cols.nth(1)) else {
+                continue;
+            };
+            let Ok(uid) = uid.parse::<u32>() else {
+                continue;
+            };
             let state = state_name(state);
             out.push(PortSocket {
                 inode: inode.to_string(),
+                uid,
                 // LISTEN, or CLOSE: bound and not listening (another bind-only holder)
                 listening: matches!(state, "LISTEN" | "CLOSE"),
                 state,
@@ -395,7 +464,10 @@ mod tests {
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
         let local = client.local_addr().unwrap();
+        let started = Instant::now();
         let err = bind_group(local, 1).unwrap_err();
+        // Nothing that lives explains it, so it was tried again until the bound.
+        assert!(started.elapsed() >= RELEASE_WAIT, "{:?}", started.elapsed());
         match &err {
             ListenerError::NoListener { states, .. } => {
                 assert!(states.contains(&"ESTABLISHED"), "{err}")
@@ -405,6 +477,50 @@ mod tests {
         assert!(
             err.to_string().contains("no process listens on it"),
             "{err}"
+        );
+    }
+
+    /// A live outside listener without SO_REUSEPORT fails the bind at once (no retry): the
+    /// error names the process well within the retry bound.
+    #[test]
+    fn a_live_holder_fails_at_once_without_retry() {
+        let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = outside.local_addr().unwrap();
+        let started = Instant::now();
+        let err = bind_group(addr, 2).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, ListenerError::HeldByProcess { .. }),
+            "expected HeldByProcess, got {err}"
+        );
+        assert!(took < RELEASE_WAIT / 2, "took {took:?}");
+    }
+
+    /// An address busy with nothing live listening on it is tried again, and bound as soon
+    /// as it is free (here the local end of a connection, reset 100 ms later).
+    #[test]
+    fn a_busy_address_without_listener_is_bound_once_it_is_free() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let local = client.local_addr().unwrap();
+        let (accepted, _) = server.accept().unwrap();
+        // Linger 0: close sends a reset and frees the port at once (no TIME_WAIT).
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(client);
+        });
+        let started = Instant::now();
+        let group = bind_group(local, 2).unwrap();
+        let took = started.elapsed();
+        closer.join().unwrap();
+        drop(accepted);
+        assert_eq!(group.addr, local);
+        assert!(
+            took >= Duration::from_millis(100) && took < RELEASE_WAIT,
+            "took {took:?}"
         );
     }
 }

@@ -281,7 +281,12 @@ pub struct ProxyBuilder {
     pub admin_socket: Option<PathBuf>,
     /// Start under `prlimit --nofile=N:N` (soft and hard open-files limit).
     pub nofile: Option<u64>,
+    /// Longest `start` waits for READY=1 (default [`READY_LIMIT`]).
+    pub ready_limit: Duration,
 }
+
+/// How long a start waits for READY=1 unless a test says otherwise.
+pub const READY_LIMIT: Duration = Duration::from_secs(20);
 
 /// The relay modes of `runtime.splice`; relay tests run on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +341,14 @@ impl ProxyBuilder {
             runtime_extra: String::new(),
             admin_socket: None,
             nofile: None,
+            ready_limit: READY_LIMIT,
         }
+    }
+
+    /// Waits at most `limit` for READY=1 when started.
+    pub fn ready_within(mut self, limit: Duration) -> Self {
+        self.ready_limit = limit;
+        self
     }
 
     /// Starts ringway with an open-files limit of `n` (soft and hard: it cannot raise it).
@@ -445,7 +457,14 @@ impl ProxyBuilder {
             .unwrap_or_else(|| dir.path().join("state.json"));
         std::fs::write(&config, self.toml(dir.path(), &state)).unwrap();
         let sock = self.admin_sock(dir.path());
-        let mut p = Proxy::spawn_limited(dir, config, sock, self.workers, self.nofile)?;
+        let mut p = Proxy::spawn_limited(
+            dir,
+            config,
+            sock,
+            self.workers,
+            self.nofile,
+            self.ready_limit,
+        )?;
         p.state = state;
         Ok(p)
     }
@@ -486,17 +505,18 @@ impl Proxy {
         admin_sock: PathBuf,
         workers: usize,
     ) -> Result<Proxy, String> {
-        Proxy::spawn_limited(dir, config, admin_sock, workers, None)
+        Proxy::spawn_limited(dir, config, admin_sock, workers, None, READY_LIMIT)
     }
 
     /// [`Proxy::spawn`], under `prlimit --nofile=N:N` when `nofile` is set (prlimit execs
-    /// ringway: same pid).
+    /// ringway: same pid), waiting at most `ready_limit` for READY=1.
     pub fn spawn_limited(
         dir: tempfile::TempDir,
         config: PathBuf,
         admin_sock: PathBuf,
         workers: usize,
         nofile: Option<u64>,
+        ready_limit: Duration,
     ) -> Result<Proxy, String> {
         let log = dir.path().join("ringway.log");
         let notify_path = dir.path().join("notify.sock");
@@ -535,7 +555,7 @@ impl Proxy {
             notified: Default::default(),
             dir,
         };
-        p.wait_ready()?;
+        p.wait_ready(ready_limit)?;
         let status = p.status();
         p.admin = status["admin"]
             .as_str()
@@ -544,8 +564,8 @@ impl Proxy {
         Ok(p)
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.wait_notified("READY=1", Duration::from_millis(100)) {
                 return Ok(());
@@ -554,7 +574,7 @@ impl Proxy {
                 return Err(format!("exited ({status}):\n{}", self.logs()));
             }
         }
-        Err(format!("no READY=1 within 20s:\n{}", self.logs()))
+        Err(format!("no READY=1 within {limit:?}:\n{}", self.logs()))
     }
 
     /// Waits up to `limit` for a notification containing `what` that was not seen yet;
