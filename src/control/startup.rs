@@ -130,6 +130,14 @@ pub(super) fn start(
     // addresses (nothing queued on them is lost).
     let handed: Vec<SocketAddr> = match inherited.as_mut() {
         Some(i) => {
+            // A route on port 0 keeps the port it had (same route, same configured list).
+            for (name, bound) in &i.bound {
+                if let Some(r) = routes.iter_mut().find(|r| &r.cfg.name == name)
+                    && r.cfg.listen.len() == bound.len()
+                {
+                    r.bound = bound.clone();
+                }
+            }
             let listeners = std::mem::take(&mut i.listeners);
             let addrs = listeners.keys().copied().collect();
             ports.inherit(listeners);
@@ -270,7 +278,12 @@ pub(super) fn start(
     let (watch_tx, watch_rx) = crossbeam_channel::bounded(1);
     let mut control = Control {
         metrics: MetricsStore::new(count),
-        control_metrics: ControlMetrics::default(),
+        control_metrics: ControlMetrics {
+            start_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            ..ControlMetrics::default()
+        },
         config,
         source,
         generation: first_generation,

@@ -83,6 +83,7 @@ impl Control {
                 });
             }
             Err(why) => {
+                self.control_metrics.upgrades_failed += 1;
                 tracing::error!(reason = %why, "upgrade failed; serving on");
                 answer(reply, Err(ControlError::UpgradeFailed(why)));
             }
@@ -123,6 +124,11 @@ impl Control {
             listeners,
             admin,
             token: self.admin_token.clone(),
+            bound: self
+                .routes
+                .iter()
+                .map(|r| (r.cfg.name.clone(), r.bound.clone()))
+                .collect(),
             deadline: timeout.unwrap_or(crate::upgrade::DEFAULT_DEADLINE),
         })
     }
@@ -134,6 +140,7 @@ impl Control {
         };
         match ev {
             Event::Failed(why) => {
+                self.control_metrics.upgrades_failed += 1;
                 tracing::error!(reason = %why, "upgrade failed; this process serves on unchanged");
                 if let Some(tx) = up.reply.take() {
                     let _ = tx.send(Err(ControlError::UpgradeFailed(why)));

@@ -43,6 +43,12 @@ pub const SWITCHES_TOTAL: &str = "ringway_switches_total";
 pub const BACKEND_UP: &str = "ringway_backend_up";
 /// ringway addition: configuration reloads, per result (ok, failed).
 pub const RELOADS_TOTAL: &str = "ringway_reloads_total";
+/// ringway addition: when this process started (Unix time, seconds). Counters restart at
+/// zero in the new process of a binary upgrade; a change of this gauge marks it.
+pub const START_TIME_SECONDS: &str = "ringway_start_time_seconds";
+/// ringway addition: binary upgrades this process failed to make (the new binary exited,
+/// hung or refused its configuration; this process served on).
+pub const UPGRADES_FAILED_TOTAL: &str = "ringway_upgrades_failed_total";
 /// ringway addition: failed resolutions of a route's backend name (`name` is the host);
 /// the route keeps the name's last good addresses meanwhile.
 pub const DNS_FAILURES_TOTAL: &str = "ringway_dns_failures_total";
@@ -121,6 +127,8 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     (BACKEND_UP, Kind::Gauge),
     (RELOADS_TOTAL, Kind::Counter),
     (DNS_FAILURES_TOTAL, Kind::Counter),
+    (START_TIME_SECONDS, Kind::Gauge),
+    (UPGRADES_FAILED_TOTAL, Kind::Counter),
 ];
 
 /// Every sample name `GET /metrics` can export: the families, with `_bucket`, `_sum` and

@@ -591,6 +591,10 @@ pub struct ControlMetrics {
     pub reloads: BTreeMap<&'static str, u64>,
     /// (route, host) → failed resolutions of that backend name.
     pub dns_failures: BTreeMap<(String, String), u64>,
+    /// When this process started, Unix seconds.
+    pub start_time: u64,
+    /// Binary upgrades that failed (this process served on).
+    pub upgrades_failed: u64,
 }
 
 /// Appends the control thread's metrics to a Prometheus exposition.
@@ -647,6 +651,20 @@ pub fn prometheus_control(out: &mut String, c: &ControlMetrics) {
             *n,
         );
     }
+    header(
+        out,
+        START_TIME_SECONDS,
+        "gauge",
+        "When this process started, Unix time in seconds (counters restart after a binary upgrade).",
+    );
+    sample(out, START_TIME_SECONDS, &[], c.start_time);
+    header(
+        out,
+        UPGRADES_FAILED_TOTAL,
+        "counter",
+        "Binary upgrades that failed; this process served on.",
+    );
+    sample(out, UPGRADES_FAILED_TOTAL, &[], c.upgrades_failed);
 }
 
 /// The control thread's metrics as JSON.
@@ -670,7 +688,14 @@ pub fn json_control(c: &ControlMetrics) -> Value {
         .iter()
         .map(|((route, name), n)| json!({"route": route, "name": name, "failures": n}))
         .collect();
-    json!({"switches": switches, "backend_up": up, "reloads": reloads, "dns_failures": dns})
+    json!({
+        "switches": switches,
+        "backend_up": up,
+        "reloads": reloads,
+        "dns_failures": dns,
+        "start_time_seconds": c.start_time,
+        "upgrades_failed": c.upgrades_failed,
+    })
 }
 
 #[cfg(test)]

@@ -384,6 +384,30 @@ pub fn inherited(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Closes every descriptor above 2 but `keep`: what a process started by an upgrade
+/// inherited without meaning to (io_uring's accept makes sockets without close-on-exec, so
+/// the old process's connections would otherwise stay open here, and a session ended in the
+/// new process would never send its FIN).
+pub fn close_all_but(keep: RawFd) -> io::Result<()> {
+    let ranges = [(3, keep - 1), (keep + 1, libc::c_int::MAX)];
+    for (first, last) in ranges.into_iter().filter(|(a, b)| a <= b) {
+        // SAFETY: close_range takes two integers and a flag; it closes descriptors only,
+        // and the caller owns none of them but `keep` (it runs first thing at start-up).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                last as libc::c_uint,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Makes `fd` (close-on-exec in this process) survive the exec of `cmd` only.
 pub fn keep_across_exec(cmd: &mut std::process::Command, fd: RawFd) {
     use std::os::unix::process::CommandExt;

@@ -33,6 +33,9 @@ pub struct Inherited {
     pub token: String,
     /// The old process.
     pub parent: u32,
+    /// Where each of the old process's routes listened (route, bound address per
+    /// configured one): a route listening on port 0 keeps its port.
+    pub bound: Vec<(String, Vec<SocketAddr>)>,
 }
 
 /// A session handed over after the start.
@@ -57,6 +60,10 @@ fn receive(value: &str) -> Result<Inherited, String> {
         .ok()
         .filter(|fd| *fd > 2)
         .ok_or_else(|| format!("{}={value} is not a descriptor number", super::FD_ENV))?;
+    // Before anything is opened here: only the channel is meant to be inherited.
+    if let Err(e) = crate::net::sys::close_all_but(fd) {
+        tracing::warn!(error = %e, "cannot close the descriptors inherited by mistake");
+    }
     let fd = crate::net::sys::inherited(fd).map_err(|e| {
         format!(
             "{}={fd}: {e} (was this started by `ringway upgrade`?)",
@@ -89,7 +96,11 @@ fn receive(value: &str) -> Result<Inherited, String> {
                     unix,
                 });
             }
-            ToNew::Start { token, parent } => {
+            ToNew::Start {
+                token,
+                parent,
+                bound,
+            } => {
                 chan.set_timeout(None).map_err(heard)?;
                 return Ok(Inherited {
                     chan,
@@ -97,6 +108,7 @@ fn receive(value: &str) -> Result<Inherited, String> {
                     admin,
                     token,
                     parent,
+                    bound,
                 });
             }
             ToNew::Session(_) | ToNew::Done => {

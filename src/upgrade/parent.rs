@@ -30,6 +30,8 @@ pub struct Spec {
     pub listeners: Vec<(SocketAddr, Vec<OwnedFd>)>,
     pub admin: AdminFds,
     pub token: String,
+    /// Where each route listens (route, bound address per configured one).
+    pub bound: Vec<(String, Vec<SocketAddr>)>,
     /// How long the new binary gets to report ready.
     pub deadline: Duration,
 }
@@ -143,7 +145,10 @@ fn talk(
 }
 
 fn send_sockets(chan: &Channel, spec: Spec) -> Result<(), String> {
-    let failed = |e: io::Error| format!("cannot hand the sockets to the new process: {e}");
+    let failed = |e: io::Error| match channel_error(e) {
+        exited if exited == "exited" => exited,
+        other => format!("cannot hand the sockets to the new process: {other}"),
+    };
     for (addr, fds) in &spec.listeners {
         for chunk in fds.chunks(MAX_FDS) {
             let borrowed: Vec<_> = chunk.iter().map(|f| f.as_fd()).collect();
@@ -168,6 +173,7 @@ fn send_sockets(chan: &Channel, spec: Spec) -> Result<(), String> {
         &ToNew::Start {
             token: spec.token.clone(),
             parent: std::process::id(),
+            bound: spec.bound.clone(),
         },
         &[],
     )
@@ -180,8 +186,7 @@ fn wait_ready(chan: &Channel, deadline: Instant) -> Result<Event, String> {
         if left.is_zero() {
             return Err(String::new());
         }
-        chan.set_timeout(Some(left))
-            .map_err(|e| format!("hand-over channel: {e}"))?;
+        chan.set_timeout(Some(left)).map_err(channel_error)?;
         match chan.recv::<ToOld>() {
             Ok(Some((
                 ToOld::Ready {
@@ -208,16 +213,26 @@ fn wait_ready(chan: &Channel, deadline: Instant) -> Result<Event, String> {
             {
                 continue;
             }
-            Err(e) => return Err(format!("hand-over channel: {e}")),
+            Err(e) => return Err(channel_error(e)),
         }
+    }
+}
+
+/// A failure of the channel: the child's end is gone when it exited with our messages
+/// unread (a reset) or closed it.
+fn channel_error(e: io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET | libc::EPIPE) => "exited".into(),
+        _ => format!("hand-over channel: {e}"),
     }
 }
 
 /// The new binary failed: makes sure it is gone (killed if it still runs) and reaped, and
 /// says why in one line.
 fn finish(child: &mut Child, why: String, limit: Duration) -> String {
-    // A process that reported a failure exits next; give it a moment to do so by itself.
-    let grace = Instant::now() + Duration::from_secs(2);
+    // A process that reported a failure exits next; give it a moment to do so by itself
+    // (none for one that did not report in time).
+    let grace = Instant::now() + Duration::from_secs(if why.is_empty() { 0 } else { 2 });
     let mut status = None;
     while Instant::now() < grace {
         match child.try_wait() {

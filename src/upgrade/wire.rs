@@ -34,8 +34,14 @@ pub enum ToNew {
         tcp: SocketAddr,
         unix: Option<PathBuf>,
     },
-    /// Every socket is sent: start, with the admin token in force.
-    Start { token: String, parent: u32 },
+    /// Every socket is sent: start, with the admin token in force. `bound`: where each
+    /// route listens, per configured address (a port-0 address keeps its port).
+    Start {
+        token: String,
+        parent: u32,
+        #[serde(default)]
+        bound: Vec<(String, Vec<SocketAddr>)>,
+    },
     /// One established session: client and backend sockets (attached, in that order).
     Session(MovedSession),
     /// No more sessions come.

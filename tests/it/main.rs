@@ -22,6 +22,7 @@ mod share_support;
 mod support;
 mod switch;
 mod units;
+mod upgrade;
 mod workers;
 
 /// Generates `auto::NAME`, `buffered::NAME` and `splice::NAME` tests from
