@@ -197,8 +197,10 @@ else
 fi
 
 echo "== dpkg in a throw-away chroot: install, upgrade, remove, purge"
-if [ "$(id -u)" -ne 0 ] || ! command -v unshare >/dev/null 2>&1; then
-  echo "   SKIPPED: needs root and unshare"
+if [ "$(id -u)" -ne 0 ] || ! command -v unshare >/dev/null 2>&1 ||
+  ! unshare --mount --net --fork true 2>/dev/null; then
+  echo "   SKIPPED: needs root, unshare and mount and network namespaces (a container without"
+  echo "   CAP_SYS_ADMIN has none): checked up to the unpacked files above"
 else
   cp "$deb" "$scratch/ringway.deb"
   export -f chroot_test fail
