@@ -5,7 +5,7 @@
 # prometheus for promtool, which parses the Grafana dashboard's queries in tuning/grafana;
 # openssl and haproxy for the shared-address tests),
 # then script lints, the host check, formatting, lints, unit and integration tests (ringway and
-# the bench/load tool).
+# the bench/load tool), and the Debian package's test (scripts/test-deb.sh; lintian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # installed; on a systemd host the haproxy package also starts an idle haproxy service).
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || [ -x /usr/sbin/nginx ] || need+=(haproxy)
+# scripts/test-deb.sh (the Debian package): lintian checks it (about a minute to install on
+# Debian 12: ~140 packages, mostly Perl), dpkg-shlibdeps (dpkg-dev) computes its Depends.
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -54,3 +58,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+# The Debian package (README, "Debian package"): builds it with cargo-deb (installed when
+# missing: ~3.5 min with one build job), then checks its contents and configuration, a dpkg
+# install, upgrade and purge in a throw-away chroot (as root), and lintian. The release build
+# is the one scripts/perf-check reuses next in CI.
+echo "== scripts/test-deb.sh"
+bash scripts/test-deb.sh
