@@ -2,7 +2,7 @@
 # Builds the Debian package (cargo-deb; metadata: [package.metadata.deb] in Cargo.toml) and
 # prints its path. It installs /usr/bin/ringway, ringway.service and ringway@.service,
 # /usr/lib/sysctl.d/90-ringway.conf and a commented /etc/ringway/ringway.toml; the maintainer
-# scripts are in packaging/debian/.
+# scripts are in tuning/debian/.
 #
 #   scripts/deb.sh              build the release binary, then the package
 #   scripts/deb.sh --no-build   package target/release/ringway as it is (built earlier)

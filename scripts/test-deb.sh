@@ -11,7 +11,7 @@
 #     so nothing on this host starts, stops or changes); otherwise that part is skipped, and
 #     says so;
 #   - lintian, where it is installed (scripts/test.sh installs it): no error (the tags that do
-#     not apply are overridden, with the reason, in packaging/debian/lintian-overrides).
+#     not apply are overridden, with the reason, in tuning/debian/lintian-overrides).
 #
 #   scripts/test-deb.sh              build the release binary first (cargo deb does)
 #   scripts/test-deb.sh --no-build   package target/release/ringway as it is
@@ -216,7 +216,7 @@ fi
 
 echo "== lintian"
 if command -v lintian >/dev/null 2>&1; then
-  # Errors fail; warnings and info are printed. Overrides: packaging/debian/lintian-overrides.
+  # Errors fail; warnings and info are printed. Overrides: tuning/debian/lintian-overrides.
   timeout 300 lintian --fail-on error --info "$deb" || fail "lintian reports errors (above)"
   echo "   lintian: no errors"
 else
