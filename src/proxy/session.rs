@@ -158,10 +158,8 @@ pub fn run(
                 // from its listener; the backend's is new.
                 let _ = sys::set_nodelay(backend.as_raw_fd());
                 let _ = keepalive::set_new(backend.as_raw_fd(), &route.cfg.keepalive);
-                let outcome = relay_session(
-                    &worker, &route, key, client, backend, b.addr, &moved, started,
-                )
-                .await;
+                let outcome =
+                    relay_session(&worker, &route, key, client, backend, &moved, &started).await;
                 drop_one(&b.active);
                 outcome
             }
@@ -184,9 +182,8 @@ fn relay_session<'a>(
     key: usize,
     client: TcpStream,
     backend: TcpStream,
-    backend_addr: SocketAddr,
     moved: &'a [Cell<u64>; 2],
-    started: Instant,
+    started: &'a Instant,
 ) -> impl Future<Output = Outcome> + 'a {
     async move {
         let m = &route.metrics;
@@ -207,7 +204,7 @@ fn relay_session<'a>(
             return match end {
                 RelayEnd::Paused => {
                     let held = [moved[0].get(), moved[1].get()];
-                    if worker.hand_over(route, &client, &backend, backend_addr, held, started) {
+                    if worker.hand_over(route, &client, &backend, held, *started) {
                         Outcome::HandedOver
                     } else {
                         relay::Resume(&m.handing_over).await;
@@ -289,17 +286,7 @@ pub fn adopt(
                 listen: client.local_addr().ok()?,
             }))
         });
-        let outcome = relay_session(
-            &worker,
-            &route,
-            key,
-            client,
-            backend,
-            session.backend,
-            &moved,
-            started,
-        )
-        .await;
+        let outcome = relay_session(&worker, &route, key, client, backend, &moved, &started).await;
         if let Some(b) = &b {
             drop_one(&b.active);
         }

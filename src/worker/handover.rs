@@ -116,10 +116,13 @@ impl Worker {
         route: &Route,
         client: &TcpStream,
         backend: &TcpStream,
-        backend_addr: SocketAddr,
         moved: [u64; 2],
         started: Instant,
     ) -> bool {
+        // Read here, not kept in every session's future (a cold path).
+        let Ok(backend_addr) = backend.peer_addr() else {
+            return false;
+        };
         let copy = |s: &TcpStream| crate::net::sys::dup(s.as_raw_fd());
         let (Ok(client), Ok(backend)) = (copy(client), copy(backend)) else {
             return false;
