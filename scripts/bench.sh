@@ -201,12 +201,15 @@
 #   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2 S_DUR=4, a 0.3 s
 #                   quiet window, gates waiting 3 s at most each and 20 s in all
 #                   (QUIET_BUDGET). Measured on the 2-vCPU VM (quiet): 2 min 22 s without S,
-#                   S alone 22 s (4 proxies x (S_DUR + ~1.5 s)) and R alone about 13 s (2
-#                   ringway proxies x (S_DUR + ~2.5 s)): about 3 min.
-#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S and R (one rep with
+#                   S alone 22 s (4 proxies x (S_DUR + ~1.5 s)), R alone about 13 s (2
+#                   ringway proxies x (S_DUR + ~2.5 s)) and U about 21 s (estimated: 3
+#                   proxies x (S_DUR + ~3 s)): about 3.5 min.
+#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S, R, U (one rep with
 #                   these settings measured 5 min 30 s), more while the quiet gate waits; S adds
 #                   4 proxies x (S_DUR + ~2 s) per rep (measured: 49 s per rep with S_DUR=10),
-#                   R 2 ringway proxies x (S_DUR + ~2 s) per rep, so about 20.5 min in all
+#                   R 2 ringway proxies x (S_DUR + ~2 s) per rep, U 3 proxies x (S_DUR +
+#                   ~3.7 s) per rep (measured: about 41 s per rep
+#                   without the quiet gates' waits), so about 22.5 min in all
 #   --install       first install what is missing (apt-get update + install, with sudo when
 #                   not root; autocannon with npm into bench/.tools), then run
 #   --install-only  install, then exit

@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 RINGWAY = {"ringway": "#c92a2a", "ringway-buffered": "#d9480f", "ringway-splice": "#f08c00", "ringway-busy": "#e64980",
-           "ringway-rr": "#a61e4d", "ringway-lc": "#862e9c", "ringway-hash": "#5f3dc4"}
+           "ringway-rr": "#a61e4d", "ringway-lc": "#862e9c", "ringway-hash": "#5f3dc4",
+           "ringway-restart": "#e8590c"}
 PEER = "#868e96"
 
 
@@ -148,7 +149,8 @@ def plot_upgrade(rows, meta, outdir):
          fmt="{:.3f}")
     for ax in (ax1, ax2, ax3):
         ax.margins(y=0.12)
-    ax1.set_ylim(bottom=0, top=max([1] + [r["figure"] or 0 for r in rows]) * 1.15)
+    ax1.set_ylim(bottom=0, top=max([1] + [r.get("figure_max") or r["figure"] or 0
+                                           for r in rows]) * 1.15)
     fig.suptitle(f"{rows[0]['title']}, {meta.get('upgrades', '?')} ops in "
                  f"{meta.get('s_dur_s', '?')} s at {meta.get('s_rate', '?')} conn/s - "
                  f"{meta.get('host', '')} {meta.get('date', '')}, "
