@@ -27,8 +27,9 @@
 #       haproxy-sni       B-sni only: HAProxy routing by req.ssl_sni (inspect-delay 5s, accept
 #                         on req_ssl_hello_type 1, use_backend if req.ssl_sni -i bench.test,
 #                         default_backend the origin's second port)
+#       ringway-restart   U only: ringway (as `ringway`) restarted the plain way during the load
 #     B-sni adds ringway-sni right after ringway and haproxy-sni right after haproxy when they
-#     are not named in PROXIES.
+#     are not named in PROXIES; U adds ringway-restart right after ringway when not named.
 #       ringway-rr        balance comparison (not in the default list: name them in PROXIES):
 #       ringway-lc        ringway whose route has two backends, the origin's two ports (one
 #       ringway-hash      nginx), with balance = "round_robin", "least_connections" and
@@ -45,7 +46,7 @@
 #                         master_process off, so that the process measured is the one working);
 #                         the stream module is loaded with load_module when not built in
 #     A proxy is started fresh for each group of scenarios in every rep, given a WARMUP s
-#     unmeasured wrk warm-up (not for D, S and R), measured, and stopped with SIGTERM by its
+#     unmeasured wrk warm-up (not for D, S, R and U), measured, and stopped with SIGTERM by its
 #     PID.
 #     ringway and ringway-load run from copies taken at start: a rebuild meanwhile changes
 #     nothing, and env.txt has the sha256 of what ran. ringway's configurations have their
@@ -116,6 +117,41 @@
 #               for HAProxy or nginx: neither can add a listener at runtime without a reload
 #               (a different operation: S measures HAProxy's stop/start), so there is no
 #               peer to compare with; not for direct; no proxy CPU figure.
+#       U       binary upgrade / reload / restart under load: the load of S (ringway-load --mode
+#               conn --rate ${S_RATE} -d ${S_DUR}s --exchange http --timeout 2s) through a fresh
+#               proxy (no warm-up); UPGRADES (3) operations spaced evenly, at k*S_DUR/(UPGRADES+1)
+#               for k = 1..UPGRADES, each one after the previous returned. Three peers:
+#                 ringway          `ringway upgrade --admin ... --token ...` (the same binary:
+#                                  the mechanism is what is measured): the running ringway
+#                                  starts a new process, hands it its listening sockets and
+#                                  quiet sessions over SCM_RIGHTS, and the command returns once
+#                                  the new one serves; op_s = how long the command took.
+#                                  After each, `ringway status --json` must name a new pid (the
+#                                  one the command printed): "pid changed". The old process
+#                                  exits once its last session ends (checked after the load:
+#                                  "old exited", waited for up to 5 s).
+#                 haproxy          HAProxy 2.6 in master-worker mode (haproxy -W -db -S
+#                                  MASTER.sock -f CFG, `stats socket ... expose-fd listeners`
+#                                  in the cfg), reloaded by `kill -USR2 MASTER_PID`: HAProxy
+#                                  2.6's documented seamless reload (management.txt: in
+#                                  master-worker mode the master re-executes itself and passes
+#                                  -x sockpair@ so that the new worker takes the listening
+#                                  sockets over from the old one; the old worker gets SIGUSR1
+#                                  and finishes its sessions, as -sf does). op_s = from the
+#                                  signal until the master has a new worker process (polled
+#                                  every 10 ms in /proc/MASTER/task/MASTER/children);
+#                                  "pid changed" = the worker's pid changed.
+#                 ringway-restart  ringway restarted the plain way: SIGTERM by pid, wait for
+#                                  the exit (shutdown_grace = "1s"), `ringway run -c` the same
+#                                  file again; op_s = downtime from the SIGTERM until the new
+#                                  process listens (as HAProxy's in S).
+#               Figures: failed requests (every outcome but ok: refused, reset, timeout, ...) of
+#               all sent, p50/p99 of the ok ones (from the schedule, so stalls count), the mean
+#               op_s over every operation of the runs used (and min/max), and for ringway and
+#               haproxy how many operations changed the pid. Run for ringway, ringway-restart
+#               and haproxy only (not direct, the ringway variants, haproxy-splice or
+#               nginx-stream); no proxy CPU figure (the process is replaced). In the default
+#               list: it adds 3 proxies x (S_DUR + ~3 s) per rep, about as much as S.
 #       W       per-worker balance, ringway only, not in the default list (SCENARIOS=W): a
 #               fresh ringway with W_WORKERS (2) workers pinned one per CPU of W_CPUS
 #               (PROXY_CPU,LOAD_CPU) relays iperf3 -P W_STREAMS (3) -t W_DUR (DUR) to the
@@ -157,35 +193,39 @@
 #   workers.json  scenario W's runs (only when W ran)
 #   plot-<scenario>.png  per scenario: proxy CPU per unit and ratio to direct (for D: bytes
 #                 per connection; for S: failed requests, p99 and switch time; for R:
-#                 failed requests, p99 and the route add / ready / remove times), ringway
-#                 vs peers; needs matplotlib (skipped with a note)
+#                 failed requests, p99 and the route add / ready / remove times; for U:
+#                 failed requests, p99 and the mean operation time), ringway vs peers;
+#                 needs matplotlib (skipped with a note)
 #
 # Usage: scripts/bench.sh [--quick] [--install | --install-only]
 #   --quick         smoke run: DUR=2 REPS=1 WARMUP=1 IDLE_CONNS=500 D_HOLD=2 S_DUR=4, a 0.3 s
 #                   quiet window, gates waiting 3 s at most each and 20 s in all
 #                   (QUIET_BUDGET). Measured on the 2-vCPU VM (quiet): 2 min 22 s without S,
-#                   S alone 22 s (4 proxies x (S_DUR + ~1.5 s)) and R alone about 13 s (2
-#                   ringway proxies x (S_DUR + ~2.5 s)): about 3 min.
-#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S and R (one rep with
+#                   S alone 22 s (4 proxies x (S_DUR + ~1.5 s)), R alone about 13 s (2
+#                   ringway proxies x (S_DUR + ~2.5 s)) and U about 21 s (estimated: 3
+#                   proxies x (S_DUR + ~3 s)): about 3.5 min.
+#   (no option)     DUR=5 REPS=3: about 17 min on the 2-vCPU VM without S, R, U (one rep with
 #                   these settings measured 5 min 30 s), more while the quiet gate waits; S adds
 #                   4 proxies x (S_DUR + ~2 s) per rep (measured: 49 s per rep with S_DUR=10),
-#                   R 2 ringway proxies x (S_DUR + ~2 s) per rep, so about 20.5 min in all
+#                   R 2 ringway proxies x (S_DUR + ~2 s) per rep, U 3 proxies x (S_DUR +
+#                   ~3.7 s) per rep (measured: about 41 s per rep
+#                   without the quiet gates' waits), so about 22.5 min in all
 #   --install       first install what is missing (apt-get update + install, with sudo when
 #                   not root; autocannon with npm into bench/.tools), then run
 #   --install-only  install, then exit
 #   Without --install it says what is missing and how to install it, then runs what it can:
 #   haproxy, nginx, wrk, iperf3 (and python3, taskset, timeout) are required; without
 #   autocannon A-ac is skipped, without matplotlib the plots, without the nginx stream module
-#   the nginx-stream proxy, without target/release/ringway-load scenarios D, S, R and B-sni.
+#   the nginx-stream proxy, without target/release/ringway-load scenarios D, S, R, U and B-sni.
 # Environment (defaults in brackets):
 #   DUR [5]  REPS [3]  L_DUR [min(5, DUR)]  WARMUP [2]  PROXY_CPU [1]  LOAD_CPU [0]
 #   PROXIES ["direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream"]
-#   SCENARIOS ["A A-ac A1 B C C-http D L S R"; W and B-sni only when named]
+#   SCENARIOS ["A A-ac A1 B C C-http D L S R U"; W and B-sni only when named]
 #   SNI_NAME [bench.test] (B-sni: the server name sent and matched)
 #   W_WORKERS [2]  W_STREAMS [3]  W_DUR [DUR]  W_CPUS [PROXY_CPU,LOAD_CPU] (W)
 #   IDLE_CONNS [1000] (D)  D_HOLD [4] (s, ringway-load -d)  D_SETTLE [0.5] (s)
-#   S_RATE [1000] (S, R: new connections per second)  S_DUR [10; 4 with --quick] (s, S and R,
-#   at least 2)
+#   S_RATE [1000] (S, R, U: new connections per second)  S_DUR [10; 4 with --quick] (s, S, R
+#   and U, at least 2)  UPGRADES [3] (U: operations per run, at least 1)
 #   QUIET_MAX_WAIT [60; 0 = no gate]  QUIET_WINDOW [1]  NOISE_MAX [5]  PLOTS [1]
 #   QUIET_BUDGET [none; 20 with --quick] (s the gates may wait in all; past it they only
 #   sample the window, and noisy runs are still flagged by their noise %)
@@ -244,7 +284,8 @@ RINGWAY_BIN=${RINGWAY_BIN:-$REPO_ROOT/target/release/ringway}
 RINGWAY_LOAD_BIN=${RINGWAY_LOAD_BIN:-$REPO_ROOT/target/release/ringway-load}
 SKIP_RINGWAY=${SKIP_RINGWAY:-0}
 PROXIES=${PROXIES:-direct ringway ringway-buffered ringway-splice haproxy haproxy-splice nginx-stream}
-SCENARIOS=${SCENARIOS:-A A-ac A1 B C C-http D L S R}
+SCENARIOS=${SCENARIOS:-A A-ac A1 B C C-http D L S R U}
+UPGRADES=${UPGRADES:-3}
 QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-60}
 QUIET_BUDGET=${QUIET_BUDGET:-}
 QUIET_WINDOW=${QUIET_WINDOW:-1}
@@ -255,7 +296,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 SNI_NAME=${SNI_NAME:-bench.test}
 [[ $SNI_NAME =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]] || die "SNI_NAME must be a DNS name, got '$SNI_NAME'"
 
-for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU IDLE_CONNS D_HOLD S_RATE S_DUR QUIET_MAX_WAIT NOISE_MAX; do
+for v in DUR REPS L_DUR WARMUP PROXY_CPU LOAD_CPU IDLE_CONNS D_HOLD S_RATE S_DUR UPGRADES QUIET_MAX_WAIT NOISE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 [[ -z $QUIET_BUDGET || $QUIET_BUDGET =~ ^[0-9]+$ ]] || die "QUIET_BUDGET must be empty or a whole number of seconds"
@@ -265,14 +306,15 @@ done
 ((DUR > 0 && REPS > 0 && L_DUR > 0)) || die "DUR, REPS and L_DUR must be at least 1"
 ((IDLE_CONNS > 0 && D_HOLD >= 2)) || die "IDLE_CONNS must be at least 1 and D_HOLD at least 2"
 ((S_RATE > 0 && S_DUR >= 2)) || die "S_RATE must be at least 1 and S_DUR at least 2"
+((UPGRADES > 0)) || die "UPGRADES must be at least 1"
 
 # scenario ids, in run order
 RUN_SCENS=()
 for s in $SCENARIOS; do
     [[ $s != E ]] || { note "scenario E is now called C-http"; s=C-http; }
     case $s in
-        A | A-ac | A1 | B | B-sni | C | C-http | D | L | S | R | W) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
-        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B B-sni C C-http D L S R W)" ;;
+        A | A-ac | A1 | B | B-sni | C | C-http | D | L | S | R | U | W) [[ " ${RUN_SCENS[*]} " == *" $s "* ]] || RUN_SCENS+=("$s") ;;
+        *) die "unknown scenario '$s' in SCENARIOS (known: A A-ac A1 B B-sni C C-http D L S R U W)" ;;
     esac
 done
 SCENARIOS="${RUN_SCENS[*]}"
@@ -282,13 +324,18 @@ for p in $PROXIES; do
     [[ " ${selected[*]} " != *" $p "* ]] || continue
     case $p in
         direct | haproxy | haproxy-splice | haproxy-sni | nginx-stream) selected+=("$p") ;;
-        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni | ringway-rr | ringway-lc | ringway-hash | ringway-noka) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
-        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy ringway-sni ringway-rr ringway-lc ringway-hash ringway-noka haproxy haproxy-splice haproxy-sni nginx-stream)" ;;
+        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni | ringway-rr | ringway-lc | ringway-hash | ringway-noka | ringway-restart) [[ $SKIP_RINGWAY == 1 ]] || selected+=("$p") ;;
+        *) die "unknown proxy '$p' in PROXIES (known: direct ringway ringway-buffered ringway-splice ringway-busy ringway-sni ringway-rr ringway-lc ringway-hash ringway-noka ringway-restart haproxy haproxy-splice haproxy-sni nginx-stream)" ;;
     esac
     # B-sni: the peeking peer right after its plain one, unless PROXIES names it
     if has_scen B-sni && [[ $p == ringway || $p == haproxy ]] && [[ " $PROXIES " != *" $p-sni "* ]] &&
         [[ " ${selected[*]} " == *" $p "* ]]; then
         selected+=("$p-sni")
+    fi
+    # U: the plain restart right after ringway, unless PROXIES names it
+    if has_scen U && [[ $p == ringway && " $PROXIES " != *" ringway-restart "* ]] &&
+        [[ " ${selected[*]} " == *" ringway "* ]]; then
+        selected+=(ringway-restart)
     fi
 done
 PROXIES="${selected[*]}"
@@ -407,7 +454,7 @@ if has_scen R && [[ " $PROXIES " != *" ringway"* ]]; then
     skip scenario R "no ringway proxy selected (R is ringway only: HAProxy has no runtime route add without a reload)"
     SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx R | paste -sd ' ' || true)
 fi
-for s in D S R B-sni; do
+for s in D S R U B-sni; do
     if has_scen "$s" && [[ ! -x $RINGWAY_LOAD_BIN ]]; then
         skip scenario "$s" "no ringway-load at $RINGWAY_LOAD_BIN (cargo build --release --workspace)"
         SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx "$s" | paste -sd ' ' || true)
@@ -454,15 +501,23 @@ ADMIN_PORT=""       # ringway's admin API
 # ringway's admin token for this run (16+ printable characters), in its configurations
 printf -v RW_TOKEN 'bench-%s-%04x%04x%04x%04x' "$$" "$RANDOM" "$RANDOM" "$RANDOM" "$RANDOM"
 
+alive() {           # alive PID: the process exists and has not exited (a process that is not
+    local line      # our child, such as the one `ringway upgrade` started, may stay a zombie
+    kill -0 "$1" 2>/dev/null || return 1        # until whoever adopted it reaps it)
+    read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+    line=${line##*) }
+    [[ ${line%% *} != Z ]]
+}
+
 stop_pid() {        # stop_pid PID [POLL_MS]: SIGTERM one of our processes, wait up to 5 s
     local pid=$1 poll=${2:-100} i   # (checking every POLL_MS ms), then SIGKILL
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 5000 / poll; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep "0.$(printf '%03d' "$poll")"
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             note "warning: PID $pid ignored SIGTERM for 5 s, sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -500,7 +555,7 @@ if [[ " $PROXIES " == *" ringway"* ]]; then
     cp "$RINGWAY_BIN" "$RINGWAY_RUN"
     RINGWAY_MTIME=$(date -u -r "$RINGWAY_BIN" +%Y-%m-%dT%H:%M:%SZ)
 fi
-if has_scen D || has_scen S || has_scen R || has_scen B-sni; then
+if has_scen D || has_scen S || has_scen R || has_scen U || has_scen B-sni; then
     RINGWAY_LOAD_RUN=$TMP/bin/ringway-load
     cp "$RINGWAY_LOAD_BIN" "$RINGWAY_LOAD_RUN"
 fi
@@ -679,11 +734,18 @@ haproxy_cfg() {
     use_backend origin if { req.ssl_sni -i $SNI_NAME }
     default_backend origin-default"
     fi
+    # U (HAPROXY_MW=1): master-worker mode, reloaded seamlessly; the stats socket lends the
+    # listening sockets to the next process (-x; the master passes it by itself)
+    local stats=""
+    if [[ $HAPROXY_MW == 1 ]]; then
+        stats="    stats socket $TMP/$1-stats.sock mode 600 level admin expose-fd listeners"
+    fi
     cat <<EOF
 global
     nbthread 1
     maxconn $maxconn
     maxpipes 150
+$stats
 
 defaults
     mode tcp
@@ -735,6 +797,7 @@ EOF
 }
 
 WARM_WITH=wrk       # the warm-up load: wrk, or hello (B-sni's ringway-load)
+HAPROXY_MW=0        # 1 (U): HAProxy in master-worker mode; PROXY_PID is then the master's
 # start_proxy NAME CPU WARMUP_S: sets PROXY_PID ("" for direct), HTTP_PORT (to nginx),
 # BULK_PORT (to iperf3), ADMIN_PORT (ringway's admin API), PROXY_CPU_NOW; the proxy is
 # pinned to CPU
@@ -745,7 +808,7 @@ start_proxy() {
         direct)
             PROXY_PID="" HTTP_PORT=$ORIGIN_PORT BULK_PORT=$IPERF_PORT
             ;;
-        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni | ringway-rr | ringway-lc | ringway-hash | ringway-noka)
+        ringway | ringway-splice | ringway-buffered | ringway-busy | ringway-sni | ringway-rr | ringway-lc | ringway-hash | ringway-noka | ringway-restart)
             read -r HTTP_PORT BULK_PORT ADMIN_PORT < <(free_ports 3 | paste -sd ' ')
             local splice='"auto"' busy='"0us"'
             [[ $name == ringway-splice ]] && splice=true
@@ -815,7 +878,14 @@ EOF
         haproxy | haproxy-splice | haproxy-sni)
             read -r HTTP_PORT BULK_PORT < <(free_ports 2 | paste -sd ' ')
             haproxy_cfg "$name" "$ORIGIN_PORT" >"$TMP/$name.cfg"
-            start_bg "$log" taskset -c "$cpu" haproxy -db -f "$TMP/$name.cfg"
+            if [[ $HAPROXY_MW == 1 ]]; then
+                # U: master-worker, in the foreground, with a master CLI; SIGUSR2 reloads
+                rm -f "$TMP/$name-master.sock" "$TMP/$name-stats.sock"
+                start_bg "$log" taskset -c "$cpu" haproxy -W -db -S "$TMP/$name-master.sock" \
+                    -f "$TMP/$name.cfg"
+            else
+                start_bg "$log" taskset -c "$cpu" haproxy -db -f "$TMP/$name.cfg"
+            fi
             PROXY_PID=$BG_PID
             ;;
         nginx-stream)
@@ -1021,6 +1091,164 @@ restart_haproxy() {
     ((SWITCH_RC == 0)) || SWITCH_MSG=$(tail -n 5 "$TMP/$name-switched.log")
 }
 
+# ------------------------------------------------------------- scenario U: upgrade under load
+# run_upgrade OUT ERR PROXY CMD...: scenario U. Runs the load (CMD) in the background and
+# makes UPGRADES operations on PROXY, the k-th at k*S_DUR/(UPGRADES+1) after the load's start
+# (or right after the previous one, if that ran late): upgrade_ringway, reload_haproxy or
+# restart_ringway. Then waits for the end of the load, and for up to 5 s more for the
+# processes the operations replaced to exit. Sets RC (the load's exit code) and writes one
+# tab-separated line per operation to UPGRADE_OPS: n, rc, t0, t1, old pid, new pid, pid
+# changed (yes/no), old exited (yes/no), sessions moved (ringway; "" otherwise), what it
+# printed (tabs and newlines as spaces).
+UPGRADE_OPS="" UPGRADE_HOW=""
+OP_RC="" OP_T0="" OP_T1="" OP_OLD="" OP_NEW="" OP_CHANGED="" OP_MOVED="" OP_MSG=""
+now_us() { local t=$EPOCHREALTIME; NOW_US=$((${t%.*} * 1000000 + 10#${t#*.})); }
+run_upgrade() {
+    local out=$1 err=$2 proxy=$3 pid k t0_us d i line
+    shift 3
+    local num=() rc=() t0=() t1=() old=() new=() changed=() moved=() msg=()
+    UPGRADE_OPS=$TMP/upgrade-ops.tsv
+    : >"$UPGRADE_OPS"
+    now_us
+    t0_us=$NOW_US
+    "$@" >"$out" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    for ((k = 1; k <= UPGRADES; k++)); do
+        now_us
+        d=$((t0_us + k * S_DUR * 1000000 / (UPGRADES + 1) - NOW_US))
+        if ((d > 0)); then sleep "$((d / 1000000)).$(printf '%06d' $((d % 1000000)))"; fi
+        case $proxy in
+            ringway) upgrade_ringway ;;
+            ringway-restart) restart_ringway "$proxy" ;;
+            haproxy) reload_haproxy ;;
+        esac
+        num+=("$k") rc+=("$OP_RC") t0+=("$OP_T0") t1+=("$OP_T1") old+=("$OP_OLD") new+=("$OP_NEW")
+        changed+=("$OP_CHANGED") moved+=("$OP_MOVED") msg+=("$(tr '\t\n' '  ' <<<"$OP_MSG")")
+    done
+    RC=0
+    wait "$pid" || RC=$?
+    drop_pid "$pid"
+    # the replaced processes: they finish their last sessions, then exit (5 s at most in all)
+    for ((i = 0; i < 50; i++)); do
+        line=0
+        for k in "${old[@]}"; do [[ -z $k ]] || ! alive "$k" || line=1; done
+        ((line)) || break
+        sleep 0.1
+    done
+    for ((k = 0; k < ${#num[@]}; k++)); do
+        line=""                             # no old process to wait for (restart: waited)
+        if [[ -n ${old[k]} ]]; then line=no; alive "${old[k]}" || line=yes; fi
+        # HAProxy: how the old worker ended, as its master logged it
+        if [[ $proxy == haproxy && -n ${old[k]} ]]; then
+            i=$(grep -m1 -o "Former worker (${old[k]}) exited with code [0-9]* ([^)]*)" \
+                "$TMP/haproxy.log" || true)
+            [[ -z $i ]] || msg[k]+="${msg[k]:+ }$i"
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${num[k]}" "${rc[k]}" "${t0[k]}" \
+            "${t1[k]}" "${old[k]}" "${new[k]}" "${changed[k]}" "$line" "${moved[k]}" \
+            "${msg[k]}" >>"$UPGRADE_OPS"
+        # still running 5 s after the load: stopped here (the row says "old exited: no")
+        if [[ -n ${old[k]} ]] && alive "${old[k]}"; then
+            note "warning: $proxy: the process replaced by operation ${num[k]} (PID ${old[k]}) is still running 5 s after the load"
+            stop_pid "${old[k]}"
+        elif [[ -n ${old[k]} ]]; then
+            wait "${old[k]}" 2>/dev/null || true    # ours only when it was the first one
+            drop_pid "${old[k]}"
+        fi
+    done
+}
+
+# upgrade_ringway: `ringway upgrade` over the admin API (the same binary); it returns once
+# the new process serves. Then `ringway status --json` must give the new pid. The new process
+# (started by the old one, not by this script) becomes PROXY_PID.
+upgrade_ringway() {
+    local admin=(--admin "127.0.0.1:$ADMIN_PORT" --token "$RW_TOKEN") st=""
+    local cmd=(timeout 60 taskset -c "$LOAD_CPU" "$RINGWAY_RUN" upgrade "${admin[@]}")
+    UPGRADE_HOW="ringway upgrade over the admin API (same binary); op_s = how long the command took"
+    log_cmd "${cmd[@]}"
+    OP_OLD=$PROXY_PID OP_NEW="" OP_CHANGED=no OP_MOVED=""
+    OP_T0=$EPOCHREALTIME
+    run_tracked "$TMP/upgrade.out" "$TMP/upgrade.err" "${cmd[@]}"
+    OP_T1=$EPOCHREALTIME
+    OP_RC=$RC
+    OP_MSG=$(cat "$TMP/upgrade.out" "$TMP/upgrade.err")
+    [[ ! $OP_MSG =~ upgraded:\ pid\ ([0-9]+) ]] || OP_NEW=${BASH_REMATCH[1]}
+    [[ ! $OP_MSG =~ sessions\ moved:\ ([0-9]+) ]] || OP_MOVED=${BASH_REMATCH[1]}
+    run_tracked "$TMP/status.json" "$TMP/status.err" timeout 10 taskset -c "$LOAD_CPU" \
+        "$RINGWAY_RUN" status --json "${admin[@]}"
+    [[ ! $(<"$TMP/status.json") =~ \"pid\":\ *([0-9]+) ]] || st=${BASH_REMATCH[1]}
+    if [[ -n $st && $st != "$OP_OLD" && $st == "$OP_NEW" ]]; then OP_CHANGED=yes; fi
+    [[ -n $st ]] || OP_MSG+=" (ringway status --json: no pid: $(tail -c 200 "$TMP/status.err"))"
+    if [[ $OP_RC == 0 && -n $OP_NEW ]]; then
+        PROXY_PID=$OP_NEW
+        PIDS+=("$OP_NEW")
+    fi
+}
+
+# restart_ringway NAME: the plain restart: SIGTERM by pid, wait for the exit, start `ringway
+# run` with the same file again; op_s = downtime from the SIGTERM until the new one listens
+restart_ringway() {
+    local name=$1 i
+    UPGRADE_HOW="ringway restart: SIGTERM, wait for the exit, ringway run -c the same file; op_s = downtime from the SIGTERM until the new process listens"
+    OP_OLD=$PROXY_PID OP_MOVED="" OP_MSG=""
+    log_cmd kill -TERM "$OP_OLD"
+    OP_T0=$EPOCHREALTIME
+    stop_pid "$OP_OLD" 10                   # polled every 10 ms: the downtime counts
+    start_bg "$TMP/$name-restarted.log" taskset -c "$PROXY_CPU_NOW" "$RINGWAY_RUN" run -c "$TMP/$name.toml"
+    PROXY_PID=$BG_PID OP_NEW=$BG_PID
+    OP_RC=1
+    for ((i = 0; i < 1000; i++)); do        # 10 s at most, as wait_ready
+        if listening "$HTTP_PORT"; then OP_RC=0; break; fi
+        alive "$PROXY_PID" || break
+        sleep 0.01
+    done
+    OP_T1=$EPOCHREALTIME
+    OP_CHANGED=no
+    [[ $OP_NEW == "$OP_OLD" ]] || OP_CHANGED=yes
+    ((OP_RC == 0)) || OP_MSG=$(tail -n 5 "$TMP/$name-restarted.log")
+    OP_OLD=""                               # waited for already
+}
+
+# haproxy_workers MASTER: WORKERS = the master's child processes (its workers, current and
+# leaving), from /proc (no fork)
+WORKERS=""
+haproxy_workers() {
+    WORKERS=""
+    read -r WORKERS 2>/dev/null <"/proc/$1/task/$1/children" || true
+}
+
+# reload_haproxy: HAProxy 2.6's seamless reload in master-worker mode: SIGUSR2 to the master,
+# which re-executes itself with -x sockpair@ (the new worker takes the listening sockets over
+# from the old one) and sends the old worker SIGUSR1 (finish the sessions, then exit); op_s =
+# from the signal until the master has a new worker
+reload_haproxy() {
+    local master=$PROXY_PID i w before
+    UPGRADE_HOW="HAProxy 2.6 master-worker reload (kill -USR2 MASTER; listeners passed with -x sockpair@, expose-fd listeners): op_s = from the signal until the master has a new worker process"
+    haproxy_workers "$master"
+    before=" $WORKERS "
+    OP_OLD=${WORKERS%% *} OP_NEW="" OP_MOVED="" OP_MSG="" OP_RC=1 OP_CHANGED=no
+    log_cmd kill -USR2 "$master"
+    OP_T0=$EPOCHREALTIME
+    kill -USR2 "$master"
+    for ((i = 0; i < 1000; i++)); do        # 10 s at most
+        haproxy_workers "$master"
+        for w in $WORKERS; do
+            [[ $before == *" $w "* ]] || OP_NEW=$w
+        done
+        [[ -z $OP_NEW ]] || break
+        alive "$master" || break
+        sleep 0.01
+    done
+    OP_T1=$EPOCHREALTIME
+    if [[ -n $OP_NEW ]]; then
+        OP_RC=0 OP_CHANGED=yes
+    else
+        OP_MSG="no new worker within 10 s: $(tail -n 5 "$TMP/haproxy.log" | tr '\n' ' ')"
+    fi
+    # the old worker is the master's child: the master reaps it; alive() sees it leave
+}
+
 # routed_counts: B-sni on ringway-sni. Sets ROUTED to "BY=N ..." from ringway's
 # ringway_listen_routed_total for the shared address since the start, summed over its routes
 # ("" when the metrics could not be read), read 1.1 s after the run (the workers report every
@@ -1078,6 +1306,10 @@ measure() {
            # route extra's port, below the ephemeral range: none of the load's thousands of
            # client sockets can be holding it when ringway binds it
            ROUTE_PORT=$("${STAT[@]}" freeport --outside-ephemeral 1) ;;
+        U) tool=upgrade lim=$((S_DUR + 30))  # the load of S
+           cmd=(taskset -c "$LOAD_CPU" "$RINGWAY_LOAD_RUN" --target "127.0.0.1:$HTTP_PORT"
+               --mode conn --rate "$S_RATE" --duration "${S_DUR}s" --exchange http
+               --timeout 2s) ;;
     esac
     cmd=(timeout "$lim" "${cmd[@]}")
     log_cmd "${cmd[@]}"
@@ -1116,6 +1348,8 @@ measure() {
         run_switch "$out" "$out.err" "$proxy" "${cmd[@]}"
     elif [[ $scen == R ]]; then
         run_route "$out" "$out.err" "${cmd[@]}"
+    elif [[ $scen == U ]]; then
+        run_upgrade "$out" "$out.err" "$proxy" "${cmd[@]}"
     else
         run_tracked "$out" "$out.err" "${cmd[@]}"
     fi
@@ -1129,14 +1363,16 @@ measure() {
     local proxy_ticks="" extra=()
     # B-sni on ringway-sni: how ringway routed the connections (read after the CPU sample)
     [[ $scen != B-sni || $proxy != ringway-sni ]] || routed_counts
-    # S: no proxy CPU figure (HAProxy's process is replaced during the run); R as S
-    [[ -z $PROXY_PID || $scen == S || $scen == R ]] || proxy_ticks=$((p1 - p0))
+    # S: no proxy CPU figure (HAProxy's process is replaced during the run); R and U as S
+    [[ -z $PROXY_PID || $scen == S || $scen == R || $scen == U ]] || proxy_ticks=$((p1 - p0))
     [[ $scen != D ]] || extra=(--rss-before-kb "$rss0" --rss-held-kb "$RSS_HELD"
         --threads "$THREADS_HELD" --held-seen "$HELD_SEEN")
     [[ $scen != S ]] || extra=(--switch-rc "$SWITCH_RC" --switch-t0 "$SWITCH_T0"
         --switch-t1 "$SWITCH_T1" --switch-stopped "$SWITCH_STOPPED" --switch-how "$SWITCH_HOW"
         --switch-cmd "$SWITCH_CMD" --switch-msg "$SWITCH_MSG" --load-t0 "$t0")
     [[ $scen != R ]] || extra=(--route-json "$ROUTE_JSON" --route-rc "$ROUTE_RC")
+    [[ $scen != U ]] || extra=(--upgrade-ops "$UPGRADE_OPS" --upgrade-how "$UPGRADE_HOW"
+        --load-t0 "$t0")
     [[ $scen != B-sni || $proxy != ringway-sni ]] || extra=(--routed "$ROUTED")
     "${STAT[@]}" record --scenario "$scen" --proxy "$proxy" --rep "$rep" --tool "$tool" \
         --layout "$layout" --output "$out" --cmd "$cmdline" --rc "$rc" \
@@ -1157,7 +1393,7 @@ run_group() {
     start_proxy "$proxy" "$cpu" "$warm"
     for scen in "$@"; do
         measure "$rep" "$proxy" "$scen"
-        if [[ -n $PROXY_PID ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
+        if [[ -n $PROXY_PID ]] && ! alive "$PROXY_PID"; then
             tail -n 20 "$TMP/$proxy.log" >&2
             note "warning: $proxy died during scenario $scen (log above); skipping its other scenarios of this group in rep $rep"
             break
@@ -1322,7 +1558,7 @@ write_env() {
         echo "cpu model: $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//')"
         echo "nproc: $(nproc)"
         echo "layout: proxy on CPU $PROXY_CPU; load generator + origin on CPU $LOAD_CPU; A1: all on CPU $LOAD_CPU"
-        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE S_RATE=$S_RATE S_DUR=$S_DUR SNI_NAME=$SNI_NAME QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
+        echo "settings: DUR=$DUR L_DUR=$L_DUR REPS=$REPS WARMUP=$WARMUP IDLE_CONNS=$IDLE_CONNS D_HOLD=$D_HOLD D_SETTLE=$D_SETTLE S_RATE=$S_RATE S_DUR=$S_DUR UPGRADES=$UPGRADES SNI_NAME=$SNI_NAME QUIET_MAX_WAIT=$QUIET_MAX_WAIT QUIET_WINDOW=$QUIET_WINDOW QUIET_BUDGET=${QUIET_BUDGET:-none} (waited $((QUIET_SPENT / 10))s in all) NOISE_MAX=$NOISE_MAX quick=$QUICK"
         echo "proxies: $PROXIES"
         echo "scenarios: $SCENARIOS"
         for v in "${SKIPPED[@]}"; do v=${v#*:}; echo "skipped: ${v/:/: }"; done
@@ -1370,7 +1606,7 @@ write_env() {
 # --------------------------------------------------------------------------------- main
 note "CPU layout: proxy on CPU $PROXY_CPU, load generator + origin on CPU $LOAD_CPU (A1: all on CPU $LOAD_CPU); set PROXY_CPU / LOAD_CPU to change"
 note "proxies: $PROXIES"
-note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")$(has_scen S && echo ", S: $S_RATE conn/s for ${S_DUR}s, switch at half time (ringway and HAProxy only)")$(has_scen R && echo ", R: the same load, route added at 1/3 and removed at 2/3 (ringway only)")"
+note "scenarios: $SCENARIOS; DUR=${DUR}s (L ${L_DUR}s), REPS=$REPS, WARMUP=${WARMUP}s$(has_scen D && echo ", D: $IDLE_CONNS idle conns held ${D_HOLD}s")$(has_scen S && echo ", S: $S_RATE conn/s for ${S_DUR}s, switch at half time (ringway and HAProxy only)")$(has_scen R && echo ", R: the same load, route added at 1/3 and removed at 2/3 (ringway only)")$(has_scen U && echo ", U: the same load, $UPGRADES upgrades/reloads/restarts (ringway, ringway-restart, haproxy)")"
 : >"$TMP/commands.txt"
 : >"$TMP/runs.jsonl"
 write_lua
@@ -1385,8 +1621,14 @@ sni_peer() {        # sni_peer NAME: true when NAME takes part in B-sni
     case $1 in direct | ringway | ringway-sni | haproxy | haproxy-sni) return 0 ;; esac
     return 1
 }
+u_peer() {          # u_peer NAME: true when NAME takes part in U
+    case $1 in ringway | ringway-restart | haproxy) return 0 ;; esac
+    return 1
+}
 proxy_has_work() {  # proxy_has_work NAME: true when NAME runs a scenario of this selection
     if has_scen B-sni && sni_peer "$1"; then return 0; fi
+    if has_scen U && u_peer "$1"; then return 0; fi
+    [[ $1 != ringway-restart ]] || return 1     # it runs U only
     [[ $1 != *-sni ]] || return 1               # the -sni proxies run B-sni only
     if ((${#split[@]} > 0)) || has_scen A1; then return 0; fi
     [[ $1 != direct ]] || return 1              # D, S and R need a proxy process
@@ -1408,6 +1650,11 @@ for ((rep = 1; rep <= REPS; rep++)); do
             run_group "$rep" "$proxy" "$PROXY_CPU" "$WARMUP" B-sni
             WARM_WITH=wrk
         fi
+        # U's plain restart runs nothing else
+        if [[ $proxy == ringway-restart ]]; then
+            run_group "$rep" "$proxy" "$PROXY_CPU" 0 U
+            continue
+        fi
         [[ $proxy != *-sni ]] || continue
         run_group "$rep" "$proxy" "$PROXY_CPU" "$WARMUP" "${split[@]}"
         if has_scen A1; then run_group "$rep" "$proxy" "$LOAD_CPU" "$WARMUP" A1; fi
@@ -1426,6 +1673,17 @@ for ((rep = 1; rep <= REPS; rep++)); do
         if has_scen R; then
             case $proxy in
                 ringway | ringway-*) run_group "$rep" "$proxy" "$PROXY_CPU" 0 R ;;
+            esac
+        fi
+        # U: a fresh start without warm-up (the process is upgraded / reloaded during the
+        # run); ringway (upgrade) and haproxy (master-worker reload) only; ringway-restart
+        # above
+        if has_scen U; then
+            case $proxy in
+                ringway) run_group "$rep" "$proxy" "$PROXY_CPU" 0 U ;;
+                haproxy) HAPROXY_MW=1
+                         run_group "$rep" "$proxy" "$PROXY_CPU" 0 U
+                         HAPROXY_MW=0 ;;
             esac
         fi
     done
@@ -1449,6 +1707,7 @@ for v in "${SKIPPED[@]}"; do skipped_args+=(--skipped "$v"); done
     --meta "proxies=$PROXIES" --meta "scenarios=$SCENARIOS" --meta "kernel=$(uname -r)" \
     --meta "idle_conns=$IDLE_CONNS" --meta "warmup_s=$WARMUP" --meta "quick=$QUICK" \
     --meta "s_rate=$S_RATE" --meta "s_dur_s=$S_DUR" --meta "sni_name=$SNI_NAME" \
+    --meta "upgrades=$UPGRADES" \
     --meta "wall_s_before_report=$WALL_S" "${skipped_args[@]}"
 if has_scen W; then workers_report "$OUT_DIR"; fi
 if [[ $PLOTS == 1 && -n $PLOT_PY ]]; then

@@ -9,7 +9,8 @@ the direct path (for L a latency ratio: lower is better; for D, which has no dir
 VmRSS bytes per held connection). S (switch under load) has three instead: failed requests,
 p99 latency and the switch time (ringway) / downtime (HAProxy stop/start); R (route added and
 removed under load, ringway only) failed requests, p99 latency and the add / ready / remove
-times side by side. Whiskers span the runs used (min..max). Needs matplotlib; uses the Agg backend, so no display is needed.
+times side by side; U (upgrade / reload / restart under load) failed requests, p99 latency and
+the mean operation time (upgrade command, HAProxy reload, restart downtime). Whiskers span the runs used (min..max). Needs matplotlib; uses the Agg backend, so no display is needed.
 """
 
 import json
@@ -22,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 RINGWAY = {"ringway": "#c92a2a", "ringway-buffered": "#d9480f", "ringway-splice": "#f08c00", "ringway-busy": "#e64980",
-           "ringway-rr": "#a61e4d", "ringway-lc": "#862e9c", "ringway-hash": "#5f3dc4"}
+           "ringway-rr": "#a61e4d", "ringway-lc": "#862e9c", "ringway-hash": "#5f3dc4",
+           "ringway-restart": "#e8590c"}
 PEER = "#868e96"
 
 
@@ -131,6 +133,35 @@ def plot_route(rows, meta, outdir):
     return path
 
 
+def plot_upgrade(rows, meta, outdir):
+    """U: failed requests, p99 latency and the mean operation time per proxy."""
+    names = [r["proxy"] for r in rows]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.2))
+    bars(ax1, names, [r["figure"] for r in rows],
+         [r.get("figure_min") for r in rows], [r.get("figure_max") for r in rows],
+         title="failed requests during the run (lower is better)",
+         ylabel=f"of ~{fnum_int(rows[0].get('exchanges'))} sent", fmt="{:,.0f}")
+    bars(ax2, names, [r.get("p99_us") for r in rows], title="p99 latency of ok requests",
+         ylabel="µs", fmt="{:,.0f}")
+    bars(ax3, names, [r.get("op_s_mean") for r in rows],
+         [r.get("op_s_min") for r in rows], [r.get("op_s_max") for r in rows],
+         title="upgrade command / reload / restart downtime", ylabel="seconds (mean)",
+         fmt="{:.3f}")
+    for ax in (ax1, ax2, ax3):
+        ax.margins(y=0.12)
+    ax1.set_ylim(bottom=0, top=max([1] + [r.get("figure_max") or r["figure"] or 0
+                                           for r in rows]) * 1.15)
+    fig.suptitle(f"{rows[0]['title']}, {meta.get('upgrades', '?')} ops in "
+                 f"{meta.get('s_dur_s', '?')} s at {meta.get('s_rate', '?')} conn/s - "
+                 f"{meta.get('host', '')} {meta.get('date', '')}, "
+                 f"{meta.get('reps', '?')} rep(s), medians", fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(outdir, "plot-U.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fnum_int(x):
     return "?" if x is None else f"{x:,.0f}"
 
@@ -143,6 +174,8 @@ def plot_scenario(scen, rows, meta, outdir):
         return plot_switch(rows, meta, outdir)
     if scen == "R":
         return plot_route(rows, meta, outdir)
+    if scen == "U":
+        return plot_upgrade(rows, meta, outdir)
     names = [r["proxy"] for r in rows]
     first = rows[0]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))

@@ -13,8 +13,8 @@ Subcommands:
                       address is refused; then read the listener's queue resets from the
                       metrics command; print one JSON object
   record ...          parse one wrk / iperf3 / autocannon / ringway-load output (for S with the
-                      switch's timings and exit code, for R with route-phase's JSON), print
-                      one JSON line (a "run")
+                      switch's timings and exit code, for R with route-phase's JSON, for U
+                      with the operations bench.sh made), print one JSON line (a "run")
   report ...          read the runs, write results.json and table.md, print the table
 
 Method (see the header of bench.sh and /work/shared/research/perf-peers.md): per
@@ -26,7 +26,8 @@ results.json keeps the schema of the first runs (meta, summary, runs; summary ro
 scenario, proxy, figure, ratio_to_direct, proxy_cpu_per_unit, ...) and only adds to it:
 summary rows gain layout, tool, figure_min/max, proxy_cpu_min/max (and for D rss_*/threads,
 for A1 the target, for S failed_requests/failed_pct/exchanges/outcomes/switch_s, for R the
-same load figures and add_s/ready_s/remove_s/refused_after_remove/listener_queue_resets), and a
+same load figures and add_s/ready_s/remove_s/refused_after_remove/listener_queue_resets, for U
+the same load figures and ops/op_s/op_s_min/op_s_max/pid_changed/old_exited), and a
 top-level "skipped" list names what did not run and why.
 """
 
@@ -72,8 +73,12 @@ SCENARIOS = {
     # (ringway only); no proxy CPU either, like S
     "R": {"title": "R route added and removed under load", "figure": "failed_requests",
           "unit": "failed", "cpu_unit": "-", "work": "exchanges", "scale": 1},
+    # U: the same load while the proxy is upgraded (ringway), reloaded (HAProxy master-worker)
+    # or restarted (ringway-restart) UPGRADES times; no proxy CPU (the process is replaced)
+    "U": {"title": "U upgrade / reload / restart under load", "figure": "failed_requests",
+          "unit": "failed", "cpu_unit": "-", "work": "exchanges", "scale": 1},
 }
-SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "B-sni", "C", "C-http", "D", "L", "S", "R"]
+SCENARIO_ORDER = ["A", "A-ac", "A1", "B", "B-sni", "C", "C-http", "D", "L", "S", "R", "U"]
 # A1: everything on one core; the goal for ringway there (ratio of req/s to direct)
 A1_TARGET = 0.6
 
@@ -559,9 +564,78 @@ def parse_route(text, args):
     return out
 
 
+OP_FIELDS = ("n", "rc", "t0", "t1", "old_pid", "new_pid", "pid_changed", "old_exited",
+             "sessions_moved", "output")
+
+
+def parse_upgrade(text, args):
+    """Scenario U: ringway-load --mode conn JSON report, plus the operations bench.sh made
+    during it (one tab-separated line each, OP_FIELDS)."""
+    out, failed = parse_conn_load(text)
+    if failed:
+        return failed
+    ops = []
+    try:
+        with open(args.upgrade_ops, errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                v = dict(zip(OP_FIELDS, line.rstrip("\n").split("\t")))
+                op = {"n": int(v["n"]), "rc": int(v["rc"]) if v.get("rc") else None,
+                      "pid_changed": v.get("pid_changed") or None,
+                      "old_exited": v.get("old_exited") or None,
+                      "old_pid": int(v["old_pid"]) if v.get("old_pid") else None,
+                      "new_pid": int(v["new_pid"]) if v.get("new_pid") else None}
+                if v.get("t0") and v.get("t1"):
+                    op["op_s"] = round(float(v["t1"]) - float(v["t0"]), 4)
+                    if args.load_t0:
+                        op["at_s"] = round(float(v["t0"]) - float(args.load_t0), 3)
+                if v.get("sessions_moved"):
+                    op["sessions_moved"] = int(v["sessions_moved"])
+                if (v.get("output") or "").strip():
+                    op["output"] = v["output"].strip()[-400:]
+                ops.append(op)
+    except (OSError, TypeError, ValueError) as e:
+        out.setdefault("failed", f"cannot read the operations: {e}")
+        return out
+    times = [op["op_s"] for op in ops if op.get("op_s") is not None]
+    out.update({"upgrade_how": args.upgrade_how, "ops": ops, "ops_made": len(ops),
+                "ops_failed": sum(op["rc"] != 0 for op in ops),
+                "op_s_mean": round(statistics.mean(times), 4) if times else None,
+                "pid_changed_ops": sum(op["pid_changed"] == "yes" for op in ops),
+                "old_exited_ops": sum(op["old_exited"] == "yes" for op in ops
+                                      if op.get("old_pid"))})
+    warn = [out["warning"]] if out.get("warning") else []
+    if "failed" in out:
+        pass
+    elif not ops:
+        out["failed"] = "no operation was made"
+    # the proxy's behaviour, not the benchmark's: the run stays, the row shows it
+    for op in ops:
+        if op["rc"] != 0:
+            warn.append(f"operation {op['n']} failed (exit {op['rc']}): "
+                        f"{(op.get('output') or '')[-200:]}")
+        elif op["pid_changed"] != "yes":
+            warn.append(f"operation {op['n']}: the pid did not change")
+        if op.get("old_pid") and op["old_exited"] != "yes":
+            warn.append(f"operation {op['n']}: the replaced process {op['old_pid']} had not "
+                        "exited 5 s after the load")
+        # HAProxy's master logs how the old worker ended
+        m = re.search(r"Former worker \(\d+\) exited with code (\d+) \(([^)]*)\)",
+                      op.get("output") or "")
+        if m:
+            op["old_exit_code"] = int(m.group(1))
+            if m.group(1) != "0":
+                warn.append(f"operation {op['n']}: the old worker exited with code "
+                            f"{m.group(1)} ({m.group(2)})")
+    if warn:
+        out["warning"] = "; ".join(warn)
+    return out
+
+
 PARSERS = {"wrk": parse_wrk, "iperf3": parse_iperf3, "autocannon": parse_autocannon,
            "idle": parse_idle, "switch": parse_switch, "route": parse_route,
-           "hello": parse_hello}
+           "hello": parse_hello, "upgrade": parse_upgrade}
 
 
 def cmd_record(args):
@@ -598,7 +672,7 @@ def progress_line(run):
     head = f"  rep {run['rep']} {run['scenario']:<6} {run['proxy']:<16}"
     if "failed" in run:
         return f"{head} FAILED: {run['failed']}"
-    if run["scenario"] in ("S", "R"):
+    if run["scenario"] in ("S", "R", "U"):
         parts = [s_figure(run), f"p50 {run['p50_us']:,.0f} µs", outcomes_text(run["outcomes"])]
         if run.get("warning"):
             parts.append(run["warning"])
@@ -639,6 +713,29 @@ def s_figure(r):
                 f"{r['switch_s']:.3f} s"
     if r["scenario"] == "R":
         text += ", " + r_figure(r)
+    if r["scenario"] == "U":
+        text += ", " + u_figure(r)
+    return text
+
+
+U_OP = {"ringway": "upgrade", "haproxy": "reload", "ringway-restart": "restart (downtime)"}
+
+
+def u_figure(r):
+    """U's operation figures (a run or a summary row): "upgrade 0.052 s mean of 3, pid
+    changed 3/3, old exited 3/3"."""
+    name = U_OP.get(r["proxy"], "op")
+    n = r.get("ops_made")
+    text = f"{name} {fsec(r.get('op_s_mean'))} mean of {'-' if n is None else f'{n:g}'}"
+    if r.get("ops_failed"):
+        text += f", {r['ops_failed']:g} failed"
+    if r["proxy"] != "ringway-restart":
+        text += f", pid changed {r.get('pid_changed_ops', 0):g}/{'-' if n is None else f'{n:g}'}"
+        if r.get("old_exited_ops") is not None:
+            text += f", old exited {r['old_exited_ops']:g}/{'-' if n is None else f'{n:g}'}"
+        bad = [c for c in r.get("old_exit_codes") or [] if c != 0]
+        if bad:
+            text += f" ({len(bad)} with exit code {'/'.join(sorted({str(c) for c in bad}))})"
     return text
 
 
@@ -748,6 +845,32 @@ def summarize(runs, noise_max):
                 "port answered 200; refused_after_remove = a connect right after the remove "
                 "returned was refused; listener_queue_resets = "
                 "ringway_listener_queue_resets_total for the removed port (max over runs)")
+        if scen == "U":
+            for k in ("exchanges", "failed_pct", "p999_us", "max_us", "service_p99_us"):
+                row[k] = med([r[k] for r in used if r.get(k) is not None])
+            row["failed_requests"] = row["figure"]
+            keys = sorted({k for r in used for k in (r.get("outcomes") or {})})
+            row["outcomes"] = {k: med([(r.get("outcomes") or {}).get(k, 0) for r in used])
+                               for k in keys} if used else None
+            # the operations of every run used, pooled: the mean and the extremes
+            ops = [op for r in used for op in r.get("ops") or []]
+            times = [op["op_s"] for op in ops if op.get("op_s") is not None]
+            row["ops_made"] = len(ops)
+            row["ops_failed"] = sum(op.get("rc") != 0 for op in ops)
+            row["op_s_mean"] = statistics.mean(times) if times else None
+            row["op_s_median"] = med(times)
+            row["op_s_min"] = min(times) if times else None
+            row["op_s_max"] = max(times) if times else None
+            row["pid_changed_ops"] = sum(op.get("pid_changed") == "yes" for op in ops)
+            olds = [op for op in ops if op.get("old_pid")]
+            row["old_exited_ops"] = sum(op.get("old_exited") == "yes" for op in olds) \
+                if olds else None
+            codes = [op["old_exit_code"] for op in ops if op.get("old_exit_code") is not None]
+            row["old_exit_codes"] = codes or None
+            row["sessions_moved"] = [op.get("sessions_moved") for op in ops] \
+                if any(op.get("sessions_moved") is not None for op in ops) else None
+            row["failed_requests_runs"] = [r["failed_requests"] for r in used]
+            row["upgrade_how"] = used[0].get("upgrade_how") if used else None
         if scen == "D":
             row["rss_per_conn_b"] = row["figure"]
             for k in ("rss_before_kb", "rss_held_kb", "threads", "connections_seen_held"):
@@ -863,7 +986,7 @@ def fpct(x):
 def cells(r):
     """The table's cells for one summary row."""
     fig = f"{fnum(r['figure'])} {r['figure_unit']}" if r["figure"] is not None else "failed"
-    if r["scenario"] in ("S", "R") and r["figure"] is not None:
+    if r["scenario"] in ("S", "R", "U") and r["figure"] is not None:
         fig = s_figure(r)
     if r["scenario"] == "D" and r.get("threads") is not None:
         fig += f", {r['threads']:g} thr"
@@ -933,7 +1056,7 @@ def notes_text(meta, rows, skipped, noise_max):
         f"(L: {meta.get('l_dur_s', '?')} s), medians.",
         "Scenarios: " + "; ".join(SCENARIOS[s]["title"] for s in used) + ".",
         "figure = median req/s (A, A-ac, A1), conn/s (B, B-sni), Gbit/s received (C, C-http), VmRSS "
-        "bytes per held connection (D), p50 latency (L) or failed requests (S, R); ratio to direct = median(proxied) / "
+        "bytes per held connection (D), p50 latency (L) or failed requests (S, R, U); ratio to direct = median(proxied) / "
         "median(direct) of the figure (for L a latency ratio: above 1 is slower; D has no "
         "direct row); proxy CPU = utime+stime of the proxy process (all threads) from "
         "/proc/PID/stat over the timed run, per 100k requests / 100k connections / GiB; "
@@ -999,6 +1122,24 @@ def notes_text(meta, rows, skipped, noise_max):
             "any run, '-' if never reported). Medians over the reps. ringway only: HAProxy "
             "(and nginx) cannot add a listener at runtime without a reload, which is a "
             "different operation (S measures HAProxy's stop/start); not run for direct.")
+    if any(r["scenario"] == "U" for r in rows):
+        lines.append(
+            f"U: the same load as S ({meta.get('s_rate', '?')} new connections/s for "
+            f"{meta.get('s_dur_s', '?')} s, a proxy started fresh) while the proxy is replaced "
+            f"{meta.get('upgrades', '?')} times, evenly spaced. ringway: `ringway upgrade` "
+            "over the admin API (the same binary; listening sockets and quiet sessions handed "
+            "to the new process), 'upgrade' = how long the command took; 'pid changed' = "
+            "`ringway status --json` then named the new pid; 'old exited' = the replaced "
+            "process had exited within 5 s of the load's end. haproxy: HAProxy 2.6 in "
+            "master-worker mode (-W, `stats socket ... expose-fd listeners`) reloaded with "
+            "SIGUSR2 to the master (its seamless reload: the new worker gets the listening "
+            "sockets with -x sockpair@, the old one finishes its sessions), 'reload' = from "
+            "the signal until the master had a new worker. ringway-restart: SIGTERM, wait "
+            "for the exit, start again with the same file, 'restart (downtime)' = from the "
+            "SIGTERM until the new process listened. figure = failed requests (refused, reset, "
+            "timeout, wrong bytes, error, dropped) of all sent, medians over the reps; p50/p99 "
+            "as in S; the operation time is the mean over every operation of the runs used. "
+            "No proxy CPU figure.")
     if any(r["scenario"] == "D" for r in rows):
         lines.append(f"D: {meta.get('idle_conns', '?')} idle connections through the proxy "
                      "(ringway-load --mode idle), proxy started fresh without warm-up; figure = "
@@ -1101,6 +1242,10 @@ def main():
     # route (scenario R) only: what route-phase printed, and its exit code
     s.add_argument("--route-json", default="", help="file: route-phase's output")
     s.add_argument("--route-rc", default="", help="exit code of route-phase")
+    # upgrade (scenario U) only: the operations made during the load
+    s.add_argument("--upgrade-ops", default="",
+                   help="file: one tab-separated line per operation (OP_FIELDS)")
+    s.add_argument("--upgrade-how", default="")
     s.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("report")
