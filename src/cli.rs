@@ -91,6 +91,10 @@ pub enum Command {
         /// How long the new binary gets to report ready.
         #[arg(long, value_name = "DURATION", default_value = "30s")]
         timeout: String,
+        /// Hand over the listeners only: open sessions finish in the old process (under
+        /// runtime.shutdown_grace) instead of moving to the new one.
+        #[arg(long)]
+        no_sessions: bool,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         Command::Upgrade {
             binary,
             timeout,
+            no_sessions,
             client,
         } => {
             // The server resolves nothing relative to its own directory: send an absolute
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
                 Call::Upgrade {
                     binary,
                     timeout: Some(timeout),
+                    sessions: !no_sessions,
                 },
                 client,
             )

@@ -216,7 +216,11 @@ pub fn query(
                 }
                 other => other.map(std::path::PathBuf::from),
             };
-            Ok(AdminQuery::Upgrade { binary, timeout })
+            Ok(AdminQuery::Upgrade {
+                binary,
+                timeout,
+                sessions: b.sessions.unwrap_or(true),
+            })
         }
         Endpoint::Route { name } if write => {
             let v: serde_json::Value = json(body, "the keys of a [[route]] table")?;
@@ -411,6 +415,50 @@ mod tests {
                 .map(|e| e.status),
             Some(400)
         );
+    }
+
+    #[test]
+    fn upgrade_bodies() {
+        let post = Method::POST;
+        assert!(matches!(endpoint("/upgrade", ""), Ok(Endpoint::Upgrade)));
+        assert_eq!(
+            query(Endpoint::Upgrade, &post, b"", false),
+            Ok(AdminQuery::Upgrade {
+                binary: None,
+                timeout: None,
+                sessions: true
+            })
+        );
+        assert_eq!(
+            query(
+                Endpoint::Upgrade,
+                &post,
+                br#"{"binary": "/usr/bin/ringway", "timeout": "5s", "sessions": false}"#,
+                false
+            ),
+            Ok(AdminQuery::Upgrade {
+                binary: Some("/usr/bin/ringway".into()),
+                timeout: Some(std::time::Duration::from_secs(5)),
+                sessions: false
+            })
+        );
+        for bad in [
+            &br#"{"binary": "ringway"}"#[..],
+            br#"{"timeout": "0s"}"#,
+            br#"{"timeout": "1h"}"#,
+            br#"{"timeout": "soon"}"#,
+            br#"{"sessions": "no"}"#,
+            br#"{"binary": "/x", "extra": 1}"#,
+        ] {
+            assert_eq!(
+                query(Endpoint::Upgrade, &post, bad, false)
+                    .err()
+                    .map(|e| e.status),
+                Some(400),
+                "{bad:?}"
+            );
+        }
+        assert!(!Endpoint::Upgrade.accepts(&Method::GET));
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct UpgradeBody {
     /// How long it gets to report ready (`"30s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// `false`: hand over the listeners only; open sessions finish in the old process
+    /// (under `runtime.shutdown_grace`). Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<bool>,
 }
 
 /// `POST /reload` (and `ringway reload`): what a reload did, route by route.

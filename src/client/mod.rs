@@ -71,6 +71,7 @@ pub enum Call {
     Upgrade {
         binary: Option<String>,
         timeout: Option<String>,
+        sessions: bool,
     },
 }
 
@@ -167,12 +168,17 @@ impl Call {
             ),
             Call::Reload => r(Method::POST, "/reload".into(), None),
             Call::ConfigDump => r(Method::GET, "/config".into(), None),
-            Call::Upgrade { binary, timeout } => r(
+            Call::Upgrade {
+                binary,
+                timeout,
+                sessions,
+            } => r(
                 Method::POST,
                 "/upgrade".into(),
                 Some(json!(UpgradeBody {
                     binary: binary.clone(),
                     timeout: timeout.clone(),
+                    sessions: Some(*sessions),
                 })),
             ),
         }

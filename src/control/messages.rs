@@ -196,6 +196,8 @@ pub enum AdminQuery {
     Upgrade {
         binary: Option<std::path::PathBuf>,
         timeout: Option<Duration>,
+        /// Hand over open sessions too (else they finish here).
+        sessions: bool,
     },
 }
 

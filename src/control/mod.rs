@@ -230,7 +230,7 @@ impl Control {
                 self.access_log.reopen();
             }
             if signals.upgrade.swap(false, Ordering::Relaxed) {
-                self.on_upgrade(None, None, None);
+                self.on_upgrade(None, None, true, None);
             }
             if self.watch_due.is_some_and(|t| Instant::now() >= t) {
                 self.watch_due = None;
@@ -366,8 +366,12 @@ impl Control {
                 return self.on_drain_flag(route, addr, drain, reply);
             }
             AdminQuery::Reload => return self.reload(Trigger::Api, Some(reply)),
-            AdminQuery::Upgrade { binary, timeout } => {
-                return self.on_upgrade(binary, timeout, Some(reply));
+            AdminQuery::Upgrade {
+                binary,
+                timeout,
+                sessions,
+            } => {
+                return self.on_upgrade(binary, timeout, sessions, Some(reply));
             }
         };
         let _ = reply.send(answer);

@@ -26,6 +26,8 @@ type Reply = tokio::sync::oneshot::Sender<AdminReply>;
 pub(super) struct Upgrading {
     handle: parent::Handle,
     binary: PathBuf,
+    /// Hand over open sessions too.
+    sessions: bool,
     reply: Option<Reply>,
     started: Instant,
     /// Once the new process is ready: what it took, and the workers still handing over.
@@ -53,6 +55,7 @@ impl Control {
         &mut self,
         binary: Option<PathBuf>,
         timeout: Option<Duration>,
+        sessions: bool,
         reply: Option<Reply>,
     ) {
         let answer = |reply: Option<Reply>, r: AdminReply| {
@@ -77,6 +80,7 @@ impl Control {
                 self.upgrade = Some(Upgrading {
                     handle,
                     binary,
+                    sessions,
                     reply,
                     started: Instant::now(),
                     moving: None,
@@ -164,7 +168,8 @@ impl Control {
                     admin.stop_accepting();
                 }
                 let adopted = Arc::new(adopted);
-                let routes = Arc::new(routes);
+                // Without session hand-over no route pauses: every session finishes here.
+                let routes = Arc::new(if up.sessions { routes } else { Vec::new() });
                 let mut waiting = 0;
                 for w in &self.workers {
                     let sent = w.waker.send(ToWorker::Handover {

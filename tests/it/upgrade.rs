@@ -392,3 +392,46 @@ fn sigusr2_upgrades_in_place() {
     let restarted = p.metric("ringway_start_time_seconds").unwrap();
     assert!(restarted > started, "{restarted} > {started}");
 }
+
+/// `"sessions": false` (`ringway upgrade --no-sessions`): the listeners move, an open session
+/// stays and is served by the old process to its end, and the old process exits once it has
+/// ended.
+#[test]
+fn without_session_hand_over_the_old_process_serves_its_sessions_to_the_end() {
+    let echo = Backend::echo();
+    let p = ProxyBuilder::new(true).route(&[echo.addr], "").start();
+    let mut successors = Successors::default();
+    let mut s = TcpStream::connect(p.addr("r0")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 5];
+    s.write_all(b"first").unwrap();
+    s.read_exact(&mut buf).unwrap();
+    let body = format!(
+        "{{\"binary\": \"{}\", \"sessions\": false}}",
+        ringway_bin().display()
+    );
+    let (code, doc) = upgrade(&p, &body);
+    assert_eq!(code, 200, "{doc}");
+    successors.0.push(doc["pid"].as_u64().unwrap() as u32);
+    assert_eq!(doc["sessions_moved"].as_u64(), Some(0), "{doc}");
+    assert_eq!(doc["sessions_left"].as_u64(), Some(1), "{doc}");
+    // New connections go to the new process; the open one is still served.
+    let mut n = TcpStream::connect(p.addr("r0")).unwrap();
+    n.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    n.write_all(b"newer").unwrap();
+    n.read_exact(&mut buf).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    s.write_all(b"still").unwrap();
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still");
+    assert!(
+        !gone_within(p.pid(), &p, Duration::from_millis(200)),
+        "the old process waits for its session"
+    );
+    drop(s);
+    assert!(
+        gone_within(p.pid(), &p, Duration::from_secs(2)),
+        "{}",
+        p.logs()
+    );
+}
