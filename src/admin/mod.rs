@@ -556,7 +556,8 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | ControlError::WouldDrainAll { .. }
         | ControlError::EmptySet
         | ControlError::NoConfigFile
-        | ControlError::Upgrading => StatusCode::CONFLICT,
+        | ControlError::Upgrading
+        | ControlError::ChangePending => StatusCode::CONFLICT,
         ControlError::UpgradeFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ControlError::ShuttingDown | ControlError::NotAcknowledged { .. } => {
             StatusCode::SERVICE_UNAVAILABLE

@@ -71,6 +71,10 @@ pub enum ControlError {
     #[error("the upgrade failed; this process serves on unchanged: {0}")]
     UpgradeFailed(String),
     #[error(
+        "a change is still being applied (or a switch waits for its health gate); upgrade once it has finished"
+    )]
+    ChangePending,
+    #[error(
         "the change was published as generation {generation} and saved, but not every worker acknowledged it within {seconds}s (see the log)"
     )]
     NotAcknowledged { generation: u64, seconds: u64 },
@@ -100,6 +104,7 @@ impl ControlError {
             ControlError::ShuttingDown => "shutting_down",
             ControlError::Upgrading => "upgrade_in_progress",
             ControlError::UpgradeFailed(_) => "upgrade_failed",
+            ControlError::ChangePending => "change_in_progress",
             ControlError::NotAcknowledged { .. } => "not_acknowledged",
         }
     }

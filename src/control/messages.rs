@@ -92,9 +92,14 @@ pub enum ToWorker {
     /// point, for at most `upgrade::HANDOVER_BOUND`. Answered with
     /// [`FromWorker::HandedOver`].
     Handover {
-        adopted: Arc<Vec<SocketAddr>>,
+        /// Each address the new process took, with how many of its sockets: workers with a
+        /// lower index let theirs go, the others retire theirs (the new process closed its
+        /// copies of those).
+        adopted: Arc<Vec<(SocketAddr, usize)>>,
         routes: Arc<Vec<String>>,
     },
+    /// The new process stopped taking sessions: let every session go on here.
+    KeepSessions,
     /// A session the old process handed over: go on with it.
     Adopt(Box<crate::upgrade::child::Arrived>),
 }

@@ -139,6 +139,8 @@ pub struct Control {
     exe: Option<PathBuf>,
     /// An upgrade under way (old process).
     upgrade: Option<upgrade::Upgrading>,
+    /// A finished upgrade's thread, still sending the last sessions.
+    upgrade_thread: Option<crate::upgrade::parent::Handle>,
     /// Set once a new process took over: this one leaves, saving and telling nothing.
     handed_over: bool,
     /// New process: sessions the old process hands over.
@@ -213,7 +215,12 @@ impl Control {
             select! {
                 recv(self.from_workers) -> msg => if let Ok(msg) = msg { self.on_worker(msg) },
                 recv(upgrade_events) -> ev => if let Ok(ev) = ev { self.on_upgrade_event(ev) },
-                recv(self.arrivals) -> a => if let Ok(a) = a { self.on_arrived(a) },
+                recv(self.arrivals) -> a => match a {
+                    Ok(a) => self.on_arrived(a),
+                    // The old process sent its last session: a closed channel would be
+                    // ready at every turn.
+                    Err(_) => self.arrivals = crossbeam_channel::never(),
+                },
                 recv(self.admin_rx) -> req => if let Ok(req) = req { self.on_admin(req) },
                 recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
                 recv(self.names.rx) -> ev => if let Ok(ev) = ev { self.on_dns(ev) },
@@ -241,6 +248,9 @@ impl Control {
             }
             if !self.gates.is_empty() {
                 self.expire_gates();
+            }
+            if self.upgrade.is_some() {
+                self.expire_upgrade();
             }
         }
     }
@@ -577,6 +587,7 @@ impl Control {
     /// closed, metrics are gathered one last time, threads are joined.
     fn shutdown(mut self) {
         self.stopping = true;
+        self.end_upgrade();
         // After an upgrade the new process is the service: nothing is said for this one.
         if !self.handed_over {
             notify::stopping();

@@ -367,6 +367,12 @@ impl Ports {
         std::mem::take(&mut self.inherited).into_keys().collect()
     }
 
+    /// Forgets the copies (a new process took the sockets over; this one must not keep any
+    /// alive past its own workers' closes).
+    pub fn drop_copies(&mut self) {
+        self.copies.clear();
+    }
+
     /// Every held address with a copy of its sockets (to hand to a new binary).
     pub fn copies(&self) -> impl Iterator<Item = (SocketAddr, &[OwnedFd])> {
         self.copies.iter().map(|(a, fds)| (*a, fds.as_slice()))

@@ -54,6 +54,18 @@ impl Control {
             }
             return;
         }
+        // An upgrade hands over the sockets it has: none may change meanwhile (the new
+        // process reads the file itself).
+        if self.upgrade.is_some() || self.handed_over {
+            tracing::warn!(
+                trigger = trigger.as_str(),
+                "reload refused: an upgrade is under way"
+            );
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ControlError::Upgrading));
+            }
+            return;
+        }
         let Some(path) = self.source.clone() else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ControlError::NoConfigFile));

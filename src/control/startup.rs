@@ -128,7 +128,7 @@ pub(super) fn start(
     let mut ports = Ports::default();
     // Started by an upgrade: the old process's sockets stand in for binding the same
     // addresses (nothing queued on them is lost).
-    let handed: Vec<SocketAddr> = match inherited.as_mut() {
+    let handed: Vec<(SocketAddr, usize)> = match inherited.as_mut() {
         Some(i) => {
             // A route on port 0 keeps the port it had (same route, same configured list).
             for (name, bound) in &i.bound {
@@ -139,7 +139,10 @@ pub(super) fn start(
                 }
             }
             let listeners = std::mem::take(&mut i.listeners);
-            let addrs = listeners.keys().copied().collect();
+            let addrs = listeners
+                .iter()
+                .map(|(a, fds)| (*a, fds.len().min(count)))
+                .collect();
             ports.inherit(listeners);
             addrs
         }
@@ -169,7 +172,10 @@ pub(super) fn start(
     // What this process did not take (its configuration no longer listens there) is closed
     // now; the old process retires those addresses itself.
     let unused = ports.drop_inherited();
-    let adopted: Vec<SocketAddr> = handed.into_iter().filter(|a| !unused.contains(a)).collect();
+    let adopted: Vec<(SocketAddr, usize)> = handed
+        .into_iter()
+        .filter(|(a, _)| !unused.contains(a))
+        .collect();
     let admin_sockets = match inherited.as_mut().and_then(|i| i.admin.take()) {
         Some(from) => {
             AdminSockets::inherit(from, config.admin.listen, config.admin.unix.as_deref())
@@ -188,7 +194,7 @@ pub(super) fn start(
     // After an upgrade a generated token carries over (the CLI's file stays valid).
     let (admin_token, token_file) = match inherited.as_ref() {
         Some(i) if config.admin.token == crate::config::TokenSource::Generated => {
-            (i.token.clone(), None)
+            token::keep(&config, &i.token)?
         }
         _ => token::resolve(&config)?,
     };
@@ -227,7 +233,7 @@ pub(super) fn start(
         });
     }
     drop(to_control);
-    wait_started(&from_workers, &mut workers)?;
+    wait_started(&from_workers, &mut workers).map_err(|e| bail(inherited, e))?;
 
     // 3. The first generation: every worker gets its own listener of each address.
     let mut access_log = AccessLog::new(count, config.runtime.access_log_queue);
@@ -241,11 +247,13 @@ pub(super) fn start(
             drains: Vec::new(),
         });
     }
-    wait_applied(&from_workers, workers.len(), first_generation)?;
+    wait_applied(&from_workers, workers.len(), first_generation).map_err(|e| bail(inherited, e))?;
 
     // 4. Health checks.
     let (health_tx, health_rx) = crossbeam_channel::unbounded();
-    let health = Health::spawn(health_tx).map_err(StartError::Thread)?;
+    let health = Health::spawn(health_tx)
+        .map_err(StartError::Thread)
+        .map_err(|e| bail(inherited, e))?;
 
     // 5. Admin API.
     let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
@@ -254,8 +262,9 @@ pub(super) fn start(
         allow: config.admin.allow.clone(),
         rate_limit: config.admin.rate_limit,
     };
-    let (_, admin_handle) =
-        admin::spawn(admin_sockets, settings, admin_tx).map_err(StartError::Thread)?;
+    let (_, admin_handle) = admin::spawn(admin_sockets, settings, admin_tx)
+        .map_err(StartError::Thread)
+        .map_err(|e| bail(inherited, e))?;
 
     summary(&config, &routes, &workers, admin_addr);
     if let Some(path) = token_file {
@@ -317,6 +326,7 @@ pub(super) fn start(
         admin_handle: Some(admin_handle),
         exe,
         upgrade: None,
+        upgrade_thread: None,
         handed_over: false,
         arrivals: crossbeam_channel::never(),
     };
@@ -325,24 +335,45 @@ pub(super) fn start(
         control.send_health_targets(name);
     }
     control.names.follow(&control.routes);
-    control.persist();
     control.sync_watcher();
     match inherited.take() {
-        // The old process tells systemd (MAINPID) once it has let go.
+        // The old process tells systemd (MAINPID) once it has let go; the state file is
+        // written only once this process serves (the old one no longer writes it then).
         Some(from) => {
             let parent = from.parent;
             let routes = control.routes.iter().map(|r| r.cfg.name.clone()).collect();
             match from.ready(adopted, routes) {
                 Ok(arrivals) => control.arrivals = arrivals,
                 Err(e) => {
-                    tracing::error!(error = %e, parent, "cannot report ready to the old process; it serves on, and so does this one")
+                    // The old process serves on (it kills this one at its deadline); leave
+                    // at once, touching none of the sockets it shares.
+                    tracing::error!(error = %e, parent, "cannot report ready to the old process; exiting");
+                    std::process::exit(1);
                 }
             }
+            control.persist();
             tracing::info!(parent, "upgrade: serving in place of the old process");
         }
-        None => notify::ready(),
+        None => {
+            control.persist();
+            notify::ready();
+        }
     }
     Ok(control)
+}
+
+/// A start-up failure once workers run. Started by an upgrade, their listeners are the old
+/// process's sockets too: a worker told to stop would retire them (a filter that drops SYNs,
+/// on the shared socket). So the old process is told why, and this one exits at once,
+/// leaving the sockets as they are. Otherwise the error is returned.
+fn bail(inherited: &mut Option<Inherited>, e: StartError) -> StartError {
+    if let Some(i) = inherited.take() {
+        tracing::error!(error = %e, "ringway could not start");
+        i.fail(&e.to_string());
+        eprintln!("ringway: {e}");
+        std::process::exit(1);
+    }
+    e
 }
 
 /// An API route from the state file that cannot come back: logged whole (so it can be

@@ -36,6 +36,8 @@ pub(super) struct Upgrading {
 
 #[derive(Debug)]
 struct Moving {
+    /// When the new process reported ready.
+    since: Instant,
     pid: u32,
     listeners: Vec<SocketAddr>,
     waiting: usize,
@@ -66,6 +68,11 @@ impl Control {
         if self.upgrade.is_some() {
             return answer(reply, Err(ControlError::Upgrading));
         }
+        // A change answered but not yet saved (every worker acknowledges first), or a switch
+        // waiting for its health gate: the new process would start without it.
+        if !self.commits.is_empty() || !self.gates.is_empty() {
+            return answer(reply, Err(ControlError::ChangePending));
+        }
         let Some(binary) = binary.or_else(|| self.exe.clone()) else {
             let why = "this process's own path is unknown: pass --binary".to_string();
             return answer(reply, Err(ControlError::UpgradeFailed(why)));
@@ -76,7 +83,6 @@ impl Control {
         };
         match parent::start(spec) {
             Ok(handle) => {
-                tracing::info!(binary = %binary.display(), pid = handle.pid, "upgrade: new binary started; waiting for it to report ready");
                 self.upgrade = Some(Upgrading {
                     handle,
                     binary,
@@ -151,6 +157,12 @@ impl Control {
                 }
                 self.upgrade = None;
             }
+            Event::Broken => {
+                // The new process stopped taking sessions: those not yet taken stay here.
+                for w in &self.workers {
+                    w.waker.send(ToWorker::KeepSessions);
+                }
+            }
             Event::Ready {
                 pid,
                 adopted,
@@ -161,6 +173,10 @@ impl Control {
                     listeners = adopted.len(),
                     "upgrade: the new process serves; handing over"
                 );
+                // Nothing here may keep a socket alive from now on: an address the new
+                // process did not take must close when this process retires it.
+                self.ports.drop_copies();
+                self.admin_copies = None;
                 // systemd follows the new process from now on (`NotifyAccess=main` is enough:
                 // this is still the main process when it says so).
                 notify::main_pid(pid);
@@ -181,8 +197,9 @@ impl Control {
                     }
                 }
                 up.moving = Some(Moving {
+                    since: Instant::now(),
                     pid,
-                    listeners: adopted.to_vec(),
+                    listeners: adopted.iter().map(|(a, _)| *a).collect(),
                     waiting,
                     moved: 0,
                     left: 0,
@@ -207,8 +224,12 @@ impl Control {
                     backend,
                 });
             }
-            // Cannot happen (workers hand over only during an upgrade); the sockets close.
-            None => tracing::error!("a session was handed over with no upgrade under way"),
+            // Cannot happen (workers hand over only during an upgrade).
+            None => {
+                tracing::error!("a session was handed over with no upgrade under way; reset");
+                crate::upgrade::wire::reset(client);
+                crate::upgrade::wire::reset(backend);
+            }
         }
     }
 
@@ -220,6 +241,23 @@ impl Control {
             m.left += left as u64;
         }
         self.finish_upgrade_if_done();
+    }
+
+    /// A worker that never reports (it would have to have died) must not hold the old
+    /// process forever: past the bound and a margin, the hand-over counts as done.
+    pub(super) fn expire_upgrade(&mut self) {
+        let late = crate::upgrade::HANDOVER_BOUND + Duration::from_secs(5);
+        if let Some(m) = self.upgrade.as_mut().and_then(|u| u.moving.as_mut())
+            && m.waiting > 0
+            && m.since.elapsed() > late
+        {
+            tracing::error!(
+                workers = m.waiting,
+                "workers did not finish handing over in time"
+            );
+            m.waiting = 0;
+            self.finish_upgrade_if_done();
+        }
     }
 
     fn finish_upgrade_if_done(&mut self) {
@@ -238,6 +276,8 @@ impl Control {
             return;
         };
         let _ = up.handle.out.send(Outgoing::Done);
+        // Every session queued goes before this process can exit.
+        self.upgrade_thread = Some(up.handle);
         let doc = UpgradeDoc {
             old_pid: std::process::id(),
             pid: m.pid,
@@ -259,11 +299,34 @@ impl Control {
         self.handed_over = true;
     }
 
+    /// At shutdown: an upgrade not yet handed over is cancelled (the child is killed, even
+    /// one that reported a moment ago: this process never let go, and its workers are about
+    /// to retire every listener); a finished one gets its sessions sent.
+    pub(super) fn end_upgrade(&mut self) {
+        if let Some(up) = self.upgrade.take() {
+            up.handle
+                .cancel
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(
+                "stopping during an upgrade: the new binary is stopped, this process stops as asked"
+            );
+            if let Some(tx) = up.reply {
+                let _ = tx.send(Err(ControlError::ShuttingDown));
+            }
+            up.handle.finish(Duration::from_secs(5));
+        }
+        if let Some(thread) = self.upgrade_thread.take() {
+            thread.finish(Duration::from_secs(30));
+        }
+    }
+
     /// New process: a session handed over by the old one goes to a worker (the one with the
     /// same index where there is one).
     pub(super) fn on_arrived(&mut self, a: Arrived) {
         let n = self.workers.len().max(1);
         if let Some(w) = self.workers.get(a.session.worker % n) {
+            // A worker that is gone drops the message, and the sockets close (no worker ever
+            // stops while ringway serves).
             w.waker.send(ToWorker::Adopt(Box::new(a)));
         }
     }

@@ -300,6 +300,11 @@ impl RouteTable {
         self.by_name.get(name)
     }
 
+    /// Every route of the table.
+    pub fn routes(&self) -> impl Iterator<Item = &Rc<Route>> {
+        self.by_name.values()
+    }
+
     /// True when route `name` is in this table.
     pub fn has(&self, name: &str) -> bool {
         self.by_name.contains_key(name)

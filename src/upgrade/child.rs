@@ -133,7 +133,7 @@ impl Inherited {
     /// arrive (the channel ends after the last one).
     pub fn ready(
         self,
-        adopted: Vec<SocketAddr>,
+        adopted: Vec<(SocketAddr, usize)>,
         routes: Vec<String>,
     ) -> std::io::Result<Receiver<Arrived>> {
         self.chan.send(
@@ -150,8 +150,9 @@ impl Inherited {
             .name("ringway-adopt".into())
             .spawn(move || {
                 let mut count = 0u64;
+                let mut buf = Vec::new();
                 loop {
-                    match chan.recv::<ToNew>() {
+                    match chan.recv_with::<ToNew>(&mut buf) {
                         Ok(Some((ToNew::Session(session), fds))) => {
                             let mut fds = fds.into_iter();
                             if let (Some(client), Some(backend)) = (fds.next(), fds.next()) {
@@ -164,7 +165,11 @@ impl Inherited {
                             }
                         }
                         Ok(Some((ToNew::Done, _))) | Ok(None) => break,
-                        Ok(Some(_)) => {}
+                        Ok(Some((_, fds))) => fds.into_iter().for_each(super::wire::reset),
+                        // Its descriptors were reset; the next session may still come.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            tracing::error!(error = %e, "a handed-over session was lost");
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "hand-over channel failed");
                             break;

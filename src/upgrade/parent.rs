@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -41,11 +43,15 @@ pub struct Spec {
 pub enum Event {
     Ready {
         pid: u32,
-        adopted: Vec<SocketAddr>,
+        /// Addresses it took over, with how many of each one's sockets (in worker order).
+        adopted: Vec<(SocketAddr, usize)>,
         routes: Vec<String>,
     },
     /// It was killed (if it still ran) and reaped; nothing of it is left.
     Failed(String),
+    /// After `Ready`: a session could not be sent (the new process stopped reading or
+    /// exited). Sessions not yet taken should stay here.
+    Broken,
 }
 
 /// What the control thread passes on once the new process is ready.
@@ -63,14 +69,57 @@ pub enum Outgoing {
 /// A started upgrade.
 #[derive(Debug)]
 pub struct Handle {
-    pub pid: u32,
     pub events: Receiver<Event>,
     pub out: Sender<Outgoing>,
+    /// Set to give up: a child that has not reported is killed (even one that just did).
+    pub cancel: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts `spec.binary run [-c FILE]` with the channel inherited, and a thread that hands it
-/// the sockets and waits for its report. Errors: it could not be started at all.
+impl Handle {
+    /// Waits (up to `limit`) for the thread to end: every session queued is sent by then.
+    pub fn finish(self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            tracing::error!("the upgrade thread did not finish sending sessions in time");
+        }
+    }
+}
+
+/// How long one session send may wait for the new process to make room.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts a thread that runs `spec.binary run [-c FILE]` with the channel inherited, hands
+/// it the sockets and waits for its report (a binary that cannot be started is a `Failed`
+/// event). Errors: the thread could not be started.
 pub fn start(spec: Spec) -> Result<Handle, String> {
+    let (events_tx, events) = crossbeam_channel::bounded(4);
+    let (out, out_rx) = crossbeam_channel::unbounded();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = cancel.clone();
+    let thread = std::thread::Builder::new()
+        .name("ringway-upgrade".into())
+        .spawn(move || match spawn_child(&spec) {
+            Ok((child, chan)) => talk(child, chan, spec, &events_tx, out_rx, &stop),
+            Err(why) => {
+                let _ = events_tx.send(Event::Failed(why));
+            }
+        })
+        .map_err(|e| format!("cannot start the upgrade thread: {e}"))?;
+    Ok(Handle {
+        events,
+        out,
+        cancel,
+        thread,
+    })
+}
+
+fn spawn_child(spec: &Spec) -> Result<(Child, Channel), String> {
     let (ours, theirs) =
         Channel::pair().map_err(|e| format!("cannot create the hand-over channel: {e}"))?;
     let fd = theirs.as_fd().as_raw_fd();
@@ -84,30 +133,30 @@ pub fn start(spec: Spec) -> Result<Handle, String> {
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", spec.binary.display()))?;
-    drop(theirs);
-    let pid = child.id();
-    let (events_tx, events) = crossbeam_channel::bounded(1);
-    let (out, out_rx) = crossbeam_channel::unbounded();
-    let started = std::thread::Builder::new()
-        .name("ringway-upgrade".into())
-        .spawn(move || talk(child, ours, spec, events_tx, out_rx));
-    match started {
-        Ok(_) => Ok(Handle { pid, events, out }),
-        Err(e) => Err(format!("cannot start the upgrade thread: {e}")),
-    }
+    tracing::info!(binary = %spec.binary.display(), pid = child.id(), "upgrade: new binary started; waiting for it to report ready");
+    Ok((child, ours))
 }
 
 fn talk(
     mut child: Child,
     chan: Channel,
     spec: Spec,
-    events: Sender<Event>,
+    events: &Sender<Event>,
     out: Receiver<Outgoing>,
+    cancel: &AtomicBool,
 ) {
     let deadline = Instant::now() + spec.deadline;
     let limit = spec.deadline;
-    let verdict = send_sockets(&chan, spec).and_then(|()| wait_ready(&chan, deadline));
+    let verdict = chan
+        .set_send_timeout(spec.deadline)
+        .map_err(channel_error)
+        .and_then(|()| send_sockets(&chan, spec))
+        .and_then(|()| wait_ready(&chan, deadline, cancel));
     let ready = match verdict {
+        Ok(_) if cancel.load(Ordering::SeqCst) => Err(CANCELLED.to_string()),
+        other => other,
+    };
+    let ready = match ready {
         Ok(ready) => ready,
         Err(why) => {
             let why = finish(&mut child, why, limit);
@@ -116,6 +165,7 @@ fn talk(
         }
     };
     let _ = events.send(ready);
+    let _ = chan.set_send_timeout(SEND_TIMEOUT);
     let mut lost = 0u64;
     for msg in out {
         match msg {
@@ -124,12 +174,20 @@ fn talk(
                 client,
                 backend,
             } => {
+                if lost > 0 {
+                    // The channel failed: what was already queued cannot go either.
+                    super::wire::reset(client);
+                    super::wire::reset(backend);
+                    lost += 1;
+                    continue;
+                }
                 let fds = [client.as_fd(), backend.as_fd()];
                 if let Err(e) = chan.send(&ToNew::Session(session), &fds) {
                     lost += 1;
-                    if lost == 1 {
-                        tracing::error!(error = %e, "cannot hand a session to the new process; it is closed");
-                    }
+                    tracing::error!(error = %e, "cannot hand a session to the new process; it is reset, and the sessions not yet taken stay here");
+                    let _ = events.send(Event::Broken);
+                    super::wire::reset(client);
+                    super::wire::reset(backend);
                 }
             }
             Outgoing::Done => {
@@ -143,6 +201,8 @@ fn talk(
     }
     // The child is not waited for: it outlives this process.
 }
+
+const CANCELLED: &str = "cancelled: this process is stopping";
 
 fn send_sockets(chan: &Channel, spec: Spec) -> Result<(), String> {
     let failed = |e: io::Error| match channel_error(e) {
@@ -180,13 +240,18 @@ fn send_sockets(chan: &Channel, spec: Spec) -> Result<(), String> {
     .map_err(failed)
 }
 
-fn wait_ready(chan: &Channel, deadline: Instant) -> Result<Event, String> {
+fn wait_ready(chan: &Channel, deadline: Instant, cancel: &AtomicBool) -> Result<Event, String> {
     loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(CANCELLED.into());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(String::new());
         }
-        chan.set_timeout(Some(left)).map_err(channel_error)?;
+        // Looks at `cancel` every 100 ms.
+        chan.set_timeout(Some(left.min(Duration::from_millis(100))))
+            .map_err(channel_error)?;
         match chan.recv::<ToOld>() {
             Ok(Some((
                 ToOld::Ready {
@@ -231,8 +296,13 @@ fn channel_error(e: io::Error) -> String {
 /// says why in one line.
 fn finish(child: &mut Child, why: String, limit: Duration) -> String {
     // A process that reported a failure exits next; give it a moment to do so by itself
-    // (none for one that did not report in time).
-    let grace = Instant::now() + Duration::from_secs(if why.is_empty() { 0 } else { 2 });
+    // (none for one that did not report in time, or when cancelled).
+    let wait = if why.is_empty() || why == CANCELLED {
+        0
+    } else {
+        2
+    };
+    let grace = Instant::now() + Duration::from_secs(wait);
     let mut status = None;
     while Instant::now() < grace {
         match child.try_wait() {

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 /// Descriptors one message may carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS: usize = 253;
-/// Largest message: a `Ready` naming thousands of routes fits.
-const MAX_MESSAGE: usize = 1 << 20;
+/// Largest message received. A unix SEQPACKET message is bounded by the sender's socket
+/// buffer (`net.core.wmem_default`, 208 KiB by default): a `Ready` naming about 2,000 routes.
+const MAX_MESSAGE: usize = 256 << 10;
 
 /// What the old process sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +70,9 @@ pub enum ToOld {
     /// up. `routes`: the routes it has (sessions of others stay with the old process).
     Ready {
         pid: u32,
-        adopted: Vec<SocketAddr>,
+        /// Each address taken over, with how many of its sockets (the old process's first
+        /// workers'; it retires the others itself).
+        adopted: Vec<(SocketAddr, usize)>,
         routes: Vec<String>,
     },
     /// It cannot start, and says why; it exits next.
@@ -101,9 +104,17 @@ impl Channel {
         Ok(Channel { fd })
     }
 
-    /// Waits at most `limit` in [`Channel::recv`] (`None`: forever).
+    /// Waits at most `limit` in [`Channel::recv`] (`None`: forever). A limit under a
+    /// millisecond counts as one (a zero timeval would mean forever).
     pub fn set_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        let limit = limit.map(|l| l.max(Duration::from_millis(1)));
         socket2::SockRef::from(&self.fd).set_read_timeout(limit)
+    }
+
+    /// Waits at most `limit` in [`Channel::send`] for room (a peer that does not read).
+    pub fn set_send_timeout(&self, limit: Duration) -> io::Result<()> {
+        let limit = limit.max(Duration::from_millis(1));
+        socket2::SockRef::from(&self.fd).set_write_timeout(Some(limit))
     }
 
     /// Sends `msg` with `fds` attached (at most [`MAX_FDS`]).
@@ -137,13 +148,23 @@ impl Channel {
     /// The next message and its descriptors; `None` when the other end is closed. A read
     /// timeout ([`Channel::set_timeout`]) is `ErrorKind::WouldBlock`/`TimedOut`.
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        self.recv_with(&mut Vec::new())
+    }
+
+    /// [`Channel::recv`] into `buf` (kept between calls: one allocation for many messages).
+    /// A truncated message (its descriptors cut by the open-files limit) is an error of kind
+    /// `InvalidData`; the descriptors that did arrive are reset and closed.
+    pub fn recv_with<T: for<'de> Deserialize<'de>>(
+        &self,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        buf.resize(MAX_MESSAGE, 0);
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut cmsg = RecvAncillaryBuffer::new(&mut space);
         let got = loop {
             match rustix::net::recvmsg(
                 &self.fd,
-                &mut [IoSliceMut::new(&mut buf)],
+                &mut [IoSliceMut::new(buf)],
                 &mut cmsg,
                 RecvFlags::CMSG_CLOEXEC,
             ) {
@@ -163,12 +184,23 @@ impl Channel {
         if got.flags.contains(rustix::net::ReturnFlags::CTRUNC)
             || got.flags.contains(rustix::net::ReturnFlags::TRUNC)
         {
-            return Err(io::Error::other("a hand-over message was truncated"));
+            fds.into_iter().for_each(reset);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a hand-over message was truncated (out of descriptors?)",
+            ));
         }
         let msg = serde_json::from_slice(&buf[..got.bytes])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Some((msg, fds)))
     }
+}
+
+/// Closes a socket that could not be handed over with a reset: its stream was cut
+/// mid-way, and a clean close would tell the peer it got everything.
+pub fn reset(fd: OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let _ = crate::net::sys::set_linger_zero(fd.as_raw_fd());
 }
 
 impl AsFd for Channel {

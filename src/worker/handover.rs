@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -22,22 +21,23 @@ use crate::proxy::table::Route;
 use crate::upgrade::child::Arrived;
 use crate::upgrade::wire::MovedSession;
 
-/// Runs the old process's side on this worker; reports `HandedOver`.
-pub(super) async fn run(
-    worker: Rc<Worker>,
-    adopted: Arc<Vec<SocketAddr>>,
-    routes: Arc<Vec<String>>,
-) {
+/// Old process, at once when the message arrives (before anything else in the inbox, such
+/// as a shutdown, could retire the same listeners): lets go of the listeners the new
+/// process took (this worker's index below the count it took), retires the others, and
+/// pauses the sessions of `routes`. Then [`run`] waits for them on a task of its own.
+pub(super) fn begin(
+    worker: &Rc<Worker>,
+    adopted: &[(SocketAddr, usize)],
+    routes: &[String],
+) -> Begun {
+    let before = worker.handed_over.get();
     let addrs: Vec<SocketAddr> = worker.listeners.borrow().keys().copied().collect();
     let table = worker.table.borrow().clone();
-    let retiring: Vec<Rc<Retire>> = addrs
+    let retiring = addrs
         .iter()
-        .filter_map(|addr| {
-            if adopted.contains(addr) {
-                worker.let_go(addr)
-            } else {
-                worker.retire(addr, table.door(addr).cloned())
-            }
+        .filter_map(|addr| match adopted.iter().find(|(a, _)| a == addr) {
+            Some((_, taken)) if worker.id < *taken => worker.let_go(addr),
+            _ => worker.retire(addr, table.door(addr).cloned()),
         })
         .collect();
     let paused: Vec<Rc<Route>> = routes
@@ -48,17 +48,42 @@ pub(super) async fn run(
         r.metrics.handing_over.set(true);
     }
     worker.sessions.wake_all();
-    let before = worker.handed_over.get();
+    Begun {
+        retiring,
+        paused,
+        before,
+    }
+}
+
+/// What [`begin`] started, for [`run`].
+pub(super) struct Begun {
+    retiring: Vec<Rc<Retire>>,
+    paused: Vec<Rc<Route>>,
+    /// Sessions handed over before this upgrade (a count kept per worker).
+    before: u64,
+}
+
+/// Waits until no session of `paused` is open here (each moved at its quiet point, or ended)
+/// or `upgrade::HANDOVER_BOUND` passed; lets the rest go on here; reports `HandedOver`.
+pub(super) async fn run(worker: Rc<Worker>, begun: Begun) {
+    let Begun {
+        retiring,
+        paused,
+        before,
+    } = begun;
     let until = Instant::now() + crate::upgrade::HANDOVER_BOUND;
-    let open = || paused.iter().map(|r| r.metrics.active.get()).sum::<u64>();
+    let open = || {
+        paused
+            .iter()
+            .filter(|r| r.metrics.handing_over.get())
+            .map(|r| r.metrics.active.get())
+            .sum::<u64>()
+    };
     while open() > 0 && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(2)).await;
     }
     super::inbox::wait_retired(&retiring).await;
-    for r in &paused {
-        r.metrics.handing_over.set(false);
-    }
-    worker.sessions.wake_all();
+    keep_sessions(&worker, &paused);
     let moved = worker.handed_over.get() - before;
     let left = worker.sessions.len();
     tracing::info!(
@@ -74,12 +99,22 @@ pub(super) async fn run(
     });
 }
 
+/// Lets the sessions of `routes` go on here (paused ones resume).
+pub(super) fn keep_sessions(worker: &Worker, routes: &[Rc<Route>]) {
+    for r in routes {
+        r.metrics.handing_over.set(false);
+    }
+    worker.sessions.wake_all();
+}
+
 /// New process: goes on with a session the old one handed over. A route that is gone by
 /// now (changed in between) cannot take it: both sockets are closed (a clean close).
 pub(super) fn adopt(worker: &Rc<Worker>, a: Arrived) {
     let route = worker.table.borrow().by_name(&a.session.route).cloned();
     let Some(route) = route else {
-        tracing::warn!(route = %a.session.route, "a handed-over session's route is gone; closed");
+        tracing::warn!(route = %a.session.route, "a handed-over session's route is gone; reset");
+        crate::upgrade::wire::reset(a.client);
+        crate::upgrade::wire::reset(a.backend);
         return;
     };
     let client = TcpStream::from_std(std::net::TcpStream::from(a.client));
@@ -88,8 +123,13 @@ pub(super) fn adopt(worker: &Rc<Worker>, a: Arrived) {
         (Ok(c), Ok(b)) => {
             monoio::spawn(session::adopt(worker.clone(), route, c, b, a.session));
         }
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "cannot adopt a handed-over session; closed")
+        (c, b) => {
+            // The side that was adopted is reset (the other one could not be).
+            for s in [c.as_ref().ok(), b.as_ref().ok()].into_iter().flatten() {
+                let _ = crate::net::sys::set_linger_zero(s.as_raw_fd());
+            }
+            let e = c.err().or(b.err());
+            tracing::warn!(error = ?e, "cannot adopt a handed-over session; reset");
         }
     }
 }

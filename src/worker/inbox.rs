@@ -83,7 +83,13 @@ pub(super) async fn run(worker: Rc<Worker>, inbox: Receiver<ToWorker>, mut wake:
                 }
                 Ok(ToWorker::Shutdown { grace }) => return shutdown(&worker, grace).await,
                 Ok(ToWorker::Handover { adopted, routes }) => {
-                    monoio::spawn(super::handover::run(worker.clone(), adopted, routes));
+                    let begun = super::handover::begin(&worker, &adopted, &routes);
+                    monoio::spawn(super::handover::run(worker.clone(), begun));
+                }
+                Ok(ToWorker::KeepSessions) => {
+                    let table = worker.table.borrow().clone();
+                    let all: Vec<_> = table.routes().cloned().collect();
+                    super::handover::keep_sessions(&worker, &all);
                 }
                 Ok(ToWorker::Adopt(arrived)) => super::handover::adopt(&worker, *arrived),
                 Err(TryRecvError::Empty) => break,
