@@ -39,22 +39,21 @@ pub fn resolve(cfg: &Config) -> Result<(String, Option<PathBuf>), TokenError> {
         }
         TokenSource::Generated => {
             let token = generate().map_err(TokenError::Random)?;
-            let path = cfg.state.token_path();
-            write_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(|source| {
-                TokenError::Write {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+            let path = write(cfg, &token)?;
             Ok((token, Some(path)))
         }
     }
 }
 
-/// The first line of a token file, trimmed; at least 16 characters.
 /// After an upgrade, a generated token carries over: the old process's token (the one the
 /// CLI holds) is written where the CLI looks, the same bytes when the old one generated it too.
 pub fn keep(cfg: &Config, token: &str) -> Result<(String, Option<PathBuf>), TokenError> {
+    write(cfg, token)?;
+    Ok((token.to_string(), None))
+}
+
+/// Writes `token` (mode 0600) beside the state file, where the CLI finds it.
+fn write(cfg: &Config, token: &str) -> Result<PathBuf, TokenError> {
     let path = cfg.state.token_path();
     write_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(|source| {
         TokenError::Write {
@@ -62,9 +61,10 @@ pub fn keep(cfg: &Config, token: &str) -> Result<(String, Option<PathBuf>), Toke
             source,
         }
     })?;
-    Ok((token.to_string(), None))
+    Ok(path)
 }
 
+/// The first line of a token file, trimmed; at least 16 characters.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();

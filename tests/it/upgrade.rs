@@ -39,6 +39,11 @@ impl Drop for Successors {
     }
 }
 
+/// The body of an upgrade to this test's own ringway binary.
+fn own_binary() -> String {
+    format!("{{\"binary\": \"{}\"}}", ringway_bin().display())
+}
+
 /// `POST /upgrade` with `body`; returns (status, document).
 fn upgrade(p: &Proxy, body: &str) -> (u16, Value) {
     let (code, text) = p.admin_call("POST", "/upgrade", Some(body));
@@ -50,7 +55,7 @@ fn upgrade(p: &Proxy, body: &str) -> (u16, Value) {
 /// `/status`) after the old one is gone (within 2 s).
 fn upgrade_ok(p: &Proxy, successors: &mut Successors) -> u32 {
     let old = p.status()["pid"].as_u64().expect("pid") as u32;
-    let body = format!("{{\"binary\": \"{}\"}}", ringway_bin().display());
+    let body = own_binary();
     let (code, doc) = upgrade(p, &body);
     assert_eq!(code, 200, "{doc}\n{}", p.logs());
     let pid = doc["pid"].as_u64().expect("new pid") as u32;
@@ -220,7 +225,7 @@ fn long_lived_streams_survive_three_upgrades() {
     let mut moved = 0;
     for _ in 0..3 {
         let before = p.status()["pid"].as_u64();
-        let body = format!("{{\"binary\": \"{}\"}}", ringway_bin().display());
+        let body = own_binary();
         let (code, doc) = upgrade(&p, &body);
         assert_eq!(code, 200, "{doc}");
         successors.0.push(doc["pid"].as_u64().unwrap() as u32);
@@ -336,7 +341,7 @@ fn check_blocks(s: &mut TcpStream) -> std::io::Result<usize> {
 
 /// As [`upgrade_ok`], but the old process may stay (a busy session finishes there).
 fn upgrade_ok_allowing_old(p: &Proxy, successors: &mut Successors) {
-    let body = format!("{{\"binary\": \"{}\"}}", ringway_bin().display());
+    let body = own_binary();
     let (code, doc) = upgrade(p, &body);
     assert_eq!(code, 200, "{doc}");
     successors.0.push(doc["pid"].as_u64().unwrap() as u32);
@@ -495,7 +500,7 @@ fn a_thousand_idle_sessions_move_at_once() {
         })
         .collect();
     let old = p.pid();
-    let body = format!("{{\"binary\": \"{}\"}}", ringway_bin().display());
+    let body = own_binary();
     let (code, doc) = upgrade(&p, &body);
     assert_eq!(code, 200, "{doc}");
     successors.0.push(doc["pid"].as_u64().unwrap() as u32);
