@@ -477,6 +477,7 @@ impl Control {
             r.place(pairs);
         }
         let mut plan = plan;
+        self.ports.keep_copies(&plan.add);
         let add = std::mem::take(&mut plan.add);
         let bound: Vec<SocketAddr> = add.iter().map(|(a, _)| *a).collect();
         let released = plan.release.clone();

@@ -338,7 +338,12 @@ impl Ports {
             self.releasing.insert(*addr, generation);
             self.copies.remove(addr);
         }
-        for (addr, listeners) in &plan.add {
+    }
+
+    /// Keeps a copy of the sockets a plan adds (for an upgrade; call before its listeners
+    /// go to the workers). Inherited sockets of those addresses are used up.
+    pub fn keep_copies(&mut self, add: &[(SocketAddr, Vec<TcpListener>)]) {
+        for (addr, listeners) in add {
             // A copy that cannot be made only means this address cannot be handed to a
             // new binary; logged, and the upgrade says so.
             match listeners
@@ -526,6 +531,25 @@ mod tests {
     }
 
     /// Conflicts inside ringway name both routes; nothing is bound.
+    #[test]
+    fn copies_follow_the_held_addresses() {
+        let mut ports = Ports::default();
+        let plan = ports.plan(&[want("a", &[any()])], 2, None, &[]).unwrap();
+        ports.commit(&plan, 1);
+        ports.keep_copies(&plan.add);
+        let addr = plan.add[0].0;
+        let copies: Vec<(SocketAddr, usize)> = ports.copies().map(|(a, f)| (a, f.len())).collect();
+        assert_eq!(copies, vec![(addr, 2)], "one copy per worker's socket");
+        let plan = ports.plan(&[], 2, None, &[]).unwrap();
+        assert_eq!(plan.release, vec![addr]);
+        ports.commit(&plan, 2);
+        assert_eq!(
+            ports.copies().count(),
+            0,
+            "a released address keeps no copy"
+        );
+    }
+
     #[test]
     fn conflicts_inside_ringway_name_both_routes() {
         let ports = Ports::default();

@@ -169,6 +169,7 @@ pub(super) fn start(
         r.place(pairs);
     }
     ports.commit(&plan, first_generation);
+    ports.keep_copies(&plan.add);
     // What this process did not take (its configuration no longer listens there) is closed
     // now; the old process retires those addresses itself.
     let unused = ports.drop_inherited();

@@ -601,3 +601,31 @@ fn without_session_hand_over_the_old_process_serves_its_sessions_to_the_end() {
         p.logs()
     );
 }
+
+/// What the admin API changed carries over: a route created through the API (on a port from
+/// `listen_range`) and a switch (the history, so a rollback works in the new process), and
+/// the generated token stays the one the CLI holds.
+#[test]
+fn runtime_routes_and_switch_history_carry_over() {
+    let (a, b) = (HttpBackend::start("A"), HttpBackend::start("B"));
+    let p = ProxyBuilder::new(true)
+        .admin_extra("listen_range = \"127.0.0.1:20200-20299\"")
+        .route(&[a.addr], "")
+        .start();
+    let mut successors = Successors::default();
+    let body = format!("{{\"backends\": [\"{}\"]}}", a.addr);
+    let (code, doc) = p.admin_call("PUT", "/routes/app", Some(&body));
+    assert_eq!(code, 201, "{doc}");
+    let app = p.addr("app");
+    let (code, doc) = p.switch("r0", &[b.addr]);
+    assert_eq!(code, 200, "{doc}");
+    let (code, doc) = upgrade(&p, &own_binary());
+    assert_eq!(code, 200, "{doc}");
+    successors.0.push(doc["pid"].as_u64().unwrap() as u32);
+    assert_eq!(p.addr("app"), app, "the API route keeps its port");
+    assert_eq!(crate::apps::get(app).as_deref(), Ok("A"));
+    assert_eq!(crate::apps::get(p.addr("r0")).as_deref(), Ok("B"));
+    let (code, doc) = p.admin_call("POST", "/routes/r0/rollback", None);
+    assert_eq!(code, 200, "the switch history came along: {doc}");
+    assert_eq!(crate::apps::get(p.addr("r0")).as_deref(), Ok("A"));
+}
