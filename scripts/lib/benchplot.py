@@ -57,16 +57,21 @@ def bars(ax, names, vals, lows=None, highs=None, title="", ylabel="", fmt="{:.3g
     ax.set_axisbelow(True)
 
 
-def plot_switch(rows, meta, outdir):
-    """S: failed requests, p99 latency and switch time / downtime per proxy."""
-    names = [r["proxy"] for r in rows]
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.2))
+def failed_and_p99(ax1, ax2, names, rows):
+    """The first two panels of S and U: failed requests of all sent, p99 of the ok ones."""
     bars(ax1, names, [r["figure"] for r in rows],
          [r.get("figure_min") for r in rows], [r.get("figure_max") for r in rows],
          title="failed requests during the run (lower is better)",
          ylabel=f"of ~{fnum_int(rows[0].get('exchanges'))} sent", fmt="{:,.0f}")
     bars(ax2, names, [r.get("p99_us") for r in rows], title="p99 latency of ok requests",
          ylabel="µs", fmt="{:,.0f}")
+
+
+def plot_switch(rows, meta, outdir):
+    """S: failed requests, p99 latency and switch time / downtime per proxy."""
+    names = [r["proxy"] for r in rows]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.2))
+    failed_and_p99(ax1, ax2, names, rows)
     bars(ax3, names, [r.get("switch_s") for r in rows],
          [r.get("switch_s_min") for r in rows], [r.get("switch_s_max") for r in rows],
          title="ringway: switch command; HAProxy: downtime", ylabel="seconds", fmt="{:.3f}")
@@ -137,12 +142,7 @@ def plot_upgrade(rows, meta, outdir):
     """U: failed requests, p99 latency and the mean operation time per proxy."""
     names = [r["proxy"] for r in rows]
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.2))
-    bars(ax1, names, [r["figure"] for r in rows],
-         [r.get("figure_min") for r in rows], [r.get("figure_max") for r in rows],
-         title="failed requests during the run (lower is better)",
-         ylabel=f"of ~{fnum_int(rows[0].get('exchanges'))} sent", fmt="{:,.0f}")
-    bars(ax2, names, [r.get("p99_us") for r in rows], title="p99 latency of ok requests",
-         ylabel="µs", fmt="{:,.0f}")
+    failed_and_p99(ax1, ax2, names, rows)
     bars(ax3, names, [r.get("op_s_mean") for r in rows],
          [r.get("op_s_min") for r in rows], [r.get("op_s_max") for r in rows],
          title="upgrade command / reload / restart downtime", ylabel="seconds (mean)",
